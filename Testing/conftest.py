@@ -1,0 +1,26 @@
+"""Shared test helpers: the real-data folder and tiny network configs that run in milliseconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MAGMS_TEST_DATA", REPO.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no real data in {DATA} (set MAGMS_TEST_DATA)")
+
+SLOTS4 = ("flair", "t1", "t1c", "t2")
+
+
+def tiny_config(backbone: str, slots=SLOTS4, out_channels: int = 4, **overrides):
+    """A network small enough for exhaustive CPU tests, same code paths as the full size."""
+    from magms.config import NetConfig
+
+    if backbone == "unetr":
+        kw = dict(img_size=(32, 32, 32), feature_size=4, hidden_size=32, mlp_dim=64, num_heads=2, num_layers=4, skip_layers=(0, 1, 2))
+    else:
+        kw = dict(img_size=(16, 16, 16), channels=(4, 8, 16))
+    kw.update(overrides)
+    return NetConfig(slots=tuple(slots), out_channels=out_channels, backbone=backbone, **kw)

@@ -1,0 +1,225 @@
+"""The MAG-MS network: one encoder per modality slot, mean fusion of the present ones, one decoder."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from magms.config import NetConfig
+from magms.networks.decoders import UNetDecoder, UNETRDecoder
+from magms.networks.encoders import UNetEncoder, UNETREncoder
+
+__all__ = ["MAGMSNet", "MAGMSOutput", "MeanFusion", "present_mask", "build_network"]
+
+Features = tuple[Tensor, ...]
+
+
+def present_mask(present: Tensor | Sequence[str] | Sequence[int], slots: Sequence[str], batch_size: int) -> Tensor:
+    """Normalise the ``present`` argument to a (B, M) bool mask on the CPU.
+
+    Args:
+        present: a (B, M) or (M,) bool tensor, or slot names / indices present in every sample.
+        slots: the network's slots, in channel order.
+        batch_size: B.
+    Raises:
+        ValueError: unknown slot, wrong shape, or a sample with no modality present.
+    """
+    m = len(slots)
+    if isinstance(present, Tensor):
+        mask = present.detach().to("cpu", torch.bool)
+        if mask.dim() == 1:
+            mask = mask.expand(batch_size, m)
+        if tuple(mask.shape) != (batch_size, m):
+            raise ValueError(f"present must have shape ({batch_size}, {m}) or ({m},), got {tuple(present.shape)}")
+    else:
+        mask = torch.zeros(batch_size, m, dtype=torch.bool)
+        for p in present:
+            if isinstance(p, str):
+                if p not in slots:
+                    raise ValueError(f"present slot {p!r} is not one of the network's slots {tuple(slots)}")
+                mask[:, slots.index(p)] = True
+            elif isinstance(p, int) and 0 <= p < m:
+                mask[:, p] = True
+            else:
+                raise ValueError(f"present entry {p!r} is neither a slot name nor an index below {m}")
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"no modality present for sample(s) {empty}: at least one slot per sample is needed")
+    return mask
+
+
+class MeanFusion(nn.Module):
+    """Per-sample mean over the PRESENT modalities' features, level by level.
+
+    Absent modalities take no part: averaging in zeros for them would drag the fused features
+    towards 0 and make the output depend on how many slots the model happens to have.
+    """
+
+    def forward(self, features: dict[int, Features], batch: dict[int, Tensor | None], counts: Tensor) -> Features:
+        """
+        Args:
+            features: slot index -> that modality's features, each (B_m, C_l, ...) for the B_m
+                samples in which it is present.
+            batch: slot index -> indices of those samples in the batch, or None for all samples.
+            counts: (B,) number of present modalities per sample.
+        Returns:
+            Fused features, each (B, C_l, ...).
+        """
+        fused: list[Tensor | None] = []
+        for slot, feats in features.items():
+            idx = batch[slot]
+            for level, f in enumerate(feats):
+                if level == len(fused):
+                    shape = (counts.shape[0], *f.shape[1:])
+                    fused.append(f.clone() if idx is None else f.new_zeros(shape).index_add_(0, idx, f))
+                elif idx is None:
+                    fused[level] = fused[level] + f
+                else:
+                    fused[level] = fused[level].index_add(0, idx, f)
+        scale = counts.to(fused[0].dtype)
+        return tuple(f / scale.view(-1, *([1] * (f.dim() - 1))) for f in fused)
+
+
+@dataclasses.dataclass
+class MAGMSOutput:
+    """Everything the MAG-MS loss needs from one training forward pass.
+
+    Attributes:
+        logits: (B, C, D, H, W) prediction from the fused features.
+        fused_features: fused features per level, each (B, C_l, ...).
+        modality_logits: slot -> (B_m, C, D, H, W) prediction from that modality alone.
+        modality_features: slot -> its features per level, each (B_m, C_l, ...).
+        modality_batch: slot -> (B_m,) indices into the batch of the samples that have it.
+    """
+
+    logits: Tensor
+    fused_features: Features
+    modality_logits: dict[str, Tensor]
+    modality_features: dict[str, Features]
+    modality_batch: dict[str, Tensor]
+
+
+class MAGMSNet(nn.Module):
+    """Modality-agnostic segmentation network with multi-modality self-distillation outputs.
+
+    He, Summerfield, Dong, Glide-Hurst, "Modality-Agnostic Learning for Medical Image Segmentation
+    Using Multi-modality Self-distillation", ISBI 2024 (arXiv 2306.03730).
+
+    Only the present slots' encoders run; an absent slot's input channel is never read, so it
+    cannot change the output. In ``train()`` mode the forward also decodes each present modality
+    on its own and returns an :class:`MAGMSOutput`; in ``eval()`` mode it returns the fused logits.
+
+    Args:
+        slots: modality keys in input-channel order.
+        encoders: one encoder per slot (same output widths).
+        decoder: shared decoder taking a tuple of features.
+        checkpointing: recompute encoder activations during backward to save memory.
+
+    Examples::
+
+        >>> net = build_network(NetConfig(slots=("flair", "t1c"), out_channels=4, img_size=(32, 32, 32)))
+        >>> net.eval()(torch.zeros(1, 2, 32, 32, 32), present=["t1c"]).shape
+        torch.Size([1, 4, 32, 32, 32])
+    """
+
+    def __init__(self, slots: Sequence[str], encoders: Sequence[nn.Module], decoder: nn.Module, checkpointing: bool = False) -> None:
+        super().__init__()
+        if len(slots) != len(encoders) or not slots:
+            raise ValueError(f"need one encoder per slot, got {len(encoders)} encoders for slots {tuple(slots)}")
+        self.slots = tuple(slots)
+        self.encoders = nn.ModuleDict(dict(zip(self.slots, encoders)))
+        self.fusion = MeanFusion()
+        self.decoder = decoder
+        self.checkpointing = checkpointing
+
+    def _encode(self, slot: str, x: Tensor) -> Features:
+        encoder = self.encoders[slot]
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(encoder, x, use_reentrant=False)
+        return encoder(x)
+
+    def _decode_each(self, features: Sequence[Features]) -> list[Tensor]:
+        # one decoder call for all inputs: instance norm is per sample, so batching is exact
+        if len(features) == 1:
+            return [self.decoder(features[0])]
+        sizes = [f[0].shape[0] for f in features]
+        stacked = tuple(torch.cat(level, dim=0) for level in zip(*features))
+        return list(self.decoder(stacked).split(sizes, dim=0))
+
+    def forward(self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int]) -> Tensor | MAGMSOutput:
+        """
+        Args:
+            x: (B, M, D, H, W); channel m is slot m, absent ones ignored.
+            present: (B, M) or (M,) bool mask, or the present slots' names or indices.
+        Returns:
+            eval mode: (B, C, D, H, W) logits of the fused prediction.
+            train mode: :class:`MAGMSOutput` with the fused and per-modality logits and features.
+        Raises:
+            ValueError: ``x`` is not 5-D with one channel per slot, or a sample has no slot present.
+        """
+        if x.dim() != 5 or x.shape[1] != len(self.slots):
+            raise ValueError(
+                f"x must be (B, {len(self.slots)}, D, H, W) for slots {self.slots}, got shape {tuple(x.shape)}"
+            )
+        mask = present_mask(present, self.slots, x.shape[0])
+        counts = mask.sum(dim=1).to(x.device)
+        features: dict[int, Features] = {}
+        batch: dict[int, Tensor | None] = {}
+        for m, slot in enumerate(self.slots):
+            rows = mask[:, m]
+            if not rows.any():
+                continue
+            if rows.all():
+                batch[m] = None
+                features[m] = self._encode(slot, x[:, m : m + 1])
+            else:
+                idx = rows.nonzero().flatten().to(x.device)
+                batch[m] = idx
+                features[m] = self._encode(slot, x.index_select(0, idx)[:, m : m + 1])
+        fused = self.fusion(features, batch, counts)
+        if not self.training:
+            return self.decoder(fused)
+        logits = self._decode_each([fused, *features.values()])
+        all_rows = torch.arange(x.shape[0], device=x.device)
+        return MAGMSOutput(
+            logits=logits[0],
+            fused_features=fused,
+            modality_logits={self.slots[m]: y for m, y in zip(features, logits[1:])},
+            modality_features={self.slots[m]: f for m, f in features.items()},
+            modality_batch={self.slots[m]: all_rows if batch[m] is None else batch[m] for m in features},
+        )
+
+
+def build_network(config: NetConfig) -> MAGMSNet:
+    """Build the network a :class:`~magms.config.NetConfig` describes (weights randomly initialised)."""
+    if config.backbone == "unetr":
+        encoders = [
+            UNETREncoder(
+                img_size=config.img_size,
+                feature_size=config.feature_size,
+                hidden_size=config.hidden_size,
+                mlp_dim=config.mlp_dim,
+                num_heads=config.num_heads,
+                num_layers=config.num_layers,
+                patch_size=config.patch_size,
+                skip_layers=config.skip_layers,
+                proj_type=config.proj_type,
+                norm=config.norm,
+                res_block=config.res_block,
+                dropout_rate=config.dropout_rate,
+                flash_attention=config.flash_attention,
+                fuse_projection=config.fuse_projection,
+            )
+            for _ in config.slots
+        ]
+        decoder: nn.Module = UNETRDecoder(
+            config.out_channels, config.feature_size, config.hidden_size, config.norm, config.res_block
+        )
+    else:
+        encoders = [UNetEncoder(config.channels, config.norm, config.fuse_projection) for _ in config.slots]
+        decoder = UNetDecoder(config.out_channels, config.channels, config.norm)
+    return MAGMSNet(config.slots, encoders, decoder, checkpointing=config.checkpointing)

@@ -1,0 +1,7 @@
+"""``python -m magms`` (also under ``torchrun -m magms``)."""
+
+import sys
+
+from magms.cli import main
+
+sys.exit(main())

@@ -1,0 +1,287 @@
+"""The model bundle: the one place that defines how a trained model is stored and checked.
+
+A bundle is a folder holding
+
+* ``model.safetensors``: the weights (safetensors: plain tensors, nothing is ever unpickled);
+* ``magms.json``: everything needed to use them: schema version, slots in input order, the label
+  scheme (names, colours, terminology codes), the network config, the preprocessing, training
+  provenance, per-subset validation metrics, and the sha256 of the weights file.
+
+Loading checks the schema version, the required keys and the weights' sha256 before building the
+network, and loads the tensors with ``strict=True``; each fault is a :class:`~magms.errors.BundleError`
+naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import monai
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+import magms
+from magms.config import NetConfig, PreprocessConfig
+from magms.errors import BundleError, ConfigError
+from magms.labels import LabelScheme
+from magms.networks import MAGMSNet, build_network
+
+__all__ = [
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "METADATA_FILE",
+    "BundleInfo",
+    "save_bundle",
+    "read_bundle_info",
+    "load_bundle",
+    "file_sha256",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "magms.json"
+_REQUIRED_KEYS = ("format_version", "modalities", "labels", "network", "preprocessing", "weights_sha256")
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleInfo:
+    """The content of ``magms.json``.
+
+    Attributes:
+        network: architecture; ``network.slots`` are the modalities in input order.
+        labels: label scheme of the output (class ``i`` of the network is ``labels.labels[i]``).
+        preprocessing: how inputs were prepared in training, to repeat at inference.
+        training: provenance: data, epochs, seed, options, code version (free-form JSON object).
+        validation: validation metrics per modality subset, e.g. ``{"flair+t1c": {"wt_dice": 0.9}}``.
+        weights_sha256: hex digest of ``model.safetensors``.
+        versions: ``magms``, ``torch`` and ``monai`` versions that wrote the bundle.
+        created: ISO-8601 UTC time of writing.
+        format_version: bundle schema version.
+    """
+
+    network: NetConfig
+    labels: LabelScheme
+    preprocessing: PreprocessConfig
+    training: dict[str, Any]
+    validation: dict[str, Any]
+    weights_sha256: str
+    versions: dict[str, str]
+    created: str
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return self.network.slots
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "magms_version": self.versions.get("magms"),
+            "torch_version": self.versions.get("torch"),
+            "monai_version": self.versions.get("monai"),
+            "created": self.created,
+            "modalities": list(self.slots),
+            "labels": self.labels.to_dict(),
+            "network": self.network.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "training": self.training,
+            "validation": self.validation,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    # write next to the target, then rename: a reader never sees half a file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(
+    path: str | os.PathLike[str],
+    model: MAGMSNet,
+    network: NetConfig,
+    labels: LabelScheme,
+    preprocessing: PreprocessConfig,
+    training: Mapping[str, Any] | None = None,
+    validation: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> BundleInfo:
+    """Write ``model`` and its description as a bundle folder.
+
+    The weights are written first and ``magms.json`` last, each atomically, so an interrupted save
+    never leaves a bundle whose JSON describes other weights.
+
+    Args:
+        path: bundle folder (created if missing).
+        model: the network; its state dict must match ``network``.
+        network, labels, preprocessing: what ``magms.json`` records.
+        training, validation: provenance and per-subset metrics (JSON-serialisable).
+        overwrite: replace an existing bundle in ``path``.
+    Raises:
+        BundleError: ``path`` already holds a bundle and ``overwrite`` is False, or the network
+            config does not fit the label scheme.
+    """
+    folder = Path(path)
+    if (folder / METADATA_FILE).exists() and not overwrite:
+        raise BundleError(f"{folder}: a bundle already exists here (use overwrite to replace it)")
+    if network.out_channels != len(labels.labels):
+        raise BundleError(
+            f"{folder}: network has {network.out_channels} output channels but label scheme "
+            f"{labels.key!r} has {len(labels.labels)} labels"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS_FILE, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
+    info = BundleInfo(
+        network=network,
+        labels=labels,
+        preprocessing=preprocessing,
+        training=json.loads(json.dumps(dict(training or {}))),
+        validation=json.loads(json.dumps(dict(validation or {}))),
+        weights_sha256=file_sha256(folder / WEIGHTS_FILE),
+        versions={"magms": magms.__version__, "torch": torch.__version__, "monai": monai.__version__},
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    text = json.dumps(info.to_dict(), indent=2) + "\n"
+    _atomic_write(folder / METADATA_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    logger.info("wrote bundle %s (%s, slots %s)", folder, network.backbone, ", ".join(network.slots))
+    return info
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
+    """Read and check ``magms.json`` of a bundle folder, without touching the weights.
+
+    Raises:
+        BundleError: missing folder or file, invalid JSON, unknown format version, a missing or
+            unknown key, or inconsistent slots.
+    """
+    folder = Path(path)
+    meta_path = folder / METADATA_FILE
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: no such bundle folder")
+    if not meta_path.is_file():
+        raise BundleError(f"{folder}: not a MAGMS bundle ({METADATA_FILE} is missing)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{meta_path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: expected a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{meta_path}: format_version {version!r} is not supported; this MAGMS "
+            f"{magms.__version__} reads format_version {FORMAT_VERSION}"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise BundleError(f"{meta_path}: missing key(s) {', '.join(map(repr, missing))}")
+    try:
+        network = NetConfig.from_dict(meta["network"])
+        labels = LabelScheme.from_dict(meta["labels"])
+        preprocessing = PreprocessConfig.from_dict(meta["preprocessing"])
+    except ConfigError as err:
+        raise BundleError(f"{meta_path}: {err}") from err
+    if list(network.slots) != list(meta["modalities"]):
+        raise BundleError(f"{meta_path}: 'modalities' {meta['modalities']} differ from the network's slots {list(network.slots)}")
+    if network.out_channels != len(labels.labels):
+        raise BundleError(
+            f"{meta_path}: network has {network.out_channels} output channels, labels {labels.key!r} has {len(labels.labels)}"
+        )
+    written_monai = meta.get("monai_version") or "0"
+    if _version_tuple(written_monai) > _version_tuple(monai.__version__):
+        logger.warning(
+            "%s was written with MONAI %s, newer than the installed %s", folder, written_monai, monai.__version__
+        )
+    return BundleInfo(
+        network=network,
+        labels=labels,
+        preprocessing=preprocessing,
+        training=dict(meta.get("training") or {}),
+        validation=dict(meta.get("validation") or {}),
+        weights_sha256=str(meta["weights_sha256"]),
+        versions={k: str(meta.get(f"{k}_version")) for k in ("magms", "torch", "monai")},
+        created=str(meta.get("created", "")),
+        format_version=version,
+    )
+
+
+def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[MAGMSNet, BundleInfo]:
+    """Load a bundle: check ``magms.json`` and the weights' sha256, build the network, load strictly.
+
+    Args:
+        path: bundle folder.
+        device: where to put the network.
+    Returns:
+        The network in eval mode and its :class:`BundleInfo`.
+    Raises:
+        BundleError: see :func:`read_bundle_info`; also a missing or damaged weights file, a sha256
+            mismatch, or weights that do not fit the network.
+    """
+    info = read_bundle_info(path)
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{weights}: weights file is missing")
+    digest = file_sha256(weights)
+    if digest != info.weights_sha256:
+        raise BundleError(
+            f"{weights}: sha256 {digest[:12]}... does not match {info.weights_sha256[:12]}... recorded in "
+            f"{METADATA_FILE}: the weights are damaged or were replaced"
+        )
+    try:
+        state = safetensors.torch.load_file(str(weights))
+    except (safetensors.SafetensorError, OSError) as err:
+        raise BundleError(f"{weights}: cannot read safetensors data ({err})") from err
+    model = build_network(info.network)
+    _load_strict(model, state, weights)
+    return model.to(device).eval(), info
+
+
+def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} ({len(keys)})")
+        raise BundleError(f"{source}: weights do not fit the network in {METADATA_FILE}; " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

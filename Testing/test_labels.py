@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import DATA, needs_data
 
 from magms.errors import ConfigError
 from magms.labels import (
@@ -23,8 +23,6 @@ from magms.labels import (
     map_labels,
 )
 
-DATA = Path(os.environ.get("MAGMS_TEST_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-needs_data = pytest.mark.skipif(not DATA.exists(), reason="no real data in ../shared/data")
 
 TUMOUR = ("brats2013", "msd_task01", "brats2021", "brats2023")
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
+
+from conftest import DATA, needs_data
 
 from magms.errors import ConfigError
 from magms.modalities import (
@@ -19,8 +19,6 @@ from magms.modalities import (
     slot_display_name,
 )
 
-DATA = Path(os.environ.get("MAGMS_TEST_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-needs_data = pytest.mark.skipif(not DATA.exists(), reason="no real data in ../shared/data")
 
 LABEL = "looks like a label or mask file"
 NOTHING = "no modality name recognised"

@@ -40,17 +40,17 @@ def test_demo_tiny_case_runs_every_subset(tiny_case, capsys):
 def test_missing_case_is_one_line_error_exit_2(tmp_path, capsys):
     assert main(["demo", "--case", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nope: no such case folder" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "nope: no such folder" in err and "Traceback" not in err
 
 
 def test_case_without_modality_files(tmp_path, capsys):
     (tmp_path / "seg.nii.gz").write_bytes(b"")
     assert main(["demo", "--case", str(tmp_path)]) == 2
-    assert "no image file matches a modality" in capsys.readouterr().err
+    assert "no image file whose name tells its modality" in capsys.readouterr().err
 
 
 def test_mismatched_grids_named(tiny_case, capsys):
-    _write(tiny_case / "pat1_FLAIR.nii.gz", np.ones((20, 20, 20)), spacing=(2.0, 2.0, 2.0))
+    _write(tiny_case / "pat1_FLAIR.nii.gz", np.arange(8000.0).reshape(20, 20, 20), spacing=(2.0, 2.0, 2.0))
     assert main(["demo", "--case", str(tiny_case), "--size", "16"]) == 2
     err = capsys.readouterr().err
     assert "pat1_T1Gd.nii.gz" in err and "differs from pat1_FLAIR.nii.gz" in err

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import magms
-from magms.errors import MAGMSError
+from magms.errors import ConfigError, MAGMSError
 
 __all__ = ["main", "build_parser"]
 
@@ -35,6 +35,126 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     run_demo(case, backbone=args.backbone, size=args.size, device=device, seed=args.seed)
+    return 0
+
+
+class _Progress:
+    """Window progress on stderr: a tqdm bar, ``progress DONE/TOTAL`` lines (for the Slicer runner), or nothing."""
+
+    def __init__(self, style: str, label: str) -> None:
+        self.style, self.label, self.bar = style, label, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.style == "lines":
+            print(f"progress {done}/{total} {self.label}", file=sys.stderr, flush=True)
+        elif self.style == "bar":
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=self.label, unit="window", file=sys.stderr, leave=False)
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
+    from magms.modalities import canonical_slot
+
+    inputs: dict[str, Path] = {}
+    for pair in pairs:
+        slot, sep, path = pair.partition("=")
+        if not sep or not slot or not path:
+            raise ConfigError(f"--input {pair!r}: expected SLOT=PATH, e.g. flair=case/flair.nii.gz")
+        key = canonical_slot(slot)
+        if key in inputs:
+            raise ConfigError(f"--input: slot {key!r} given twice ({inputs[key]} and {path})")
+        inputs[key] = Path(path)
+    return inputs
+
+
+def _write_result(result, info, output: Path, probabilities: Path | None, overwrite: bool) -> None:
+    from magms.io import write_labelmap, write_probabilities
+
+    write_labelmap(result.labels, result.reference, output, info.labels, overwrite=overwrite)
+    if probabilities is not None:
+        write_probabilities(result.probabilities, result.reference, probabilities, overwrite=overwrite)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from magms.bundle import read_bundle_info
+    from magms.io import check_output_path
+
+    if args.batch is not None:
+        return _segment_batch(args)
+    if args.output is None:
+        raise ConfigError("--output is required (or --batch with --output-dir)")
+    if bool(args.input) == bool(args.input_dir):
+        raise ConfigError("give the images with --input SLOT=PATH (repeatable) or --input-dir DIR, not both")
+    # every check that needs no network comes first: nothing is computed for a run that cannot finish
+    check_output_path(args.output, args.overwrite)
+    if args.probabilities is not None:
+        check_output_path(args.probabilities, args.overwrite, (".nii.gz", ".nii", ".nrrd", ".mha"))
+    info = read_bundle_info(args.model)
+    if args.input_dir is not None:
+        from magms.cases import case_from_folder
+
+        case = case_from_folder(args.input_dir, info.slots)
+        for guess in case.guesses:
+            print(f"{guess.name}: {guess.slot or 'not used'} ({guess.reason})", file=sys.stderr)
+        inputs = dict(case.images)
+    else:
+        inputs = _parse_inputs(args.input)
+    from magms.inference import Segmenter, prepare_inputs
+
+    prepare_inputs(inputs, info.slots)  # image checks before the network is loaded
+    segmenter = Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+    progress = _Progress(args.progress, "+".join(s for s in info.slots if s in inputs))
+    try:
+        result = segmenter.segment(inputs, probabilities=args.probabilities is not None, progress=progress)
+    finally:
+        progress.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _write_result(result, info, args.output, args.probabilities, args.overwrite)
+    print(f"{args.output}\t{'+'.join(result.present)}\treference={result.reference_slot}\t{result.seconds:.1f}s")
+    return 0
+
+
+def _segment_batch(args: argparse.Namespace) -> int:
+    from magms.cases import find_cases
+    from magms.inference import Segmenter
+
+    if args.output_dir is None:
+        raise ConfigError("--batch needs --output-dir")
+    if args.input or args.input_dir or args.output:
+        raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
+    if not args.output_dir.is_dir():
+        raise ConfigError(f"{args.output_dir}: output folder does not exist")
+    segmenter = Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+    cases = find_cases(args.batch, segmenter.slots)
+    failures: list[str] = []
+    for case in cases:
+        output = args.output_dir / f"{case.name}{args.format}"
+        progress = _Progress(args.progress, case.name)
+        try:
+            result = segmenter.segment(case.images, progress=progress)
+            for note in result.notes:
+                print(f"note: {case.name}: {note}", file=sys.stderr)
+            _write_result(result, segmenter.info, output, None, args.overwrite)
+        except MAGMSError as err:
+            failures.append(f"{case.name}: {err}")
+            logger.error("%s failed: %s", case.name, err)
+            continue
+        finally:
+            progress.close()
+        print(f"{output}\t{'+'.join(result.present)}\treference={result.reference_slot}\t{result.seconds:.1f}s")
+    if failures:
+        print(f"{len(failures)} of {len(cases)} case(s) failed:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -68,6 +188,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment a case (or many) from any subset of the model's modalities",
+        description=(
+            "Segment one case from whichever of the model's modalities you have. Inputs may be on "
+            "different grids if they overlap in space: they are resampled onto the reference input "
+            "(the first present slot in the model's order), and the output is written on that "
+            "input's own grid. Exit status: 0 done, 2 bad input (nothing written), 1 some batch "
+            "cases failed."
+        ),
+    )
+    seg.add_argument("--model", type=Path, required=True, help="model bundle folder (model.safetensors + magms.json)")
+    seg.add_argument(
+        "--input", action="append", default=[], metavar="SLOT=PATH",
+        help="one modality: slot (or alias, e.g. t2f) = NIfTI/NRRD/MHA file or DICOM series folder; repeat per modality",
+    )
+    seg.add_argument("--input-dir", type=Path, help="a case folder: slots guessed from the file names, the mapping printed on stderr")
+    seg.add_argument("--output", type=Path, help="labelmap to write: .seg.nrrd (Slicer segmentation with names, colours, terminology), .nii.gz, .nii, .nrrd or .mha")
+    seg.add_argument("--probabilities", type=Path, help="also write the class probabilities (one component per class) to this .nii.gz/.nrrd/.mha")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse)")
+    seg.add_argument("--batch", type=Path, help="many cases: a CSV manifest (case,<slot>,...) or a folder of case folders; goes on past a bad case and lists the failures at the end")
+    seg.add_argument("--output-dir", type=Path, help="with --batch: folder for the outputs, named <case><format>")
+    seg.add_argument("--format", default=".seg.nrrd", choices=(".seg.nrrd", ".nii.gz", ".nrrd", ".mha"), help="with --batch: output format (default: .seg.nrrd)")
+    seg.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+    seg.add_argument("--sw-batch-size", type=int, default=2, help="sliding windows per network call (default: 2)")
+    seg.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
+    seg.add_argument("--progress", choices=("bar", "lines", "none"), default="bar", help="progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none (default: bar)")
+    seg.set_defaults(func=_cmd_segment)
     return parser
 
 

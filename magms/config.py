@@ -73,7 +73,8 @@ class NetConfig(_Record):
         channels: U-Net feature widths, shallow to deep.
         norm: normalisation of the convolutional blocks (MONAI name).
         dropout_rate: dropout inside the transformer.
-        checkpointing: recompute encoder activations in the backward pass (less memory, slower).
+        checkpointing: recompute encoder and decoder activations in the backward pass (less
+            memory, about one more forward pass of time).
     """
 
     _where: ClassVar[str] = "network config"

@@ -11,49 +11,27 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from magms.cases import case_from_folder
 from magms.config import NetConfig
 from magms.errors import ImageError
+from magms.io import read_image, same_grid
 from magms.labels import get_scheme
-from magms.modalities import MODALITIES, guess_slots
+from magms.modalities import MODALITIES
 from magms.networks import build_network
 
-__all__ = ["DEFAULT_CASE", "find_case_images", "load_case", "run_demo"]
+__all__ = ["DEFAULT_CASE", "load_case", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CASE = Path("brats_unlabelled") / "BraTS-GLI-00001-000"
 DEMO_SLOTS = ("flair", "t1", "t1c", "t2")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-
-def find_case_images(case: Path, slots: Sequence[str] = DEMO_SLOTS) -> dict[str, Path]:
-    """Map slot -> image file of one case folder, slots guessed from the file names.
-
-    Raises:
-        ImageError: the folder is missing or no file maps to one of ``slots``.
-    """
-    if not case.is_dir():
-        raise ImageError(f"{case}: no such case folder")
-    files = sorted(p for p in case.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
-    guesses = guess_slots([p.name for p in files], slots)
-    mapping: dict[str, Path] = {}
-    for path in files:
-        guess = guesses[path.name]
-        if guess.slot is None:
-            logger.info("%s: skipped (%s)", path.name, guess.reason)
-        else:
-            logger.info("%s -> %s (%s)", path.name, guess.slot, guess.reason)
-            mapping[guess.slot] = path
-    if not mapping:
-        raise ImageError(f"{case}: no image file matches a modality among {', '.join(slots)}")
-    return {s: mapping[s] for s in slots if s in mapping}
 
 
 def _zscore_nonzero(a: np.ndarray) -> np.ndarray:
@@ -71,19 +49,17 @@ def load_case(images: dict[str, Path], size: int) -> np.ndarray:
     """Read, check, normalise and crop the images of one case to a (M, size, size, size) array.
 
     Raises:
-        ImageError: an image is not 3-D, or the images do not share one grid.
+        ImageError: an image is unusable, or the images do not share one grid.
     """
-    arrays, ref = [], None
-    for slot, path in images.items():
-        img = sitk.DICOMOrient(sitk.ReadImage(str(path), sitk.sitkFloat32), "LPS")
-        if img.GetDimension() != 3:
-            raise ImageError(f"{path}: {img.GetDimension()}-D image, a 3-D volume is expected")
+    arrays, ref, ref_path = [], None, None
+    for path in images.values():
+        img = sitk.DICOMOrient(read_image(path), "LPS")
         if ref is None:
-            ref = img
-        elif img.GetSize() != ref.GetSize() or not np.allclose(img.GetSpacing(), ref.GetSpacing(), atol=1e-3):
+            ref, ref_path = img, path
+        elif not same_grid(img, ref):
             raise ImageError(
                 f"{path.name}: grid {img.GetSize()} at {img.GetSpacing()} mm differs from "
-                f"{next(iter(images.values())).name} {ref.GetSize()} at {ref.GetSpacing()} mm"
+                f"{ref_path.name} {ref.GetSize()} at {ref.GetSpacing()} mm"
             )
         arrays.append(_zscore_nonzero(sitk.GetArrayFromImage(img)))
     volume = np.stack(arrays)  # (M, z, y, x)
@@ -113,7 +89,7 @@ def run_demo(
     Returns:
         One row per subset: ``subset``, ``shape``, ``seconds``.
     """
-    images = find_case_images(case)
+    images = case_from_folder(case, DEMO_SLOTS).images
     volume = torch.from_numpy(load_case(images, size))
     torch.manual_seed(seed)
     scheme = get_scheme("brats2023")

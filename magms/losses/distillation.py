@@ -199,15 +199,20 @@ class MAGMSLoss(_Loss):
             raise ValueError(
                 f"target shape {tuple(target.shape)} does not match logits shape {tuple(output.logits.shape)}"
             )
+        batch = output.logits.shape[0]
+
+        def rows_of(t: Tensor, rows: Tensor) -> Tensor:
+            # no copy when the modality is present in every sample (the usual case)
+            return t if rows.numel() == batch else t.index_select(0, rows)
+
         terms = {"seg_fused": self.dice_ce(output.logits, target)}
         for slot, logits in output.modality_logits.items():
             rows = output.modality_batch[slot]
-            terms[f"seg_{slot}"] = self.seg_weight * self.dice_ce(logits, target.index_select(0, rows))
+            terms[f"seg_{slot}"] = self.seg_weight * self.dice_ce(logits, rows_of(target, rows))
             if not self.distill:
                 continue
-            teacher_logits = output.logits.index_select(0, rows)
-            terms[f"kl_{slot}"] = self.kl_weight * self.kl(logits, teacher_logits)
-            teacher_features = tuple(f.index_select(0, rows) for f in output.fused_features)
+            terms[f"kl_{slot}"] = self.kl_weight * self.kl(logits, rows_of(output.logits, rows))
+            teacher_features = tuple(rows_of(f, rows) for f in output.fused_features)
             terms[f"feature_{slot}"] = self.feature_weight * self.feature_mse(output.modality_features[slot], teacher_features)
         return terms
 

@@ -117,7 +117,8 @@ class MAGMSNet(nn.Module):
         slots: modality keys in input-channel order.
         encoders: one encoder per slot (same output widths).
         decoder: shared decoder taking a tuple of features.
-        checkpointing: recompute encoder activations during backward to save memory.
+        checkpointing: recompute encoder and decoder activations during backward: less memory
+            for about one more forward pass of time.
 
     Examples::
 
@@ -136,19 +137,17 @@ class MAGMSNet(nn.Module):
         self.decoder = decoder
         self.checkpointing = checkpointing
 
+    def _recompute(self) -> bool:
+        return self.checkpointing and self.training and torch.is_grad_enabled()
+
     def _encode(self, slot: str, x: Tensor) -> Features:
         encoder = self.encoders[slot]
-        if self.checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(encoder, x, use_reentrant=False)
-        return encoder(x)
+        return checkpoint(encoder, x, use_reentrant=False) if self._recompute() else encoder(x)
 
-    def _decode_each(self, features: Sequence[Features]) -> list[Tensor]:
-        # one decoder call for all inputs: instance norm is per sample, so batching is exact
-        if len(features) == 1:
-            return [self.decoder(features[0])]
-        sizes = [f[0].shape[0] for f in features]
-        stacked = tuple(torch.cat(level, dim=0) for level in zip(*features))
-        return list(self.decoder(stacked).split(sizes, dim=0))
+    def _decode(self, features: Features) -> Tensor:
+        # with checkpointing each pass is recomputed on its own in backward, so only one pass's
+        # full-resolution activations are alive at a time
+        return checkpoint(self.decoder, features, use_reentrant=False) if self._recompute() else self.decoder(features)
 
     def forward(self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int]) -> Tensor | MAGMSOutput:
         """
@@ -183,12 +182,13 @@ class MAGMSNet(nn.Module):
         fused = self.fusion(features, batch, counts)
         if not self.training:
             return self.decoder(fused)
-        logits = self._decode_each([fused, *features.values()])
+        # one decoder pass per output: measured faster on the CPU than one pass over the
+        # concatenated batch, and it keeps the memory peak of checkpointing to one pass
         all_rows = torch.arange(x.shape[0], device=x.device)
         return MAGMSOutput(
-            logits=logits[0],
+            logits=self._decode(fused),
             fused_features=fused,
-            modality_logits={self.slots[m]: y for m, y in zip(features, logits[1:])},
+            modality_logits={self.slots[m]: self._decode(f) for m, f in features.items()},
             modality_features={self.slots[m]: f for m, f in features.items()},
             modality_batch={self.slots[m]: all_rows if batch[m] is None else batch[m] for m in features},
         )

@@ -1,0 +1,228 @@
+"""``magms segment``: bad inputs refused with nothing written, geometry kept, real cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import DATA, needs_data, tiny_config
+from magms.bundle import save_bundle
+from magms.cli import main
+from magms.config import PreprocessConfig
+from magms.inference import Segmenter
+from magms.labels import get_scheme
+from magms.networks import build_network
+
+SCHEME = get_scheme("brats2023")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = tiny_config("unet", img_size=(32, 32, 32))
+    folder = tmp_path_factory.mktemp("bundle") / "tiny"
+    pre = PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25)
+    save_bundle(folder, build_network(cfg), cfg, SCHEME, pre, training={"data": "none: random weights for tests"})
+    return folder
+
+
+def _volume(shape=(20, 24, 28), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    head = ((z - shape[0] / 2) ** 2 / 64 + (y - shape[1] / 2) ** 2 / 90 + (x - shape[2] / 2) ** 2 / 130) < 1
+    return (head * (100 + 40 * np.sin(x / 3.0) + rng.normal(0, 5, shape))).astype(np.float32)
+
+
+def _image(array, spacing=(1.0, 1.2, 1.5), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> sitk.Image:
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(direction)
+    return img
+
+
+@pytest.fixture
+def case(tmp_path):
+    paths = {}
+    for i, name in enumerate(("pat_FLAIR.nii.gz", "pat_T1Gd.nrrd", "pat_t2w.mha")):
+        paths[name] = tmp_path / name
+        sitk.WriteImage(_image(_volume(seed=i)), str(paths[name]))
+    return tmp_path, paths
+
+
+def _segment(bundle, *args) -> int:
+    return main(["segment", "--model", str(bundle), "--progress", "none", *map(str, args)])
+
+
+def _geometry(img: sitk.Image):
+    return img.GetSize(), tuple(np.round(img.GetSpacing(), 6)), tuple(np.round(img.GetOrigin(), 6)), tuple(np.round(img.GetDirection(), 6))
+
+
+def test_output_on_reference_grid_with_scheme_values(bundle, case, capsys):
+    folder, paths = case
+    out = folder / "out.nii.gz"
+    assert _segment(bundle, "--input", f"t1c={paths['pat_T1Gd.nrrd']}", "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", out) == 0
+    seg = sitk.ReadImage(str(out))
+    assert _geometry(seg) == _geometry(sitk.ReadImage(str(paths["pat_FLAIR.nii.gz"])))
+    assert set(np.unique(sitk.GetArrayViewFromImage(seg))) <= set(SCHEME.values)
+    assert "flair+t1c\treference=flair" in capsys.readouterr().out
+
+
+def test_seg_nrrd_carries_names_colours_terminology(bundle, case):
+    folder, paths = case
+    out = folder / "out.seg.nrrd"
+    assert _segment(bundle, "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", out) == 0
+    seg = sitk.ReadImage(str(out))
+    names = [seg.GetMetaData(f"Segment{i}_Name") for i in range(3)]
+    assert names == [label.name for label in SCHEME.labels[1:]]
+    assert seg.GetMetaData("Segment2_LabelValue") == "3"
+    assert seg.GetMetaData("Segment0_Tags").startswith("TerminologyEntry:Segmentation category and type")
+    slicerio = pytest.importorskip("slicerio")
+    info = slicerio.read_segmentation(str(out), skip_voxels=True)
+    assert [s["name"] for s in info["segments"]] == names
+    assert [s["labelValue"] for s in info["segments"]] == [1, 2, 3]
+
+
+def _bad_inputs(folder, paths):
+    flair = paths["pat_FLAIR.nii.gz"]
+    nan = _volume()
+    nan[3, 3, 3] = np.nan
+    far = _image(_volume(), origin=(500.0, 500.0, 500.0))
+    cases = {
+        "missing file": ([f"flair={folder / 'nope.nii.gz'}"], "nope.nii.gz: no such file"),
+        "2-D": ([f"flair={_write(folder / 'slice.nii.gz', sitk.GetImageFromArray(_volume()[5]))}"], "slice.nii.gz: 2-D image"),
+        "4-D": ([f"flair={_write(folder / 'four.nii.gz', sitk.JoinSeries([_image(_volume())] * 2))}"], "four.nii.gz: 4-D image"),
+        "single slice": ([f"flair={_write(folder / 'one.nii.gz', _image(_volume()[:1]))}"], "one.nii.gz: a single slice"),
+        "NaN": ([f"flair={_write(folder / 'nan.mha', _image(nan))}"], "nan.mha: 1 voxels are NaN"),  # NIfTI writing drops NaN
+        "constant": ([f"flair={_write(folder / 'flat.nii.gz', _image(np.full((20, 24, 28), 7, np.float32)))}"], "flat.nii.gz: constant image"),
+        "no overlap": ([f"flair={flair}", f"t2={_write(folder / 'far.nii.gz', far)}"], "t2: far.nii.gz covers only 0% of the space"),
+        "slot not in bundle": ([f"pd={flair}"], "'pd' not in the model"),
+        "unknown slot": ([f"xyz={flair}"], "'xyz'"),
+        "bad pair": ([str(flair)], "expected SLOT=PATH"),
+        "no input": ([], "--input SLOT=PATH"),
+    }
+    return cases
+
+
+def _write(path, img):
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+BAD = ["missing file", "2-D", "4-D", "single slice", "NaN", "constant", "no overlap", "slot not in bundle", "unknown slot", "bad pair", "no input"]
+
+
+@pytest.mark.parametrize("which", BAD)
+def test_bad_input_exit_2_message_and_no_output(bundle, case, capsys, which):
+    folder, paths = case
+    args, message = _bad_inputs(folder, paths)[which]
+    out = folder / "out.seg.nrrd"
+    argv = [a for pair in args for a in ("--input", pair)]
+    assert _segment(bundle, *argv, "--output", out) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not out.exists()
+    assert not list(folder.glob(".*tmp*")), "temporary file left behind"
+
+
+def test_existing_output_untouched_without_overwrite(bundle, case, capsys):
+    folder, paths = case
+    out = folder / "mine.nii.gz"
+    out.write_bytes(b"the user's own file")
+    args = ["--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", out]
+    assert _segment(bundle, *args) == 2
+    assert "exists already (use --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's own file"
+    assert _segment(bundle, *args, "--overwrite") == 0
+    assert sitk.ReadImage(str(out)).GetSize() == (28, 24, 20)
+
+
+def test_missing_bundle_is_named(case, capsys, tmp_path):
+    _, paths = case
+    assert main(["segment", "--model", str(tmp_path / "nomodel"), "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", str(tmp_path / "o.nii.gz")]) == 2
+    assert "nomodel: no such bundle folder" in capsys.readouterr().err
+
+
+def test_lps_and_ras_storage_give_the_same_segmentation_in_world_space(bundle, tmp_path):
+    array = _volume(seed=3)
+    lps = _image(array)
+    # the same voxels stored with the x and y axes reversed (RAS-like direction), same world positions
+    ras = _image(array[:, ::-1, ::-1].copy(), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    ras.SetOrigin(lps.TransformIndexToPhysicalPoint((27, 23, 0)))
+    assert np.allclose(ras.TransformIndexToPhysicalPoint((0, 0, 0)), lps.TransformIndexToPhysicalPoint((27, 23, 0)))
+    segmenter = Segmenter(bundle, device="cpu")
+    a = segmenter.segment({"flair": lps})
+    b = segmenter.segment({"flair": ras})
+    assert _geometry(b.reference) == _geometry(ras)
+    np.testing.assert_array_equal(a.labels, b.labels[:, ::-1, ::-1])
+
+
+def test_overlapping_grids_are_resampled_and_segmented(bundle, case, capsys):
+    folder, paths = case
+    coarse = sitk.Resample(sitk.ReadImage(str(paths["pat_T1Gd.nrrd"])), [14, 12, 10], sitk.Transform(), sitk.sitkLinear,
+                           (10.0, -5.0, 3.0), (2.0, 2.4, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    coarse_path = _write(folder / "t1c_coarse.nii.gz", coarse)
+    out = folder / "out.nii.gz"
+    assert _segment(bundle, "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--input", f"t1c={coarse_path}", "--output", out) == 0
+    assert "t1c: t1c_coarse.nii.gz resampled onto the grid of flair" in capsys.readouterr().err
+    assert _geometry(sitk.ReadImage(str(out))) == _geometry(sitk.ReadImage(str(paths["pat_FLAIR.nii.gz"])))
+
+
+def test_probabilities_sum_to_one(bundle, case):
+    folder, paths = case
+    out, probs = folder / "o.nii.gz", folder / "p.nii.gz"
+    assert _segment(bundle, "--input", f"t2={paths['pat_t2w.mha']}", "--output", out, "--probabilities", probs) == 0
+    p = sitk.GetArrayFromImage(sitk.ReadImage(str(probs)))
+    assert p.shape == (20, 24, 28, 4)
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
+
+
+def test_input_dir_guesses_and_prints_mapping(bundle, case, capsys):
+    folder, _ = case
+    out = folder.parent / f"{folder.name}_out.seg.nrrd"
+    assert _segment(bundle, "--input-dir", folder, "--output", out) == 0
+    captured = capsys.readouterr()
+    assert "pat_T1Gd.nrrd: t1c" in captured.err and "pat_t2w.mha: t2" in captured.err
+    assert "flair+t1c+t2\treference=flair" in captured.out
+
+
+def test_progress_lines_for_the_slicer_runner(bundle, case, capsys):
+    _, paths = case
+    out = paths["pat_FLAIR.nii.gz"].parent / "o.nrrd"
+    assert main(["segment", "--model", str(bundle), "--progress", "lines", "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", str(out)]) == 0
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("progress ")]
+    assert lines and lines[-1].split()[1].split("/")[0] == lines[-1].split()[1].split("/")[1]
+
+
+def test_batch_goes_on_past_a_bad_case(bundle, tmp_path, capsys):
+    for name, array in (("good", _volume()), ("bad", np.full((20, 24, 28), 3, np.float32))):
+        (tmp_path / "cases" / name).mkdir(parents=True)
+        sitk.WriteImage(_image(array), str(tmp_path / "cases" / name / "flair.nii.gz"))
+    (tmp_path / "out").mkdir()
+    assert _segment(bundle, "--batch", tmp_path / "cases", "--output-dir", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 case(s) failed" in err and "bad: flair: flair.nii.gz: constant image" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.seg.nrrd"]
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "case_dir, expected",
+    [
+        ("BraTS-GLI-00001-000", {"flair": "t2f", "t1": "t1n", "t1c": "t1c", "t2": "t2w"}),
+        ("AURORA-metastasis", {"flair": "flair", "t1c": "t1c"}),
+    ],
+)
+def test_real_unlabelled_cases_via_input_dir(bundle, tmp_path, capsys, case_dir, expected):
+    folder = DATA / "brats_unlabelled" / case_dir
+    out = tmp_path / f"{case_dir}.seg.nrrd"
+    assert _segment(bundle, "--input-dir", folder, "--output", out) == 0
+    err = capsys.readouterr().err
+    for slot, token in expected.items():
+        assert any(line.startswith(f"{n}: {slot} ") for n in (p.name for p in folder.iterdir() if token in p.name.lower()) for line in err.splitlines()), (slot, err)
+    flair_file = next(p for p in folder.iterdir() if expected["flair"] in p.name.lower())
+    seg = sitk.ReadImage(str(out))
+    assert _geometry(seg) == _geometry(sitk.ReadImage(str(flair_file)))
+    assert seg.GetMetaData("Segment0_Name") == SCHEME.labels[1].name

@@ -1,0 +1,287 @@
+"""Whole-volume inference from any subset of a bundle's modalities.
+
+The steps, each of which can refuse its input with a message naming the file or slot:
+
+1. **Inputs.** Read and check every input (:mod:`magms.io`). The reference is the first present
+   slot in the bundle's order. Inputs on the reference grid pass; inputs on another grid that
+   overlaps it are resampled onto it, with a note; inputs that do not overlap it are refused.
+2. **Preprocessing.** Do exactly what the bundle records, with MONAI transforms: orientation,
+   spacing, per-modality z-score inside the non-zero foreground.
+3. **Network.** MONAI sliding-window inference with the bundle's patch size, overlap and blending.
+   It runs under ``torch.inference_mode`` with windows batched, and uses AMP on CUDA. Only the
+   present modalities' encoders run. If CUDA runs out of memory, stitching moves to the CPU, then
+   the whole run does.
+4. **Output.** The spatial transforms are inverted, so the probabilities come back onto the
+   reference input's own grid, followed by an argmax and the bundle's label values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.data.utils import dense_patch_slices
+from monai.inferers import sliding_window_inference
+from monai.transforms import Compose, NormalizeIntensity, Orientation, Spacing
+
+from magms.bundle import BundleInfo, load_bundle
+from magms.config import PreprocessConfig
+from magms.errors import ConfigError, ImageError, MAGMSError
+from magms.io import overlap_fraction, read_image, resample_like, same_grid
+from magms.networks import MAGMSNet
+
+__all__ = ["Segmentation", "Segmenter", "resolve_device", "prepare_inputs", "sitk_to_metatensor", "spatial_transform"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: CUDA asked for but not available, or an unknown device name.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: no CUDA device found (use --device cpu or auto)")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) found")
+        return device
+    raise ConfigError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def sitk_to_metatensor(img: sitk.Image) -> MetaTensor:
+    """A SimpleITK image as a (1, X, Y, Z) MetaTensor with its RAS affine (MONAI's convention)."""
+    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) * np.asarray(img.GetSpacing())
+    affine[:3, 3] = img.GetOrigin()
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.from_numpy(_LPS_TO_RAS @ affine))
+
+
+def spatial_transform(pre: PreprocessConfig) -> Compose:
+    """The invertible part of the preprocessing: reorientation and resampling to the working grid."""
+    # the affine is RAS (sitk_to_metatensor), so the axis labels are the standard ones
+    steps = [Orientation(axcodes=pre.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+    if pre.spacing is not None:
+        steps.append(Spacing(pixdim=pre.spacing, mode="bilinear"))
+    return Compose(steps)
+
+
+@dataclasses.dataclass
+class PreparedInputs:
+    """Checked inputs on the reference grid."""
+
+    images: dict[str, sitk.Image]  # slot -> image, in the bundle's slot order
+    reference_slot: str
+    notes: list[str]
+
+    @property
+    def reference(self) -> sitk.Image:
+        return self.images[self.reference_slot]
+
+
+def prepare_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image], slots: tuple[str, ...], overlap_min: float = 0.5) -> PreparedInputs:
+    """Read, check and bring the inputs onto the reference input's grid.
+
+    Args:
+        inputs: slot -> image path (file or DICOM folder) or SimpleITK image.
+        slots: the bundle's slots in order; the first present one is the reference.
+        overlap_min: smallest fraction of an input's world box that must lie inside the reference's.
+    Raises:
+        ConfigError: no input, or a slot the bundle lacks.
+        ImageError: every unusable input at once (missing, unreadable, not 3-D, NaN, constant,
+            no overlap with the reference).
+    """
+    if not inputs:
+        raise ConfigError(f"no input image: give at least one of the model's slots ({', '.join(slots)})")
+    unknown = [s for s in inputs if s not in slots]
+    if unknown:
+        raise ConfigError(f"slot(s) {', '.join(map(repr, unknown))} not in the model, whose slots are {', '.join(slots)}")
+    images: dict[str, sitk.Image] = {}
+    names: dict[str, str] = {}
+    problems: list[str] = []
+    for slot in (s for s in slots if s in inputs):
+        source = inputs[slot]
+        names[slot] = "image" if isinstance(source, sitk.Image) else Path(source).name
+        try:
+            images[slot] = source if isinstance(source, sitk.Image) else read_image(source)
+        except ImageError as err:
+            problems.append(f"{slot}: {err}")
+    if problems:
+        raise ImageError("; ".join(problems))
+    reference_slot = next(iter(images))
+    reference = images[reference_slot]
+    notes = []
+    for slot, img in list(images.items())[1:]:
+        if same_grid(reference, img):
+            continue
+        fraction = overlap_fraction(reference, img)
+        if fraction < overlap_min:
+            problems.append(
+                f"{slot}: {names[slot]} covers only {fraction:.0%} of the space of the reference "
+                f"{reference_slot} input {names[reference_slot]}: are they the same patient and session?"
+            )
+            continue
+        notes.append(f"{slot}: {names[slot]} resampled onto the grid of {reference_slot} ({names[reference_slot]})")
+        images[slot] = resample_like(img, reference)
+    if problems:
+        raise ImageError("; ".join(problems))
+    for note in notes:
+        logger.info("%s", note)
+    return PreparedInputs(images, reference_slot, notes)
+
+
+@dataclasses.dataclass
+class Segmentation:
+    """Result of one case, on the reference input's grid.
+
+    Attributes:
+        labels: (z, y, x) label values of the bundle's scheme (SimpleITK array order).
+        reference: the reference input image (its grid is the output's grid).
+        present: the slots used, in bundle order.
+        reference_slot: slot of the reference input.
+        probabilities: (C, z, y, x) class probabilities, when asked for.
+        notes: what was done that the user should know (resampling, fallbacks).
+        seconds: wall time of the network part.
+    """
+
+    labels: np.ndarray
+    reference: sitk.Image
+    present: tuple[str, ...]
+    reference_slot: str
+    probabilities: np.ndarray | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _window_count(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
+    # the same grid of windows as MONAI's sliding_window_inference (after padding to roi)
+    padded = tuple(max(s, r) for s, r in zip(shape, roi))
+    interval = tuple(r if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(padded, roi))
+    return len(dense_patch_slices(padded, roi, interval))
+
+
+class Segmenter:
+    """Runs a bundle on cases with any subset of its modalities.
+
+    Args:
+        bundle: bundle folder.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        sw_batch_size: windows per network call.
+        amp: mixed precision on CUDA.
+    """
+
+    def __init__(self, bundle: str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True) -> None:
+        self.device = resolve_device(device)
+        self.net: MAGMSNet
+        self.net, self.info = load_bundle(bundle, device=self.device)
+        self.sw_batch_size = sw_batch_size
+        self.amp = amp
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return self.info.slots
+
+    def segment(
+        self,
+        inputs: Mapping[str, str | os.PathLike[str] | sitk.Image],
+        probabilities: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Segmentation:
+        """Segment one case.
+
+        Args:
+            inputs: slot -> image path or SimpleITK image; any non-empty subset of :attr:`slots`.
+            probabilities: also return the class probabilities.
+            progress: called with (windows done, windows in all) as the network runs.
+        """
+        prepared = prepare_inputs(inputs, self.slots)
+        present = tuple(prepared.images)
+        pre = self.info.preprocessing
+        image = MetaTensor(torch.cat([sitk_to_metatensor(prepared.images[s]) for s in present]))
+        image.affine = sitk_to_metatensor(prepared.reference).affine
+        spatial = spatial_transform(pre)
+        working = spatial(image)
+        x = working.as_tensor().float()
+        if pre.normalization == "zscore_nonzero":
+            x = NormalizeIntensity(nonzero=True, channel_wise=True)(x)
+        full = torch.zeros(1, len(self.slots), *x.shape[1:])
+        for i, slot in enumerate(present):
+            full[0, self.slots.index(slot)] = x[i]
+        notes = list(prepared.notes)
+        start = time.perf_counter()
+        probs = self._run(full, present, pre, notes, progress)
+        seconds = time.perf_counter() - start
+        pred = MetaTensor(probs[0], meta=dict(working.meta))  # meta holds the working affine
+        pred.applied_operations = working.applied_operations
+        back = spatial.inverse(pred).as_tensor().float()  # (C, X, Y, Z) on the reference grid
+        back = back.permute(0, 3, 2, 1).contiguous()  # -> (C, z, y, x)
+        labels = self.info.labels.decode(back.argmax(dim=0).numpy())
+        logger.info("segmented %s in %.1f s (%s)", "+".join(present), seconds, self.device)
+        return Segmentation(
+            labels=labels,
+            reference=prepared.reference,
+            present=present,
+            reference_slot=prepared.reference_slot,
+            probabilities=back.numpy() if probabilities else None,
+            notes=notes,
+            seconds=seconds,
+        )
+
+    def _run(self, x: torch.Tensor, present: tuple[str, ...], pre: PreprocessConfig, notes: list[str], progress: ProgressCallback | None) -> torch.Tensor:
+        total = _window_count(tuple(x.shape[2:]), pre.patch_size, pre.overlap)
+        done = 0
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            logits = self.net(window, present=list(present))
+            done = min(done + window.shape[0], total)
+            if progress is not None:
+                progress(done, total)
+            return torch.softmax(logits.float(), dim=1)
+
+        def infer(sw_device: torch.device, device: torch.device) -> torch.Tensor:
+            nonlocal done
+            done = 0
+            amp = self.amp and sw_device.type == "cuda"
+            dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+            ctx = torch.autocast("cuda", dtype=dtype) if amp else contextlib.nullcontext()
+            with torch.inference_mode(), ctx:
+                return sliding_window_inference(
+                    x.to(sw_device), pre.patch_size, self.sw_batch_size, predictor, overlap=pre.overlap,
+                    mode=pre.blend_mode, sw_device=sw_device, device=device,
+                ).cpu()
+
+        if self.device.type != "cuda":
+            return infer(self.device, self.device)
+        try:
+            return infer(self.device, self.device)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            notes.append("CUDA ran out of memory: windows on the GPU, stitching on the CPU")
+        try:
+            return infer(self.device, torch.device("cpu"))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            notes.append("CUDA ran out of memory again: running on the CPU")
+        self.net.cpu()
+        self.device = torch.device("cpu")
+        return infer(self.device, self.device)

@@ -226,3 +226,48 @@ def test_real_unlabelled_cases_via_input_dir(bundle, tmp_path, capsys, case_dir,
     seg = sitk.ReadImage(str(out))
     assert _geometry(seg) == _geometry(sitk.ReadImage(str(flair_file)))
     assert seg.GetMetaData("Segment0_Name") == SCHEME.labels[1].name
+
+
+def _write_dicom_series(img: sitk.Image, folder, description: str) -> None:
+    """A real DICOM MR series, one file per slice, as SimpleITK's own example writes one."""
+    folder.mkdir(parents=True)
+    img16 = sitk.Cast(sitk.RescaleIntensity(img, 0, 1000), sitk.sitkInt16)
+    d = img16.GetDirection()
+    common = {
+        "0008|0060": "MR",
+        "0008|103e": description,
+        "0020|000d": "1.2.826.0.1.3680043.2.1125.1.1",
+        "0020|000e": f"1.2.826.0.1.3680043.2.1125.1.{abs(hash(description)) % 10**8}",
+        "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7]))),
+        "0018|0050": str(img16.GetSpacing()[2]),
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(img16.GetDepth()):
+        slice_ = img16[:, :, k]
+        for tag, value in common.items():
+            slice_.SetMetaData(tag, value)
+        slice_.SetMetaData("0020|0032", "\\".join(map(str, img16.TransformIndexToPhysicalPoint((0, 0, k)))))
+        slice_.SetMetaData("0020|0013", str(k + 1))
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(slice_)
+
+
+def test_dicom_series_folders_as_inputs(bundle, tmp_path, capsys):
+    case = tmp_path / "patient"
+    _write_dicom_series(_image(_volume(seed=1), spacing=(1.0, 1.0, 2.0)), case / "AX T2 FLAIR", "AX T2 FLAIR")
+    _write_dicom_series(_image(_volume(seed=2), spacing=(1.0, 1.0, 2.0)), case / "T1 POST GAD", "T1 POST GAD")
+    out = tmp_path / "out.seg.nrrd"
+    assert _segment(bundle, "--input-dir", case, "--output", out) == 0
+    captured = capsys.readouterr()
+    assert "AX T2 FLAIR: flair" in captured.err and "T1 POST GAD: t1c" in captured.err
+    series = sitk.ImageSeriesReader()
+    series.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(case / "AX T2 FLAIR")))
+    assert _geometry(sitk.ReadImage(str(out))) == _geometry(series.Execute())
+    assert _segment(bundle, "--input", f"flair={case / 'AX T2 FLAIR'}", "--output", tmp_path / "o2.nii.gz") == 0
+
+
+def test_folder_without_dicom_is_named(bundle, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _segment(bundle, "--input", f"flair={tmp_path / 'empty'}", "--output", tmp_path / "o.nii.gz") == 2
+    assert "empty: a folder without a DICOM series" in capsys.readouterr().err

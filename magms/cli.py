@@ -158,6 +158,28 @@ def _segment_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from magms.bundle import read_bundle_info
+    from magms.cases import find_cases
+    from magms.evaluate import evaluate, write_reports
+    from magms.modalities import canonical_slot
+
+    info = read_bundle_info(args.model)
+    existing = [n for n in ("metrics.csv", "summary.md", "heatmap.png") if (args.out / n).exists()]
+    if existing and not args.overwrite:
+        raise ConfigError(f"{args.out}: {', '.join(existing)} exist already (use --overwrite to replace them)")
+    subsets = [tuple(canonical_slot(s) for s in group.split(",") if s) for group in args.subset] or None
+    cases = find_cases(args.data, info.slots)
+    from magms.inference import Segmenter
+
+    segmenter = Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+    show = (lambda text: print(f"evaluating {text}", file=sys.stderr, flush=True)) if args.progress != "none" else None
+    rows = evaluate(segmenter, cases, data_labels=args.labels, subsets=subsets, progress=show)
+    for path in write_reports(rows, args.out, info.labels, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magms",
@@ -217,6 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
     seg.add_argument("--progress", choices=("bar", "lines", "none"), default="bar", help="progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none (default: bar)")
     seg.set_defaults(func=_cmd_segment)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="Dice and HD95 per label and region for every modality subset, on labelled cases",
+        description=(
+            "Segment every labelled case with every non-empty subset of the model's modalities "
+            "that the case has, and measure Dice and HD95 (mm) per label and per region (WT/TC/ET "
+            "for brain-tumour schemes) with MONAI metrics. Writes metrics.csv (one row per case x "
+            "subset x label/region), summary.md (mean and sd per subset, the best subset per region) "
+            "and heatmap.png (subsets x regions)."
+        ),
+    )
+    ev.add_argument("--model", type=Path, required=True, help="model bundle folder")
+    ev.add_argument("--data", type=Path, required=True, help="a CSV manifest (case,<slot>,...,label) or a folder of case folders with label files (seg, label, OTMultiClass...)")
+    ev.add_argument("--out", type=Path, required=True, help="folder for metrics.csv, summary.md and heatmap.png")
+    ev.add_argument("--labels", default=None, help="label scheme of the data's label files if it differs from the model's (e.g. brats2013); mapped to the model's scheme")
+    ev.add_argument("--subset", action="append", default=[], metavar="SLOT,SLOT", help="only these subsets (repeatable), e.g. --subset flair --subset flair,t1c (default: every subset)")
+    ev.add_argument("--overwrite", action="store_true", help="replace existing report files")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    ev.add_argument("--sw-batch-size", type=int, default=2, help="sliding windows per network call (default: 2)")
+    ev.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    ev.add_argument("--progress", choices=("lines", "none"), default="lines", help="a line per case and subset on stderr (default: lines)")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

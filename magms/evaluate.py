@@ -1,0 +1,238 @@
+"""``magms evaluate``: how good is a model with each subset of its modalities?
+
+For every case with a label and every non-empty subset of the bundle's slots that the case has,
+the case is segmented with that subset alone. Dice and HD95 (MONAI metrics, in mm) are computed
+per label and per region (WT/TC/ET for brain-tumour schemes). Three files are written:
+``metrics.csv`` (one row per case x subset x label or region), ``summary.md`` (mean ± sd per
+subset, and the best subset for each region: which images are worth acquiring), and
+``heatmap.png`` (subsets x regions, mean Dice).
+
+Conventions for empty structures: if both prediction and truth are empty, Dice is 1 and HD95 is 0.
+If only one of them is empty, Dice is 0 and HD95 is empty (NaN in the CSV), and that value is left
+out of the means.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import math
+import os
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from magms.cases import Case
+from magms.errors import ConfigError, ImageError
+from magms.inference import Segmenter
+from magms.io import read_image, resample_like, same_grid
+from magms.labels import LabelScheme, get_scheme, map_labels
+
+__all__ = ["binary_metrics", "case_metrics", "subsets_of", "evaluate", "write_reports"]
+
+logger = logging.getLogger(__name__)
+
+FIELDS = ("case", "subset", "target", "kind", "dice", "hd95")
+
+
+def binary_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
+    """Dice and HD95 (in the units of ``spacing``) of two boolean masks of the same shape.
+
+    Args:
+        pred, truth: boolean arrays, axes in the order of ``spacing``.
+        spacing: voxel size per array axis.
+    """
+    p_any, t_any = bool(pred.any()), bool(truth.any())
+    if not p_any and not t_any:
+        return 1.0, 0.0
+    if not p_any or not t_any:
+        return 0.0, math.nan
+    p = torch.from_numpy(np.ascontiguousarray(pred))[None, None].float()
+    t = torch.from_numpy(np.ascontiguousarray(truth))[None, None].float()
+    dice = float(compute_dice(p, t, include_background=True)[0, 0])
+    with warnings.catch_warnings():
+        # MONAI 1.5-1.6 warn about an argument of their own internal call; nothing for our users to do
+        warnings.simplefilter("ignore", FutureWarning)
+        hd95 = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=list(spacing))[0, 0])
+    return dice, hd95
+
+
+def case_metrics(pred: np.ndarray, truth: np.ndarray, scheme: LabelScheme, spacing: Sequence[float]) -> list[dict[str, object]]:
+    """Dice and HD95 per non-background label and per region of ``scheme``.
+
+    Args:
+        pred, truth: label maps in ``scheme``'s values, same shape.
+        spacing: voxel size per array axis.
+    """
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    rows = []
+    for label in scheme.labels:
+        if label.value == 0:
+            continue
+        dice, hd95 = binary_metrics(pred == label.value, truth == label.value, spacing)
+        rows.append({"target": label.key, "kind": "label", "dice": dice, "hd95": hd95})
+    for region in scheme.regions:
+        dice, hd95 = binary_metrics(scheme.region_mask(pred, region.key), scheme.region_mask(truth, region.key), spacing)
+        rows.append({"target": region.key, "kind": "region", "dice": dice, "hd95": hd95})
+    return rows
+
+
+def subsets_of(slots: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``slots``, smallest first, each in the given order."""
+    return [c for r in range(1, len(slots) + 1) for c in itertools.combinations(slots, r)]
+
+
+def _read_truth(case: Case, data_scheme: LabelScheme, model_scheme: LabelScheme) -> sitk.Image:
+    assert case.label is not None
+    img = sitk.ReadImage(str(case.label)) if case.label.is_file() else read_image(case.label)
+    arr = sitk.GetArrayFromImage(img)
+    if not np.allclose(arr, np.round(arr)):
+        raise ImageError(f"{case.label.name}: label map with non-integer values")
+    mapped = map_labels(np.round(arr).astype(np.int64), data_scheme, model_scheme)
+    out = sitk.GetImageFromArray(mapped.astype(np.uint16))
+    out.CopyInformation(img)
+    return out
+
+
+def evaluate(
+    segmenter: Segmenter,
+    cases: Sequence[Case],
+    data_labels: str | None = None,
+    subsets: Sequence[Sequence[str]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, object]]:
+    """Segment every labelled case with every subset and measure it.
+
+    Args:
+        segmenter: the model.
+        cases: cases with a label file.
+        data_labels: label scheme of the data's label files (default: the model's); mapped to the
+            model's scheme with :func:`magms.labels.map_labels`.
+        subsets: subsets to run (default: every non-empty subset of the model's slots each case has).
+        progress: called with a short description before each run.
+    Returns:
+        Rows with the keys of :data:`FIELDS`.
+    Raises:
+        ConfigError: no case, cases without a label (all named), an unknown subset slot, or label
+            schemes that cannot be mapped.
+    """
+    if not cases:
+        raise ConfigError("no case to evaluate")
+    unlabelled = [c.name for c in cases if c.label is None]
+    if unlabelled:
+        raise ConfigError(f"case(s) without a label file: {', '.join(unlabelled)}")
+    model_scheme = segmenter.info.labels
+    data_scheme = get_scheme(data_labels) if data_labels else model_scheme
+    for subset in subsets or ():
+        unknown = [s for s in subset if s not in segmenter.slots]
+        if unknown:
+            raise ConfigError(f"subset {'+'.join(subset)}: slot(s) {', '.join(unknown)} not in the model ({', '.join(segmenter.slots)})")
+    rows: list[dict[str, object]] = []
+    for case in cases:
+        truth = _read_truth(case, data_scheme, model_scheme)
+        truth_arr = sitk.GetArrayViewFromImage(truth)
+        spacing = truth.GetSpacing()[::-1]  # array axes are (z, y, x)
+        available = [s for s in segmenter.slots if s in case.images]
+        # in the model's slot order, so a subset has one name however it was asked for
+        todo = [tuple(s for s in segmenter.slots if s in subset) for subset in subsets] if subsets else subsets_of(available)
+        for subset in todo:
+            if not set(subset) <= set(available):
+                continue
+            name = "+".join(subset)
+            if progress is not None:
+                progress(f"{case.name}: {name}")
+            result = segmenter.segment({s: case.images[s] for s in subset})
+            pred = sitk.GetImageFromArray(result.labels)
+            pred.CopyInformation(result.reference)
+            if not same_grid(pred, truth):
+                pred = resample_like(pred, truth, sitk.sitkNearestNeighbor)
+            for row in case_metrics(sitk.GetArrayViewFromImage(pred), truth_arr, model_scheme, spacing):
+                rows.append({"case": case.name, "subset": name, **row})
+    return rows
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else 0.0), len(finite)
+
+
+def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[str], scheme: LabelScheme, overwrite: bool = False) -> list[Path]:
+    """Write ``metrics.csv``, ``summary.md`` and ``heatmap.png`` into ``out_dir``.
+
+    Raises:
+        ConfigError: a report file exists and ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "metrics.csv", out / "summary.md", out / "heatmap.png"]
+    existing = [p.name for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{out}: {', '.join(existing)} exist already (use --overwrite to replace them)")
+    with open(paths[0], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in FIELDS})
+
+    subsets = list(dict.fromkeys(str(r["subset"]) for r in rows))
+    kind = "region" if scheme.regions else "label"
+    targets = list(dict.fromkeys(str(r["target"]) for r in rows if r["kind"] == kind))
+    # regions get their abbreviation first so they never read like the label of the same name
+    names = {label.key: label.name for label in scheme.labels} | {r.key: f"{r.key.upper()} ({r.name.lower()})" for r in scheme.regions}
+
+    def values(subset: str, target: str, metric: str) -> list[float]:
+        return [float(r[metric]) for r in rows if r["subset"] == subset and r["target"] == target]  # type: ignore[arg-type]
+
+    cases = len({r["case"] for r in rows})
+    lines = [f"# Evaluation: {cases} case(s), {len(subsets)} modality subset(s)", ""]
+    all_targets = list(dict.fromkeys(str(r["target"]) for r in rows))
+    for metric, title in (("dice", "Dice (mean ± sd)"), ("hd95", "HD95 in mm (mean ± sd; n = cases where both are non-empty)")):
+        lines += [f"## {title}", "", "| subset | " + " | ".join(names.get(t, t) for t in all_targets) + " |", "|---" * (len(all_targets) + 1) + "|"]
+        for subset in subsets:
+            cells = []
+            for t in all_targets:
+                mean, sd, n = _mean_sd(values(subset, t, metric))
+                cells.append("-" if n == 0 else f"{mean:.3f} ± {sd:.3f}" + (f" (n={n})" if metric == "hd95" else ""))
+            lines.append(f"| {subset} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Best subset per " + kind, ""]
+    means = {t: {s: _mean_sd(values(s, t, "dice"))[0] for s in subsets} for t in targets}
+    for t in targets:
+        scored = {s: m for s, m in means[t].items() if not math.isnan(m)}
+        if scored:
+            best = max(scored, key=lambda s: (scored[s], -s.count("+")))
+            single = {s: m for s, m in scored.items() if "+" not in s}
+            best_single = max(single, key=single.get) if single else None
+            extra = f"; best single image: {best_single} ({single[best_single]:.3f})" if best_single else ""
+            lines.append(f"- {names.get(t, t)}: {best} (Dice {scored[best]:.3f}){extra}")
+    paths[1].write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.array([[means[t][s] for t in targets] for s in subsets], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 0.9 + 0.38 * len(subsets)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(targets)), [names.get(t, t) for t in targets], rotation=20, ha="right")
+    ax.set_yticks(range(len(subsets)), subsets)
+    for i, j in itertools.product(range(len(subsets)), range(len(targets))):
+        if not math.isnan(grid[i, j]):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="white" if grid[i, j] < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label="mean Dice")
+    ax.set_title(f"Mean Dice per modality subset ({cases} case(s))")
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths

@@ -180,6 +180,72 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from magms.cases import find_cases
+    from magms.config import PreprocessConfig, as_tuple3
+    from magms.labels import get_scheme
+    from magms.modalities import canonical_slot
+    from magms.training import TrainConfig, train
+
+    get_scheme(args.labels)  # an unknown scheme fails before any data is read
+    slots = tuple(canonical_slot(s) for s in args.slots.split(",")) if args.slots else None
+    cases = find_cases(args.data, slots)
+    if slots is None:
+        from magms.modalities import MODALITIES
+
+        found = {s for c in cases for s in c.images}
+        slots = tuple(s for s in MODALITIES if s in found)
+    pre = PreprocessConfig(
+        spacing=None if args.spacing <= 0 else (args.spacing,) * 3,
+        patch_size=as_tuple3(args.patch[0] if len(args.patch) == 1 else args.patch),
+        overlap=args.overlap,
+    )
+    config = TrainConfig(
+        epochs=args.epochs, max_minutes=args.max_minutes, lr=args.lr, batch_size=args.batch_size,
+        samples_per_case=args.samples_per_case, policy=args.policy, distill=not args.no_distill, seed=args.seed,
+        val_fraction=args.val_fraction, amp=not args.no_amp,
+    )
+    overrides = {"backbone": args.backbone, "checkpointing": args.checkpointing}
+    if args.backbone == "unet" and args.channels:
+        overrides["channels"] = tuple(int(c) for c in args.channels.split(","))
+    progress = _TrainProgress(args.progress)
+    try:
+        bundle = train(
+            cases, args.out, args.labels, slots, net_overrides=overrides, preprocessing=pre, config=config,
+            device=args.device, resume=args.resume, init=args.init, progress=progress,
+        )
+    finally:
+        progress.close()
+    if bundle is None:
+        print(f"stopped; continue with: magms train ... --out {args.out} --resume", file=sys.stderr)
+        return 0
+    print(bundle)
+    return 0
+
+
+class _TrainProgress:
+    """Steps on stderr: a tqdm bar or ``progress STEP/TOTAL epoch E/N loss L`` lines."""
+
+    def __init__(self, style: str) -> None:
+        self.style, self.bar = style, None
+
+    def __call__(self, info: dict) -> None:
+        if self.style == "lines":
+            print(f"progress {info['step']}/{info['total_steps']} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}",
+                  file=sys.stderr, flush=True)
+        elif self.style == "bar":
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=info["total_steps"], initial=info["step"] - 1, unit="step", file=sys.stderr)
+            self.bar.set_postfix(epoch=f"{info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.3f}")
+            self.bar.update(info["step"] - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magms",
@@ -262,6 +328,44 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     ev.add_argument("--progress", choices=("lines", "none"), default="lines", help="a line per case and subset on stderr (default: lines)")
     ev.set_defaults(func=_cmd_evaluate)
+
+    tr = sub.add_parser(
+        "train",
+        help="train one model that segments from any subset of the modalities",
+        description=(
+            "Train a MAG-MS model on labelled cases: a folder of case folders (slots guessed from "
+            "file names, label file found by name) or a CSV manifest case,<slot>,...,label (empty "
+            "cell = modality missing for that case). Every case is checked first and all problems "
+            "are reported at once. Writes OUT/checkpoint every epoch, OUT/metrics.csv, and the model "
+            "bundle into OUT at the end. Ctrl-C or SIGTERM saves a checkpoint and exits; --resume "
+            "continues exactly there."
+        ),
+    )
+    tr.add_argument("--data", type=Path, required=True, help="folder of case folders or CSV manifest")
+    tr.add_argument("--labels", required=True, help="label scheme of the label files: brats2013, msd_task01, brats2021, brats2023, brain_tissue")
+    tr.add_argument("--out", type=Path, required=True, help="output folder: checkpoint, metrics.csv, then the bundle")
+    tr.add_argument("--slots", help="comma-separated modality slots of the model (default: every slot the data has)")
+    tr.add_argument("--backbone", choices=("unet", "unetr"), default="unet", help="light U-Net (default) or UNETR")
+    tr.add_argument("--channels", help="U-Net widths, e.g. 16,32,64,128 (default)")
+    tr.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
+    tr.add_argument("--max-minutes", type=float, default=None, help="stop cleanly and write the bundle after this many minutes")
+    tr.add_argument("--no-distill", action="store_true", help="no self-distillation: DiceCE on every output only (the baseline)")
+    tr.add_argument("--policy", choices=("paper", "random_subset"), default="paper", help="subset policy (default: paper)")
+    tr.add_argument("--spacing", type=float, default=2.0, help="working spacing in mm, 0 keeps each case's (default: 2)")
+    tr.add_argument("--patch", type=int, nargs="+", default=[64], help="patch size in working voxels: one or three numbers (default: 64)")
+    tr.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap for validation and later inference (default: 0.5)")
+    tr.add_argument("--batch-size", type=int, default=2, help="cases per step (default: 2)")
+    tr.add_argument("--samples-per-case", type=int, default=2, help="patches per case and step (default: 2)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, cosine schedule (default: 1e-3)")
+    tr.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases held out for validation (default: 0.2)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of weights, split, order and augmentation (default: 0)")
+    tr.add_argument("--checkpointing", action="store_true", help="activation checkpointing: less memory, slower")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    tr.add_argument("--init", type=Path, help="start from this bundle's weights (fine-tuning; same architecture)")
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    tr.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    tr.add_argument("--progress", choices=("bar", "lines", "none"), default="bar", help="progress on stderr (default: bar)")
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -1,0 +1,124 @@
+"""``magms train``: checks, bundle, exact resume, clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from magms.bundle import load_bundle
+from magms.cases import Case
+from magms.cli import main
+from magms.config import PreprocessConfig
+from magms.training import TrainConfig, train
+
+
+def _write(path: Path, array, origin=(0.0, 0.0, 0.0)) -> Path:
+    img = sitk.GetImageFromArray(array)
+    img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Four tiny BraTS-2013-labelled cases with FLAIR and T1c; case c3 lacks its T1c."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for k in range(4):
+        folder = tmp_path / "data" / f"c{k}"
+        folder.mkdir(parents=True)
+        label = np.zeros((20, 22, 24), np.uint8)
+        label[5:12, 6:14, 7:15] = 2
+        label[7:10, 8:11, 9:12] = 4
+        images = {"flair": _write(folder / "Flair.nii.gz", (label + rng.normal(5, 1, label.shape)).astype(np.float32))}
+        if k != 3:
+            images["t1c"] = _write(folder / "T1c.nii.gz", (2 * label + rng.normal(5, 1, label.shape)).astype(np.float32))
+        cases.append(Case(f"c{k}", images, _write(folder / "OTMultiClass.nii.gz", label)))
+    return tmp_path / "data", cases
+
+
+KW = dict(
+    labels="brats2013", slots=("flair", "t1c"), net_overrides={"channels": (4, 8, 16)},
+    preprocessing=PreprocessConfig(spacing=None, patch_size=(16, 16, 16), overlap=0.25), device="cpu",
+)
+
+
+def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
+    folder, _ = data
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(folder), "--labels", "brats2013", "--out", str(out), "--epochs", "2", "--patch", "16",
+            "--spacing", "0", "--channels", "4,8,16", "--val-fraction", "0.25", "--device", "cpu", "--progress", "none"]
+    assert main(argv) == 0
+    net, info = load_bundle(out)
+    assert info.slots == ("flair", "t1c") and info.labels.key == "brats2013"
+    assert info.training["epochs_done"] == 2 and len(info.training["validation_cases"]) == 1
+    assert set(info.validation) <= {"flair", "t1c", "flair+t1c"} and info.validation
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,step,lr,loss")
+    assert main(argv) == 2  # an existing run is never overwritten
+    assert "holds a run already" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", ["paper", "random_subset"])
+def test_resume_mid_epoch_ends_with_identical_weights(data, tmp_path, policy):
+    _, cases = data
+    config = TrainConfig(epochs=2, batch_size=1, samples_per_case=2, val_fraction=0.25, policy=policy)
+    train(cases, tmp_path / "full", config=config, **KW)
+    assert train(cases, tmp_path / "split", config=config, stop=lambda step: step == 4, **KW) is None  # epoch 2, step 1 of 3
+    state = json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
+    train(cases, tmp_path / "split", config=config, resume=True, **KW)
+    full, _ = load_bundle(tmp_path / "full")
+    split, _ = load_bundle(tmp_path / "split")
+    for (name, a), b in zip(full.state_dict().items(), split.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_all_bad_cases_reported_at_once(data, tmp_path, capsys):
+    folder, _ = data
+    _write(folder / "c0" / "OTMultiClass.nii.gz", np.full((20, 22, 24), 7, np.uint8))                 # value outside the scheme
+    _write(folder / "c1" / "T1c.nii.gz", np.zeros((20, 22, 24), np.float32))                          # constant
+    _write(folder / "c2" / "T1c.nii.gz", np.ones((20, 22, 24), np.float32) * np.arange(24), origin=(900.0, 0, 0))  # elsewhere
+    (folder / "c3" / "OTMultiClass.nii.gz").unlink()                                                 # no label
+    assert main(["train", "--data", str(folder), "--labels", "brats2013", "--out", str(tmp_path / "m"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "4 problem(s) in the data" in err
+    assert "c0: OTMultiClass.nii.gz: label values [7] are not in scheme 'brats2013'" in err
+    assert "c1: t1c: T1c.nii.gz: constant image" in err
+    assert "c2: t1c: T1c.nii.gz covers only 0% of the space" in err
+    assert "c3: no label file" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(data, tmp_path):
+    folder, _ = data
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "magms", "train", "--data", str(folder), "--labels", "brats2013", "--out", str(out),
+           "--epochs", "500", "--patch", "16", "--spacing", "0", "--channels", "4,8,16", "--val-fraction", "0",
+           "--device", "cpu", "--progress", "lines"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("progress 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, rest
+    assert "continue with: magms train" in rest
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] >= 3
+    from safetensors.torch import load_file
+
+    assert load_file(str(out / "checkpoint" / "model.safetensors"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "partial files left behind"
+    assert not (out / "magms.json").exists()

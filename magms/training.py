@@ -1,0 +1,489 @@
+"""``magms train``: one MAG-MS model from cases with any modalities, resumable, seeded.
+
+Two subset policies are available:
+
+* ``paper``: every step encodes all modalities present for the case. The fused output and each
+  single modality are trained, with the fused output teaching the singles (He et al., ISBI 2024).
+* ``random_subset``: each step also trains the fused output of a random non-empty subset of each
+  sample's modalities, so that 2- and 3-modality inputs are trained directly.
+
+A case that lacks a modality in the data simply has fewer present.
+
+What is written into the output folder:
+
+* ``checkpoint/``: written at the end of every epoch and on a stop request, atomically.
+  ``model.safetensors`` and ``optimizer.safetensors`` hold tensors only; ``state.json`` holds the
+  step, epoch, scheduler and RNG states.
+* ``metrics.csv``: one row per epoch, appended and flushed, so a second process can follow it.
+* The bundle at the end: ``model.safetensors`` + ``magms.json``, with provenance and the
+  validation table.
+
+``--resume`` continues exactly where the run stopped. On a CPU the final weights equal those of an
+uninterrupted run: the data order and augmentation are re-seeded at every epoch, and the batches
+already done in a stopped epoch are replayed without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import safetensors.torch
+import SimpleITK as sitk
+import torch
+from monai.data import CacheDataset, DataLoader, MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Spacingd,
+    SpatialPadd,
+)
+from monai.utils import set_determinism
+
+import magms
+from magms.bundle import load_bundle, save_bundle
+from magms.cases import Case
+from magms.config import NetConfig, PreprocessConfig, _Record
+from magms.errors import ConfigError, ImageError, MAGMSError
+from magms.evaluate import case_metrics, subsets_of
+from magms.inference import prepare_inputs, sitk_to_metatensor
+from magms.io import read_image, resample_like, same_grid
+from magms.labels import LabelScheme, get_scheme
+from magms.losses import MAGMSLoss
+from magms.networks import build_network
+
+__all__ = ["TrainConfig", "check_cases", "train"]
+
+logger = logging.getLogger(__name__)
+
+_AXES = (("L", "R"), ("P", "A"), ("I", "S"))
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Record):
+    """Training options, recorded in the bundle.
+
+    Args:
+        epochs: passes over the training cases.
+        max_minutes: stop cleanly after this many minutes (``None``: no limit).
+        lr, weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
+        batch_size: cases per step; each gives ``samples_per_case`` patches, so a step sees
+            ``batch_size * samples_per_case`` patches.
+        samples_per_case: patches cropped from each case per epoch (half centred on foreground).
+        policy: ``"paper"`` or ``"random_subset"``.
+        distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
+        seed: seeds the weights, the split, the data order and the augmentation.
+        val_fraction: fraction of the cases held out for validation (at least one when > 0).
+        amp: mixed precision on CUDA.
+    """
+
+    _where: ClassVar[str] = "training config"
+
+    epochs: int = 50
+    max_minutes: float | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 2
+    samples_per_case: int = 2
+    policy: str = "paper"
+    distill: bool = True
+    seed: int = 0
+    val_fraction: float = 0.2
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.policy not in ("paper", "random_subset"):
+            raise ValueError(f"policy must be 'paper' or 'random_subset', got {self.policy!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.batch_size < 1 or self.samples_per_case < 1:
+            raise ValueError("batch_size and samples_per_case must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme) -> None:
+    """Check every case before training; report ALL bad cases at once.
+
+    Raises:
+        ImageError: one line per problem, each naming the case and file.
+    """
+    problems: list[str] = []
+    for case in cases:
+        if case.label is None:
+            problems.append(f"{case.name}: no label file")
+            continue
+        images = {s: p for s, p in case.images.items() if s in slots}
+        if not images:
+            problems.append(f"{case.name}: none of the slots {', '.join(slots)}")
+            continue
+        try:
+            prepared = prepare_inputs(images, tuple(slots))
+        except MAGMSError as err:
+            problems.append(f"{case.name}: {err}")
+            continue
+        try:
+            label = sitk.ReadImage(str(case.label))
+        except RuntimeError:
+            problems.append(f"{case.name}: {case.label.name}: cannot be read as an image")
+            continue
+        if label.GetDimension() != 3:
+            problems.append(f"{case.name}: {case.label.name}: {label.GetDimension()}-D label, 3-D expected")
+            continue
+        values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
+        bad = sorted(values - set(scheme.values))
+        if bad:
+            problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {scheme.key!r} ({scheme.values})")
+        if not same_grid(label, prepared.reference) and label.GetSize() != prepared.reference.GetSize():
+            from magms.io import overlap_fraction
+
+            if overlap_fraction(prepared.reference, label) < 0.5:
+                problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
+    if problems:
+        raise ImageError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
+
+
+class LoadCased(MapTransform):
+    """Load one case: images onto the reference grid, zeros for absent slots, label as class indices.
+
+    Input dict keys: ``images`` (slot -> path), ``label`` (path). Output keys: ``image``
+    (M, X, Y, Z) MetaTensor, ``label`` (1, X, Y, Z), ``present`` (M,) bool.
+    """
+
+    def __init__(self, slots: Sequence[str], scheme: LabelScheme) -> None:
+        super().__init__(keys=["image", "label"])
+        self.slots, self.scheme = tuple(slots), scheme
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        prepared = prepare_inputs({s: Path(p) for s, p in data["images"].items()}, self.slots)
+        ref = sitk_to_metatensor(prepared.reference)
+        image = torch.zeros(len(self.slots), *ref.shape[1:])
+        for slot, img in prepared.images.items():
+            image[self.slots.index(slot)] = sitk_to_metatensor(img)[0]
+        label = sitk.ReadImage(str(data["label"]))
+        if not same_grid(label, prepared.reference):
+            label = resample_like(label, prepared.reference, sitk.sitkNearestNeighbor)
+        indices = self.scheme.encode(np.round(sitk.GetArrayFromImage(label)).astype(np.int64))
+        label_t = torch.from_numpy(np.ascontiguousarray(indices.transpose(2, 1, 0)).astype(np.float32))  # (x, y, z)
+        present = torch.tensor([s in prepared.images for s in self.slots])
+        return {
+            "name": data["name"],
+            "image": MetaTensor(image, affine=ref.affine),
+            "label": MetaTensor(label_t[None], affine=ref.affine),
+            "present": present,
+        }
+
+
+def _deterministic_transforms(slots: Sequence[str], scheme: LabelScheme, pre: PreprocessConfig) -> list:
+    steps: list = [LoadCased(slots, scheme), Orientationd(keys=["image", "label"], axcodes=pre.orientation, labels=_AXES)]
+    if pre.spacing is not None:
+        steps.append(Spacingd(keys=["image", "label"], pixdim=pre.spacing, mode=("bilinear", "nearest")))
+    if pre.normalization == "zscore_nonzero":
+        steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
+    return steps
+
+
+def _train_transforms(pre: PreprocessConfig, samples: int) -> list:
+    return [
+        CropForegroundd(keys=["image", "label"], source_key="image", allow_smaller=True),
+        SpatialPadd(keys=["image", "label"], spatial_size=pre.patch_size),
+        RandCropByPosNegLabeld(
+            keys=["image", "label"], label_key="label", spatial_size=pre.patch_size, pos=1, neg=1,
+            num_samples=samples, image_key="image", image_threshold=0,
+        ),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+    ]
+
+
+def split_cases(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
+    """Seeded split into (train, validation); at least one validation case when ``fraction`` > 0."""
+    order = list(range(len(cases)))
+    random.Random(seed).shuffle(order)
+    n_val = 0 if fraction == 0 else min(max(1, round(fraction * len(cases))), len(cases) - 1)
+    val = sorted(order[:n_val])
+    return [c for i, c in enumerate(cases) if i not in val], [cases[i] for i in val]
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints (tensors in safetensors, everything else in JSON: nothing is ever unpickled)
+
+
+def _write_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        opt = optimizer.state_dict()
+        tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+        tensors["torch_rng"] = torch.get_rng_state()
+        safetensors.torch.save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1))
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old.exists():
+            for p in old.iterdir():
+                p.unlink()
+            old.rmdir()
+    except BaseException:
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+        raise
+
+
+def _read_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        model.load_state_dict(safetensors.torch.load_file(str(folder / "model.safetensors")), strict=True)
+        tensors = safetensors.torch.load_file(str(folder / "optimizer.safetensors"))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"{folder}: cannot resume from this checkpoint ({err})") from err
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key == "torch_rng":
+            continue
+        index, name = key.split(".", 1)
+        opt_state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+    torch.set_rng_state(tensors["torch_rng"])
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def _lr_factor(step: int, total: int) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _validate(model, val_ds, slots, scheme, pre, device) -> dict[str, float]:
+    """Mean Dice per subset and region (labels for schemes without regions) on the working grid."""
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for item in val_ds:
+            present = [s for s, p in zip(slots, item["present"].tolist()) if p]
+            truth = scheme.decode(item["label"][0].numpy().astype(np.int64))
+            x = item["image"].as_tensor()[None].to(device)
+            for subset in subsets_of(present):
+                logits = sliding_window_inference(
+                    x, pre.patch_size, 2, lambda w: model(w, present=list(subset)), overlap=pre.overlap, mode=pre.blend_mode
+                )
+                pred = scheme.decode(logits[0].argmax(0).cpu().numpy())
+                for row in case_metrics(pred, truth, scheme, (1.0, 1.0, 1.0)):
+                    if row["kind"] == ("region" if scheme.regions else "label"):
+                        sums.setdefault(f"{'+'.join(subset)}:{row['target']}", []).append(float(row["dice"]))
+    model.train()
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def train(
+    cases: Sequence[Case],
+    out: str | os.PathLike[str],
+    labels: str,
+    slots: Sequence[str],
+    net_overrides: Mapping[str, Any] | None = None,
+    preprocessing: PreprocessConfig | None = None,
+    config: TrainConfig = TrainConfig(),
+    device: str = "auto",
+    resume: bool = False,
+    init: str | os.PathLike[str] | None = None,
+    stop: Callable[[int], bool] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Path | None:
+    """Train a MAG-MS model and write it as a bundle in ``out``.
+
+    Args:
+        cases: labelled cases (see :mod:`magms.cases`).
+        out: output folder (bundle, checkpoint, metrics.csv).
+        labels: label scheme key of the label files.
+        slots: modality slots of the model, in order.
+        net_overrides: :class:`~magms.config.NetConfig` fields other than slots and classes.
+        preprocessing: working spacing, orientation, patch size...
+        config: training options.
+        device: ``auto``, ``cpu``, ``cuda``.
+        resume: continue from ``out/checkpoint``.
+        init: a bundle whose weights start the training (fine-tuning).
+        stop: called with the global step after each step; True stops cleanly (checkpoint, no bundle).
+        progress: called after each step with a dict (epoch, step, loss...).
+    Returns:
+        The bundle folder, or None when the run stopped before the end (resume later).
+    """
+    from magms.inference import resolve_device
+
+    out_dir = Path(out)
+    scheme = get_scheme(labels)
+    pre = preprocessing or PreprocessConfig()
+    dev = resolve_device(device)
+    ckpt = out_dir / CHECKPOINT_DIR
+    if resume and not (ckpt / "state.json").is_file():
+        raise ConfigError(f"{out_dir}: nothing to resume (no {CHECKPOINT_DIR}/state.json)")
+    if not resume and (ckpt.exists() or (out_dir / "magms.json").exists()):
+        raise ConfigError(f"{out_dir}: holds a run already (use --resume, or another --out)")
+    check_cases(cases, slots, scheme)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    set_determinism(config.seed)
+    net_cfg = NetConfig(slots=tuple(slots), out_channels=len(scheme.labels), img_size=pre.patch_size, **dict(net_overrides or {}))
+    model = build_network(net_cfg)
+    if init is not None:
+        source, info = load_bundle(init)
+        if info.network != net_cfg:
+            raise ConfigError(f"{init}: its network config differs from this run's; fine-tuning needs the same architecture")
+        model.load_state_dict(source.state_dict())
+    model.to(dev).train()
+
+    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed)
+    as_dict = lambda c: {"name": c.name, "images": {s: str(p) for s, p in c.images.items() if s in slots}, "label": str(c.label)}  # noqa: E731
+    base = _deterministic_transforms(slots, scheme, pre)
+    train_ds = CacheDataset([as_dict(c) for c in train_cases], Compose(base), progress=False)
+    augment = Compose(_train_transforms(pre, config.samples_per_case))
+    val_ds = CacheDataset([as_dict(c) for c in val_cases], Compose(base), progress=False) if val_cases else []
+
+    class Patches(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(train_ds)
+
+        def __getitem__(self, i: int):
+            return augment(dict(train_ds[i]))
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_cases) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    loss_fn = MAGMSLoss(distill=config.distill)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "seconds": 0.0}
+    if resume:
+        state = _read_checkpoint(ckpt, model, optimizer)
+        logger.info("resuming at epoch %d, step %d", state["epoch"] + 1, state["step"])
+    amp = config.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    stop_requested = False
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic() - state["seconds"]
+    metrics_path = out_dir / METRICS_FILE
+    try:
+        while state["epoch"] < config.epochs:
+            epoch = state["epoch"]
+            augment.set_random_state(seed=config.seed + epoch)
+            loader = DataLoader(Patches(), batch_size=config.batch_size, shuffle=True, num_workers=0,
+                                generator=torch.Generator().manual_seed(config.seed + epoch))
+            sums: dict[str, float] = {}
+            n = 0
+            for i, batch in enumerate(loader):
+                if i < state["step_in_epoch"]:
+                    continue  # replayed: same data and augmentation as before the stop
+                x, y = batch["image"].as_tensor().to(dev), batch["label"].as_tensor().to(dev)
+                present = batch["present"].to(torch.bool)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * _lr_factor(state["step"], total_steps)
+                with torch.autocast("cuda", enabled=amp):
+                    terms = loss_fn.terms(model(x, present), y)
+                    if config.policy == "random_subset":
+                        subset = present & (torch.rand(present.shape) < 0.5)
+                        empty = ~subset.any(dim=1)
+                        subset[empty] = present[empty]
+                        terms["seg_subset"] = loss_fn.dice_ce(model(x, subset).logits, y)
+                    loss = torch.stack(list(terms.values())).sum()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                state["step"] += 1
+                state["step_in_epoch"] = i + 1
+                n += 1
+                sums["loss"] = sums.get("loss", 0.0) + loss.item()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.item()
+                if progress is not None:
+                    progress({"epoch": epoch + 1, "epochs": config.epochs, "step": state["step"], "total_steps": total_steps, "loss": loss.item()})
+                minutes_up = config.max_minutes is not None and (time.monotonic() - started) / 60 >= config.max_minutes
+                if stop_requested or (stop is not None and stop(state["step"])):
+                    state["seconds"] = time.monotonic() - started
+                    _write_checkpoint(ckpt, model, optimizer, state)
+                    logger.warning("stopped at step %d; continue with --resume", state["step"])
+                    return None
+                if minutes_up:
+                    break
+            row = {"epoch": epoch + 1, "step": state["step"], "lr": optimizer.param_groups[0]["lr"],
+                   **{k: v / max(n, 1) for k, v in sums.items()}}
+            if val_ds:
+                row.update({f"val_dice:{k}": v for k, v in _validate(model, val_ds, slots, scheme, pre, dev).items()})
+            state.update(epoch=epoch + 1, step_in_epoch=0, seconds=time.monotonic() - started)
+            row["seconds"] = round(state["seconds"], 1)
+            _append_metrics(metrics_path, row)
+            _write_checkpoint(ckpt, model, optimizer, state)
+            if config.max_minutes is not None and state["seconds"] / 60 >= config.max_minutes:
+                logger.warning("time limit of %s minutes reached after epoch %d", config.max_minutes, epoch + 1)
+                break
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    validation = {k.split(":", 1)[1]: v for k, v in row.items() if k.startswith("val_dice:")} if "row" in locals() else {}
+    table: dict[str, dict[str, float]] = {}
+    for key, value in validation.items():
+        subset, target = key.split(":")
+        table.setdefault(subset, {})[f"{target}_dice"] = value
+    save_bundle(
+        out_dir, model, net_cfg, scheme, pre,
+        training={
+            "cases": [c.name for c in train_cases], "validation_cases": [c.name for c in val_cases],
+            "epochs_done": state["epoch"], "steps": state["step"], "config": config.to_dict(),
+            "seconds": round(state["seconds"], 1), "magms_version": magms.__version__,
+            "init": str(init) if init else None,
+        },
+        validation=table, overwrite=True,
+    )
+    return out_dir
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    header = list(row) if new else next(csv.reader(open(path, encoding="utf-8")))
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        f.flush()

@@ -26,15 +26,15 @@ def _default_data() -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from magms.demo import DEFAULT_CASE, run_demo
+    from magms.demo import run_demo
 
-    case = args.case if args.case is not None else args.data / DEFAULT_CASE
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    run_demo(case, backbone=args.backbone, size=args.size, device=device, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = _TrainProgress(args.progress)
+    try:
+        run_demo(args.data, args.out, minutes=args.minutes, device=args.device, spacing=args.spacing, patch=args.patch,
+                 channels=tuple(int(c) for c in args.channels.split(",")), progress=progress)
+    finally:
+        progress.close()
     return 0
 
 
@@ -203,7 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, max_minutes=args.max_minutes, lr=args.lr, batch_size=args.batch_size,
         samples_per_case=args.samples_per_case, policy=args.policy, distill=not args.no_distill, seed=args.seed,
-        val_fraction=args.val_fraction, amp=not args.no_amp,
+        val_fraction=args.val_fraction, val_every=args.val_every, amp=not args.no_amp,
     )
     overrides = {"backbone": args.backbone, "checkpointing": args.checkpointing}
     if args.backbone == "unet" and args.channels:
@@ -257,24 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run an untrained network on a real case for every modality subset (a smoke test of the core)",
+        help="the main job on the real sample data: train briefly (unless a model exists), then segment",
         description=(
-            "Build a MAG-MS network and run it on one real case for every non-empty subset of the "
-            "modalities found in the case folder (slots guessed from the file names). Prints a "
-            "table of output shapes and seconds. The network is untrained: this checks the "
-            "pipeline, it does not segment."
+            "Train a light model for a few CPU minutes on the labelled BraTS 2013 sample cases "
+            "(FLAIR + T1c), unless OUT/model already holds one, then segment every unlabelled "
+            "sample case with the modalities it has, writing OUT/<case>.seg.nrrd and an overlay "
+            "OUT/<case>.png. A rough model from three cases: it shows the path, it is not for clinical use."
         ),
     )
     demo.add_argument(
         "--data", type=Path, default=_default_data(),
-        help="the sample-data folder (default: $MAGMS_TEST_DATA or ../shared/data); the case used is "
-        "brats_unlabelled/BraTS-GLI-00001-000 inside it",
+        help="the sample-data folder with brats_flair_t1c/ and brats_unlabelled/ (default: $MAGMS_TEST_DATA or ../shared/data)",
     )
-    demo.add_argument("--case", type=Path, default=None, help="a case folder with one image file per modality (overrides --data)")
-    demo.add_argument("--backbone", choices=("unet", "unetr"), default="unet", help="network backbone (default: unet)")
-    demo.add_argument("--size", type=int, default=96, help="edge of the cube cropped around the brain, in voxels (default: 96)")
-    demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
+    demo.add_argument("--minutes", type=float, default=6.0, help="training time limit in minutes (default: 6)")
+    demo.add_argument("--spacing", type=float, default=2.0, help="working spacing in mm (default: 2)")
+    demo.add_argument("--patch", type=int, default=48, help="training patch edge in voxels (default: 48)")
+    demo.add_argument("--channels", default="16,32,64,128", help="U-Net widths (default: 16,32,64,128)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    demo.add_argument("--progress", choices=("bar", "lines", "none"), default="bar", help="training progress on stderr (default: bar)")
     demo.set_defaults(func=_cmd_demo)
 
     seg = sub.add_parser(
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--samples-per-case", type=int, default=2, help="patches per case and step (default: 2)")
     tr.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, cosine schedule (default: 1e-3)")
     tr.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases held out for validation (default: 0.2)")
+    tr.add_argument("--val-every", type=int, default=1, help="validate every N epochs, and after the last (default: 1)")
     tr.add_argument("--seed", type=int, default=0, help="seed of weights, split, order and augmentation (default: 0)")
     tr.add_argument("--checkpointing", action="store_true", help="activation checkpointing: less memory, slower")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

@@ -1,116 +1,81 @@
-"""``magms demo``: build a MAG-MS network and run it on a real case for every modality subset.
+"""``magms demo``: the main job end to end on the real sample data.
 
-A smoke run of the whole core on real anatomy: the slots are guessed from the file names, the
-images read with SimpleITK, z-scored inside the brain, cropped around the brain's centre, and the
-(untrained) network is run once per non-empty subset of the modalities found. It proves the
-pipeline and shows the cost per subset; it does not segment anything meaningful.
+1. Unless ``OUT/model`` already holds a bundle, train a light model for a few CPU minutes on the
+   labelled BraTS 2013 cases (FLAIR and post-contrast T1, ``brats_flair_t1c/``).
+2. Segment every case in ``brats_unlabelled/`` with whichever of the model's modalities it has,
+   the slots guessed from the file names.
+3. For each case, write ``OUT/<case>.seg.nrrd`` (a Slicer segmentation) and ``OUT/<case>.png`` (an
+   overlay through the tumour).
+
+A few minutes of training on three cases make a rough model, not a clinical one. What the demo
+shows is the whole path on real images: data in, model bundle, segmentation out.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
-import torch
-
-from magms.cases import case_from_folder
-from magms.config import NetConfig
+from magms.bundle import METADATA_FILE
+from magms.cases import case_from_folder, find_cases
+from magms.config import PreprocessConfig
 from magms.errors import ImageError
-from magms.io import read_image, same_grid
-from magms.labels import get_scheme
-from magms.modalities import MODALITIES
-from magms.networks import build_network
+from magms.inference import Segmenter
+from magms.io import write_labelmap
+from magms.overlay import render_overlay
+from magms.training import TrainConfig, train
 
-__all__ = ["DEFAULT_CASE", "load_case", "run_demo"]
+__all__ = ["TRAIN_DATA", "UNLABELLED", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CASE = Path("brats_unlabelled") / "BraTS-GLI-00001-000"
-DEMO_SLOTS = ("flair", "t1", "t1c", "t2")
-
-
-def _zscore_nonzero(a: np.ndarray) -> np.ndarray:
-    # statistics inside the head only: the zero background would shrink the spread
-    fg = a != 0
-    if not fg.any():
-        return a.astype(np.float32)
-    mean, std = a[fg].mean(), a[fg].std()
-    out = np.zeros_like(a, dtype=np.float32)
-    out[fg] = (a[fg] - mean) / (std if std > 0 else 1.0)
-    return out
-
-
-def load_case(images: dict[str, Path], size: int) -> np.ndarray:
-    """Read, check, normalise and crop the images of one case to a (M, size, size, size) array.
-
-    Raises:
-        ImageError: an image is unusable, or the images do not share one grid.
-    """
-    arrays, ref, ref_path = [], None, None
-    for path in images.values():
-        img = sitk.DICOMOrient(read_image(path), "LPS")
-        if ref is None:
-            ref, ref_path = img, path
-        elif not same_grid(img, ref):
-            raise ImageError(
-                f"{path.name}: grid {img.GetSize()} at {img.GetSpacing()} mm differs from "
-                f"{ref_path.name} {ref.GetSize()} at {ref.GetSpacing()} mm"
-            )
-        arrays.append(_zscore_nonzero(sitk.GetArrayFromImage(img)))
-    volume = np.stack(arrays)  # (M, z, y, x)
-    head = np.argwhere(np.any(volume != 0, axis=0))
-    centre = ((head.min(0) + head.max(0)) // 2) if len(head) else np.array(volume.shape[1:]) // 2
-    out = np.zeros((len(arrays), size, size, size), dtype=np.float32)
-    src, dst = [], []
-    for c, n in zip(centre, volume.shape[1:]):
-        lo = int(c) - size // 2
-        a, b = max(lo, 0), min(lo + size, n)
-        src.append(slice(a, b))
-        dst.append(slice(a - lo, b - lo))
-    out[(slice(None), *dst)] = volume[(slice(None), *src)]
-    return out
+TRAIN_DATA = Path("brats_flair_t1c")
+UNLABELLED = Path("brats_unlabelled")
 
 
 def run_demo(
-    case: Path,
-    backbone: str = "unet",
-    size: int = 96,
-    device: str = "cpu",
-    seed: int = 0,
+    data: Path,
+    out: Path,
+    minutes: float = 6.0,
+    device: str = "auto",
+    spacing: float = 2.0,
+    patch: int = 48,
+    channels: tuple[int, ...] = (16, 32, 64, 128),
     emit: Callable[[str], None] = print,
-) -> list[dict[str, object]]:
-    """Run an untrained network on ``case`` for every non-empty subset; emit a markdown table.
+    progress: Callable[[dict], None] | None = None,
+) -> list[Path]:
+    """Train (if needed) and segment the sample data; returns the files written.
 
-    Returns:
-        One row per subset: ``subset``, ``shape``, ``seconds``.
+    Raises:
+        ImageError: the sample-data folders are missing.
     """
-    images = case_from_folder(case, DEMO_SLOTS).images
-    volume = torch.from_numpy(load_case(images, size))
-    torch.manual_seed(seed)
-    scheme = get_scheme("brats2023")
-    config = NetConfig(slots=DEMO_SLOTS, out_channels=len(scheme.labels), backbone=backbone, img_size=(size,) * 3)
-    net = build_network(config).to(device).eval()
-    x = torch.zeros(1, len(DEMO_SLOTS), size, size, size, device=device)
-    for slot in images:
-        x[0, DEMO_SLOTS.index(slot)] = volume[list(images).index(slot)]
-    found = list(images)
-    emit(f"case {case.name}: {', '.join(f'{MODALITIES[s].name} <- {p.name}' for s, p in images.items())}")
-    emit(f"network: {backbone}, {sum(p.numel() for p in net.parameters()):,} parameters, input {size}^3, {device}")
-    emit("")
-    emit("| present modalities | output shape | seconds |")
-    emit("|---|---|---|")
-    rows = []
-    for r in range(1, len(found) + 1):
-        for subset in itertools.combinations(found, r):
-            start = time.perf_counter()
-            with torch.inference_mode():
-                logits = net(x, list(subset))
-            seconds = time.perf_counter() - start
-            rows.append({"subset": subset, "shape": tuple(logits.shape), "seconds": seconds})
-            emit(f"| {' + '.join(subset)} | {tuple(logits.shape)} | {seconds:.2f} |")
-    return rows
+    for sub in (TRAIN_DATA, UNLABELLED):
+        if not (data / sub).is_dir():
+            raise ImageError(f"{data / sub}: sample data not found (give --data, or set MAGMS_TEST_DATA)")
+    model = out / "model"
+    if (model / METADATA_FILE).is_file():
+        emit(f"using the model in {model} (delete it to train again)")
+    else:
+        emit(f"training on {data / TRAIN_DATA} for up to {minutes:g} minutes -> {model}")
+        cases = find_cases(data / TRAIN_DATA, ("flair", "t1c"))
+        train(
+            cases, model, "brats2013", ("flair", "t1c"), net_overrides={"channels": channels},
+            preprocessing=PreprocessConfig(spacing=(spacing,) * 3, patch_size=(patch,) * 3, overlap=0.5),
+            config=TrainConfig(epochs=1000, max_minutes=minutes, val_fraction=0.25, val_every=1000, samples_per_case=4, batch_size=1),
+            device=device, resume=(model / "checkpoint").is_dir(), progress=progress,
+        )
+    segmenter = Segmenter(model, device=device)
+    emit(f"model: slots {', '.join(segmenter.slots)}; validation {segmenter.info.validation}")
+    written = []
+    for folder in sorted(p for p in (data / UNLABELLED).iterdir() if p.is_dir()):
+        case = case_from_folder(folder, segmenter.slots)
+        result = segmenter.segment(case.images)
+        seg = out / f"{case.name}.seg.nrrd"
+        png = out / f"{case.name}.png"
+        write_labelmap(result.labels, result.reference, seg, segmenter.info.labels, overwrite=True)
+        used = " + ".join(f"{s} ({case.images[s].name})" for s in result.present)
+        render_overlay(result.reference, result.labels, segmenter.info.labels, png, title=f"{case.name}: {used}")
+        emit(f"{case.name}: {used} -> {seg.name}, {png.name} ({result.seconds:.1f} s)")
+        written += [seg, png]
+    return written

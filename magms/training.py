@@ -96,6 +96,7 @@ class TrainConfig(_Record):
         distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
         seed: seeds the weights, the split, the data order and the augmentation.
         val_fraction: fraction of the cases held out for validation (at least one when > 0).
+        val_every: validate every this many epochs (and always after the last one).
         amp: mixed precision on CUDA.
     """
 
@@ -111,6 +112,7 @@ class TrainConfig(_Record):
     distill: bool = True
     seed: int = 0
     val_fraction: float = 0.2
+    val_every: int = 1
     amp: bool = True
 
     def __post_init__(self) -> None:
@@ -240,6 +242,7 @@ def split_cases(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list
 
 def _write_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary output folder
     try:
         safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         opt = optimizer.state_dict()
@@ -284,11 +287,17 @@ def _read_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.opti
 # the loop
 
 
-def _lr_factor(step: int, total: int) -> float:
-    warmup = max(1, total // 20)
-    if step < warmup:
+def _lr_factor(step: int, total: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up (5% of the steps, at most 50, or 5% of a time limit), then cosine to 0.
+
+    With a time limit the schedule follows whichever is further along, steps or time, so a run
+    stopped by ``max_minutes`` still ends at a low learning rate.
+    """
+    warmup = min(max(1, total // 20), 50)
+    if step < warmup and time_fraction < 0.05:
         return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _validate(model, val_ds, slots, scheme, pre, device) -> dict[str, float]:
@@ -401,6 +410,7 @@ def train(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic() - state["seconds"]
+    last_validation: dict[str, float] = {}
     metrics_path = out_dir / METRICS_FILE
     try:
         while state["epoch"] < config.epochs:
@@ -410,13 +420,16 @@ def train(
                                 generator=torch.Generator().manual_seed(config.seed + epoch))
             sums: dict[str, float] = {}
             n = 0
+            minutes_up = False
             for i, batch in enumerate(loader):
                 if i < state["step_in_epoch"]:
                     continue  # replayed: same data and augmentation as before the stop
                 x, y = batch["image"].as_tensor().to(dev), batch["label"].as_tensor().to(dev)
                 present = batch["present"].to(torch.bool)
+                elapsed = (time.monotonic() - started) / 60
+                time_fraction = elapsed / config.max_minutes if config.max_minutes else 0.0
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr * _lr_factor(state["step"], total_steps)
+                    group["lr"] = config.lr * _lr_factor(state["step"], total_steps, time_fraction)
                 with torch.autocast("cuda", enabled=amp):
                     terms = loss_fn.terms(model(x, present), y)
                     if config.policy == "random_subset":
@@ -447,8 +460,13 @@ def train(
                     break
             row = {"epoch": epoch + 1, "step": state["step"], "lr": optimizer.param_groups[0]["lr"],
                    **{k: v / max(n, 1) for k, v in sums.items()}}
-            if val_ds:
+            last = epoch + 1 == config.epochs or minutes_up or (
+                config.max_minutes is not None and (time.monotonic() - started) / 60 >= config.max_minutes
+            )
+            if val_ds and (last or (epoch + 1) % config.val_every == 0):
                 row.update({f"val_dice:{k}": v for k, v in _validate(model, val_ds, slots, scheme, pre, dev).items()})
+            if any(k.startswith("val_dice:") for k in row):
+                last_validation = {k: v for k, v in row.items() if k.startswith("val_dice:")}
             state.update(epoch=epoch + 1, step_in_epoch=0, seconds=time.monotonic() - started)
             row["seconds"] = round(state["seconds"], 1)
             _append_metrics(metrics_path, row)
@@ -460,7 +478,7 @@ def train(
         for s, handler in previous.items():
             signal.signal(s, handler)
 
-    validation = {k.split(":", 1)[1]: v for k, v in row.items() if k.startswith("val_dice:")} if "row" in locals() else {}
+    validation = {k.split(":", 1)[1]: v for k, v in last_validation.items()}
     table: dict[str, dict[str, float]] = {}
     for key, value in validation.items():
         subset, target = key.split(":")

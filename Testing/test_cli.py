@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DATA, needs_data  # noqa: F401
 from magms.cli import main
 
 

@@ -106,10 +106,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         inputs = dict(case.images)
     else:
         inputs = _parse_inputs(args.input)
-    from magms.inference import Segmenter, prepare_inputs
+    from magms.inference import prepare_inputs
 
     prepare_inputs(inputs, info.slots)  # image checks before the network is loaded
-    segmenter = Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+    segmenter = _segmenter(args)
     progress = _Progress(args.progress, "+".join(s for s in info.slots if s in inputs))
     try:
         result = segmenter.segment(inputs, probabilities=args.probabilities is not None, progress=progress)
@@ -124,7 +124,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _segment_batch(args: argparse.Namespace) -> int:
     from magms.cases import find_cases
-    from magms.inference import Segmenter
 
     if args.output_dir is None:
         raise ConfigError("--batch needs --output-dir")
@@ -132,7 +131,7 @@ def _segment_batch(args: argparse.Namespace) -> int:
         raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
     if not args.output_dir.is_dir():
         raise ConfigError(f"{args.output_dir}: output folder does not exist")
-    segmenter = Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+    segmenter = _segmenter(args)
     cases = find_cases(args.batch, segmenter.slots)
     failures: list[str] = []
     for case in cases:
@@ -170,9 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.out}: {', '.join(existing)} exist already (use --overwrite to replace them)")
     subsets = [tuple(canonical_slot(s) for s in group.split(",") if s) for group in args.subset] or None
     cases = find_cases(args.data, info.slots)
-    from magms.inference import Segmenter
-
-    segmenter = Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+    segmenter = _segmenter(args)
     show = (lambda text: print(f"evaluating {text}", file=sys.stderr, flush=True)) if args.progress != "none" else None
     rows = evaluate(segmenter, cases, data_labels=args.labels, subsets=subsets, progress=show)
     for path in write_reports(rows, args.out, info.labels, overwrite=args.overwrite):
@@ -246,6 +243,19 @@ class _TrainProgress:
             self.bar.close()
 
 
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the network runs: shared by the commands that segment."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--sw-batch-size", type=int, default=2, help="sliding windows per network call (default: 2)")
+    parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
+
+
+def _segmenter(args: argparse.Namespace):
+    from magms.inference import Segmenter
+
+    return Segmenter(args.model, device=args.device, sw_batch_size=args.sw_batch_size, amp=not args.no_amp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magms",
@@ -301,9 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch", type=Path, help="many cases: a CSV manifest (case,<slot>,...) or a folder of case folders; goes on past a bad case and lists the failures at the end")
     seg.add_argument("--output-dir", type=Path, help="with --batch: folder for the outputs, named <case><format>")
     seg.add_argument("--format", default=".seg.nrrd", choices=(".seg.nrrd", ".nii.gz", ".nrrd", ".mha"), help="with --batch: output format (default: .seg.nrrd)")
-    seg.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
-    seg.add_argument("--sw-batch-size", type=int, default=2, help="sliding windows per network call (default: 2)")
-    seg.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
+    _add_inference_options(seg)
     seg.add_argument("--progress", choices=("bar", "lines", "none"), default="bar", help="progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none (default: bar)")
     seg.set_defaults(func=_cmd_segment)
 
@@ -324,9 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", default=None, help="label scheme of the data's label files if it differs from the model's (e.g. brats2013); mapped to the model's scheme")
     ev.add_argument("--subset", action="append", default=[], metavar="SLOT,SLOT", help="only these subsets (repeatable), e.g. --subset flair --subset flair,t1c (default: every subset)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing report files")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    ev.add_argument("--sw-batch-size", type=int, default=2, help="sliding windows per network call (default: 2)")
-    ev.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    _add_inference_options(ev)
     ev.add_argument("--progress", choices=("lines", "none"), default="lines", help="a line per case and subset on stderr (default: lines)")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -33,9 +33,9 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, NormalizeIntensity, Orientation, Spacing
 
-from magms.bundle import BundleInfo, load_bundle
+from magms.bundle import load_bundle
 from magms.config import PreprocessConfig
-from magms.errors import ConfigError, ImageError, MAGMSError
+from magms.errors import ConfigError, ImageError
 from magms.io import overlap_fraction, read_image, resample_like, same_grid
 from magms.networks import MAGMSNet
 

@@ -67,7 +67,7 @@ from magms.config import NetConfig, PreprocessConfig, _Record
 from magms.errors import ConfigError, ImageError, MAGMSError
 from magms.evaluate import case_metrics, subsets_of
 from magms.inference import prepare_inputs, sitk_to_metatensor
-from magms.io import read_image, resample_like, same_grid
+from magms.io import resample_like, same_grid
 from magms.labels import LabelScheme, get_scheme
 from magms.losses import MAGMSLoss
 from magms.networks import build_network

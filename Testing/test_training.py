@@ -122,3 +122,21 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(data, tmp_path):
     assert load_file(str(out / "checkpoint" / "model.safetensors"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "partial files left behind"
     assert not (out / "magms.json").exists()
+
+
+def test_two_process_gloo_torchrun_writes_exactly_one_bundle(data, tmp_path):
+    folder, _ = data
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "magms",
+           "train", "--data", str(folder), "--labels", "brats2013", "--out", str(out), "--epochs", "2", "--patch", "16",
+           "--spacing", "0", "--channels", "4,8,16", "--val-fraction", "0", "--device", "cpu", "--progress", "none"]
+    # one thread per rank: two ranks with default threads on two cores slow each other many times over
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed training: 2 ranks (gloo)" in proc.stderr
+    assert proc.stdout.strip().splitlines() == [str(out)]  # only rank 0 reports and writes
+    net, info = load_bundle(out)
+    assert info.training["steps"] == 2  # 4 cases over 2 ranks: 2 per rank, one step of 2 cases per epoch
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "magms.json", "metrics.csv", "model.safetensors"]

@@ -213,6 +213,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
+    if bundle is None and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # torchrun: rank 0 reports
     if bundle is None:
         print(f"stopped; continue with: magms train ... --out {args.out} --resume", file=sys.stderr)
         return 0

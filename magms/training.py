@@ -321,6 +321,38 @@ def _validate(model, val_ds, slots, scheme, pre, device) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
+class _TrainStep(torch.nn.Module):
+    """Network and loss as one module: DDP then sees one forward per backward, also when the
+    random-subset policy runs the network twice."""
+
+    def __init__(self, net: torch.nn.Module, loss_fn: MAGMSLoss, policy: str) -> None:
+        super().__init__()
+        self.net, self.loss_fn, self.policy = net, loss_fn, policy
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = self.loss_fn.terms(self.net(x, present), y)
+        if self.policy == "random_subset":
+            subset = present & (torch.rand(present.shape) < 0.5)
+            empty = ~subset.any(dim=1)
+            subset[empty] = present[empty]
+            terms["seg_subset"] = self.loss_fn.dice_ce(self.net(x, subset).logits, y)
+        return torch.stack(list(terms.values())).sum(), terms
+
+
+def _init_distributed(dev: torch.device) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, initialised here) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, dev, False
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    created = not torch.distributed.is_initialized()
+    if created:
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world, dev, created
+
+
 def train(
     cases: Sequence[Case],
     out: str | os.PathLike[str],
@@ -359,13 +391,20 @@ def train(
     scheme = get_scheme(labels)
     pre = preprocessing or PreprocessConfig()
     dev = resolve_device(device)
+    rank, world, dev, created_group = _init_distributed(dev)
+    main_rank = rank == 0
+    if world > 1 and main_rank:
+        logger.warning("distributed training: %d ranks (%s)", world, torch.distributed.get_backend())
     ckpt = out_dir / CHECKPOINT_DIR
     if resume and not (ckpt / "state.json").is_file():
         raise ConfigError(f"{out_dir}: nothing to resume (no {CHECKPOINT_DIR}/state.json)")
     if not resume and (ckpt.exists() or (out_dir / "magms.json").exists()):
         raise ConfigError(f"{out_dir}: holds a run already (use --resume, or another --out)")
     check_cases(cases, slots, scheme)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        torch.distributed.barrier()  # every rank has checked the output folder before rank 0 writes
+    if main_rank:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     set_determinism(config.seed)
     net_cfg = NetConfig(slots=tuple(slots), out_channels=len(scheme.labels), img_size=pre.patch_size, **dict(net_overrides or {}))
@@ -392,9 +431,15 @@ def train(
             return augment(dict(train_ds[i]))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_cases) / config.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train_cases) / world) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     loss_fn = MAGMSLoss(distill=config.distill)
+    step_module: torch.nn.Module = _TrainStep(model, loss_fn, config.policy)
+    if world > 1:
+        # a modality absent from a rank's batch leaves its encoder without gradient there
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
+        )
     state: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "seconds": 0.0}
     if resume:
         state = _read_checkpoint(ckpt, model, optimizer)
@@ -416,8 +461,13 @@ def train(
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
             augment.set_random_state(seed=config.seed + epoch)
-            loader = DataLoader(Patches(), batch_size=config.batch_size, shuffle=True, num_workers=0,
-                                generator=torch.Generator().manual_seed(config.seed + epoch))
+            if world > 1:
+                sampler = torch.utils.data.distributed.DistributedSampler(Patches(), num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+                sampler.set_epoch(epoch)
+                loader = DataLoader(Patches(), batch_size=config.batch_size, sampler=sampler, num_workers=0)
+            else:
+                loader = DataLoader(Patches(), batch_size=config.batch_size, shuffle=True, num_workers=0,
+                                    generator=torch.Generator().manual_seed(config.seed + epoch))
             sums: dict[str, float] = {}
             n = 0
             minutes_up = False
@@ -431,13 +481,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * _lr_factor(state["step"], total_steps, time_fraction)
                 with torch.autocast("cuda", enabled=amp):
-                    terms = loss_fn.terms(model(x, present), y)
-                    if config.policy == "random_subset":
-                        subset = present & (torch.rand(present.shape) < 0.5)
-                        empty = ~subset.any(dim=1)
-                        subset[empty] = present[empty]
-                        terms["seg_subset"] = loss_fn.dice_ce(model(x, subset).logits, y)
-                    loss = torch.stack(list(terms.values())).sum()
+                    loss, terms = step_module(x, present, y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -448,12 +492,18 @@ def train(
                 sums["loss"] = sums.get("loss", 0.0) + loss.item()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v.item()
-                if progress is not None:
+                if progress is not None and main_rank:
                     progress({"epoch": epoch + 1, "epochs": config.epochs, "step": state["step"], "total_steps": total_steps, "loss": loss.item()})
                 minutes_up = config.max_minutes is not None and (time.monotonic() - started) / 60 >= config.max_minutes
-                if stop_requested or (stop is not None and stop(state["step"])):
+                stop_now = stop_requested or (stop is not None and stop(state["step"]))
+                if world > 1:  # every rank stops at the same step
+                    flags = torch.tensor([int(stop_now), int(minutes_up)], device=dev)
+                    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                    stop_now, minutes_up = bool(flags[0]), bool(flags[1])
+                if stop_now:
                     state["seconds"] = time.monotonic() - started
-                    _write_checkpoint(ckpt, model, optimizer, state)
+                    if main_rank:
+                        _write_checkpoint(ckpt, model, optimizer, state)
                     logger.warning("stopped at step %d; continue with --resume", state["step"])
                     return None
                 if minutes_up:
@@ -463,20 +513,27 @@ def train(
             last = epoch + 1 == config.epochs or minutes_up or (
                 config.max_minutes is not None and (time.monotonic() - started) / 60 >= config.max_minutes
             )
-            if val_ds and (last or (epoch + 1) % config.val_every == 0):
+            if main_rank and val_ds and (last or (epoch + 1) % config.val_every == 0):
                 row.update({f"val_dice:{k}": v for k, v in _validate(model, val_ds, slots, scheme, pre, dev).items()})
             if any(k.startswith("val_dice:") for k in row):
                 last_validation = {k: v for k, v in row.items() if k.startswith("val_dice:")}
             state.update(epoch=epoch + 1, step_in_epoch=0, seconds=time.monotonic() - started)
             row["seconds"] = round(state["seconds"], 1)
-            _append_metrics(metrics_path, row)
-            _write_checkpoint(ckpt, model, optimizer, state)
+            if main_rank:
+                _append_metrics(metrics_path, row)
+                _write_checkpoint(ckpt, model, optimizer, state)
+            if world > 1:
+                torch.distributed.barrier()
             if config.max_minutes is not None and state["seconds"] / 60 >= config.max_minutes:
                 logger.warning("time limit of %s minutes reached after epoch %d", config.max_minutes, epoch + 1)
                 break
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if created_group and not main_rank:
+            torch.distributed.destroy_process_group()
+    if not main_rank:
+        return None
 
     validation = {k.split(":", 1)[1]: v for k, v in last_validation.items()}
     table: dict[str, dict[str, float]] = {}
@@ -493,6 +550,8 @@ def train(
         },
         validation=table, overwrite=True,
     )
+    if created_group:
+        torch.distributed.destroy_process_group()
     return out_dir
 
 

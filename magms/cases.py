@@ -11,19 +11,16 @@ import csv
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from magms.errors import ConfigError, ImageError
 from magms.io import is_image_path
-from magms.modalities import SlotGuess, canonical_slot, guess_slots
+from magms.modalities import SlotGuess, canonical_slot, guess_slots, is_label_map_name
 
 __all__ = ["Case", "case_from_folder", "read_manifest", "find_cases"]
 
 logger = logging.getLogger(__name__)
-
-_LABEL_NAME = re.compile(r"(^|[^a-z])(seg|segmentation|label|labels|labelmap|otmulticlass|gt|groundtruth)([^a-z]|$)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +48,7 @@ def case_from_folder(folder: str | os.PathLike[str], slots: Sequence[str] | None
     files = sorted(p for p in root.iterdir() if is_image_path(p) and not p.name.startswith("."))
     guesses = guess_slots([p.name for p in files], slots)
     images = {g.slot: p for p, g in zip(files, guesses.values()) if g.slot is not None}
-    labels = [p for p in files if _LABEL_NAME.search(p.name.lower().split(".")[0])]
+    labels = [p for p in files if is_label_map_name(p.name)]
     if not images:
         wanted = f" among {', '.join(slots)}" if slots else ""
         raise ImageError(f"{root}: no image file whose name tells its modality{wanted}")

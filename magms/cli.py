@@ -108,14 +108,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         inputs = _parse_inputs(args.input)
     from magms.inference import prepare_inputs
 
-    prepare_inputs(inputs, info.slots)  # image checks before the network is loaded
+    # every image check before the network is loaded; the checked images are then used as they are
+    prepared = prepare_inputs(inputs, info.slots)
     segmenter = _segmenter(args)
     progress = _Progress(args.progress, "+".join(s for s in info.slots if s in inputs))
     try:
-        result = segmenter.segment(inputs, probabilities=args.probabilities is not None, progress=progress)
+        result = segmenter.segment(prepared.images, probabilities=args.probabilities is not None, progress=progress)
     finally:
         progress.close()
-    for note in result.notes:
+    for note in prepared.notes + result.notes:
         print(f"note: {note}", file=sys.stderr)
     _write_result(result, info, args.output, args.probabilities, args.overwrite)
     print(f"{args.output}\t{'+'.join(result.present)}\treference={result.reference_slot}\t{result.seconds:.1f}s")

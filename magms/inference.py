@@ -216,8 +216,8 @@ class Segmenter:
         prepared = prepare_inputs(inputs, self.slots)
         present = tuple(prepared.images)
         pre = self.info.preprocessing
-        image = MetaTensor(torch.cat([sitk_to_metatensor(prepared.images[s]) for s in present]))
-        image.affine = sitk_to_metatensor(prepared.reference).affine
+        volumes = [sitk_to_metatensor(prepared.images[s]) for s in present]  # the reference comes first
+        image = MetaTensor(torch.cat([v.as_tensor() for v in volumes]), affine=volumes[0].affine)
         spatial = spatial_transform(pre)
         working = spatial(image)
         x = working.as_tensor().float()

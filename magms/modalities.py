@@ -25,6 +25,7 @@ __all__ = [
     "guess_slots",
     "canonical_slot",
     "slot_display_name",
+    "is_label_map_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,18 @@ _LABEL_WORDS = frozenset(
         "otmulticlass", "gt", "groundtruth", "truth", "annotation", "annotations", "roi", "aseg",
     }
 )
+
+# Of those, the ones that name a mask rather than a label map.
+_MASK_WORDS = frozenset({"mask", "brainmask", "roi"})
+
+
+def is_label_map_name(name: str) -> bool:
+    """True for a file or series name that reads as a label map (``seg``, ``OTMultiClass``...), not a mask."""
+    if _strip(name)[1] == ".seg.nrrd":
+        return True
+    words = {t for t in (*_coarse_tokens(name), *_tokens(name)) if t in _LABEL_WORDS}
+    return bool(words - _MASK_WORDS)
+
 
 # A T1 named together with one of these is the post-contrast T1 ("T1 MPRAGE POST" -> t1c) ...
 _CONTRAST_WORDS = frozenset(

@@ -67,7 +67,7 @@ from magms.config import NetConfig, PreprocessConfig, _Record
 from magms.errors import ConfigError, ImageError, MAGMSError
 from magms.evaluate import case_metrics, subsets_of
 from magms.inference import prepare_inputs, sitk_to_metatensor
-from magms.io import resample_like, same_grid
+from magms.io import overlap_fraction, resample_like, same_grid
 from magms.labels import LabelScheme, get_scheme
 from magms.losses import MAGMSLoss
 from magms.networks import build_network
@@ -162,11 +162,8 @@ def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme
         bad = sorted(values - set(scheme.values))
         if bad:
             problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {scheme.key!r} ({scheme.values})")
-        if not same_grid(label, prepared.reference) and label.GetSize() != prepared.reference.GetSize():
-            from magms.io import overlap_fraction
-
-            if overlap_fraction(prepared.reference, label) < 0.5:
-                problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
+        if not same_grid(label, prepared.reference) and overlap_fraction(prepared.reference, label) < 0.5:
+            problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
     if problems:
         raise ImageError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
 
@@ -184,10 +181,11 @@ class LoadCased(MapTransform):
 
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         prepared = prepare_inputs({s: Path(p) for s, p in data["images"].items()}, self.slots)
-        ref = sitk_to_metatensor(prepared.reference)
+        volumes = {slot: sitk_to_metatensor(img) for slot, img in prepared.images.items()}
+        ref = volumes[prepared.reference_slot]
         image = torch.zeros(len(self.slots), *ref.shape[1:])
-        for slot, img in prepared.images.items():
-            image[self.slots.index(slot)] = sitk_to_metatensor(img)[0]
+        for slot, volume in volumes.items():
+            image[self.slots.index(slot)] = volume[0]
         label = sitk.ReadImage(str(data["label"]))
         if not same_grid(label, prepared.reference):
             label = resample_like(label, prepared.reference, sitk.sitkNearestNeighbor)

@@ -1,24 +1,36 @@
-"""Finding cases: a folder of one case, a folder of case folders, or a CSV manifest.
+"""Finding cases in the layouts users already have.
 
-A manifest's header is ``case,<slot>,...[,label]``; paths are relative to the CSV and an empty cell
-means that modality is missing for that case. In case folders, each file's slot is guessed from its
-name by :mod:`magms.modalities`.
+* A Medical Segmentation Decathlon task folder: ``dataset.json`` (``modality``, ``training``) and
+  4-D images in ``imagesTr/``, one volume per modality, labels in ``labelsTr/``.
+* An nnU-Net v2 raw data set: ``dataset.json`` (``channel_names``, ``file_ending``),
+  ``imagesTr/<case>_0000<ending>``..., ``labelsTr/<case><ending>``. A missing channel file means
+  that modality is missing for that case.
+* A folder of case folders (or one case folder), each file's slot guessed from its name by
+  :mod:`magms.modalities`, the label file found by name.
+* A CSV manifest whose header is ``case,<slot>,...[,label]``; paths are relative to the CSV and an
+  empty cell means that modality is missing for that case.
+
+Modality names in ``dataset.json`` files go through the same alias registry as file names.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from magms.errors import ConfigError, ImageError
-from magms.io import is_image_path
-from magms.modalities import SlotGuess, canonical_slot, guess_slots, is_label_map_name
+from magms.io import is_image_path, volume_ref
+from magms.modalities import SlotGuess, canonical_slot, guess_slot, guess_slots, is_label_map_name
 
-__all__ = ["Case", "case_from_folder", "read_manifest", "find_cases"]
+__all__ = ["Case", "case_from_folder", "read_manifest", "read_msd", "read_nnunet", "find_cases", "DATASET_JSON"]
+
+DATASET_JSON = "dataset.json"
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +113,103 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Case]:
     return cases
 
 
-def find_cases(path: str | os.PathLike[str], slots: Sequence[str] | None = None) -> list[Case]:
-    """Cases of a CSV manifest or a folder of case folders (a folder that holds images itself is one case).
+def _read_dataset_json(root: Path) -> dict:
+    path = root / DATASET_JSON
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: a JSON object is expected")
+    return meta
+
+
+def _channel_slots(path: Path, key: str, channels: object, slots: Sequence[str] | None) -> dict[int, str]:
+    """``{"0": "FLAIR", ...}`` -> {0: "flair", ...}; channels of no wanted slot are left out."""
+    if not isinstance(channels, dict) or not channels:
+        raise ConfigError(f"{path}: {key!r} must map channel numbers to modality names")
+    mapping: dict[int, str] = {}
+    for index, name in sorted(channels.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else -1):
+        if not str(index).isdigit():
+            raise ConfigError(f"{path}: {key!r} key {index!r} is not a channel number")
+        guess = guess_slot(str(name), slots)
+        if guess.slot is None:
+            logger.warning("%s: channel %s (%r) left out: %s", path, index, name, guess.reason)
+            continue
+        if guess.slot in mapping.values():
+            raise ConfigError(f"{path}: two channels are modality {guess.slot!r} ({name!r} and another)")
+        mapping[int(index)] = guess.slot
+    if not mapping:
+        wanted = f" among {', '.join(slots)}" if slots else ""
+        raise ConfigError(f"{path}: no channel of {key!r} names a known modality{wanted} ({dict(channels)})")
+    return mapping
+
+
+def read_msd(folder: str | os.PathLike[str], slots: Sequence[str] | None = None) -> list[Case]:
+    """Cases of a Medical Segmentation Decathlon task folder (``training`` list of ``dataset.json``).
+
+    Each modality is one volume of the case's 4-D image, addressed as ``image.nii.gz#k``
+    (:func:`magms.io.volume_ref`); a single-modality task has 3-D images.
 
     Raises:
-        ConfigError: see :func:`read_manifest`; also a path that is neither.
+        ConfigError: unreadable ``dataset.json``, no usable ``modality``, no ``training`` list.
+    """
+    root = Path(folder)
+    meta = _read_dataset_json(root)
+    path = root / DATASET_JSON
+    channels = _channel_slots(path, "modality", meta.get("modality"), slots)
+    four_d = len(meta["modality"]) > 1
+    entries = meta.get("training")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: no 'training' list of {{'image': ..., 'label': ...}}")
+    cases = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise ConfigError(f"{path}: training entry {n} has no 'image'")
+        image = root / entry["image"]
+        name = image.name.split(".")[0]
+        images = {slot: volume_ref(image, k) if four_d else image for k, slot in channels.items()}
+        cases.append(Case(name, images, root / entry["label"] if entry.get("label") else None))
+    return cases
+
+
+def read_nnunet(folder: str | os.PathLike[str], slots: Sequence[str] | None = None) -> list[Case]:
+    """Cases of an nnU-Net v2 raw data set: ``imagesTr/<case>_<XXXX><ending>``, ``labelsTr/<case><ending>``.
+
+    Raises:
+        ConfigError: unreadable ``dataset.json``, no usable ``channel_names``, no ``imagesTr`` files.
+    """
+    root = Path(folder)
+    meta = _read_dataset_json(root)
+    path = root / DATASET_JSON
+    channels = _channel_slots(path, "channel_names", meta.get("channel_names"), slots)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(ending)}$")
+    found: dict[str, dict[str, Path]] = {}
+    for file in sorted((root / "imagesTr").glob(f"*{ending}")):
+        match = pattern.match(file.name)
+        if match is None or file.name.startswith("."):
+            continue
+        slot = channels.get(int(match["channel"]))
+        if slot is not None:
+            found.setdefault(match["case"], {})[slot] = file
+    if not found:
+        raise ConfigError(f"{root / 'imagesTr'}: no '<case>_0000{ending}' image file")
+    order = [channels[k] for k in sorted(channels)]
+    cases = []
+    for name, images in found.items():
+        label = root / "labelsTr" / f"{name}{ending}"
+        cases.append(Case(name, {s: images[s] for s in order if s in images}, label if label.is_file() else None))
+    return cases
+
+
+def find_cases(path: str | os.PathLike[str], slots: Sequence[str] | None = None) -> list[Case]:
+    """Cases of any layout in the module docstring (a folder that holds images itself is one case).
+
+    Raises:
+        ConfigError: see :func:`read_manifest`, :func:`read_msd`, :func:`read_nnunet`; also a path
+            that is none of the layouts.
         ImageError: a folder without any case.
     """
     root = Path(path)
@@ -113,6 +217,13 @@ def find_cases(path: str | os.PathLike[str], slots: Sequence[str] | None = None)
         return read_manifest(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: neither a CSV manifest nor a folder")
+    if (root / DATASET_JSON).is_file():
+        meta = _read_dataset_json(root)
+        if "channel_names" in meta:
+            return read_nnunet(root, slots)
+        if "modality" in meta:
+            return read_msd(root, slots)
+        raise ConfigError(f"{root / DATASET_JSON}: neither an MSD ('modality') nor an nnU-Net v2 ('channel_names') dataset.json")
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if any(is_image_path(p) and p.is_file() for p in root.iterdir()):
         return [case_from_folder(root, slots)]

@@ -21,6 +21,14 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("magms")
 
 
+DATA_HELP = (
+    "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
+    "data set (dataset.json with 'channel_names', imagesTr/<case>_0000.nii.gz, labelsTr/), a folder of case folders "
+    "(modalities guessed from file names, label file named seg, label, OTMultiClass...), or a CSV manifest "
+    "case,<slot>,...,label (paths relative to the CSV, an empty cell = modality missing)"
+)
+
+
 def _default_data() -> Path:
     return Path(os.environ.get("MAGMS_TEST_DATA", Path("..") / "shared" / "data"))
 
@@ -330,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     ev.add_argument("--model", type=Path, required=True, help="model bundle folder")
-    ev.add_argument("--data", type=Path, required=True, help="a CSV manifest (case,<slot>,...,label) or a folder of case folders with label files (seg, label, OTMultiClass...)")
+    ev.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     ev.add_argument("--out", type=Path, required=True, help="folder for metrics.csv, summary.md and heatmap.png")
     ev.add_argument("--labels", default=None, help="label scheme of the data's label files if it differs from the model's (e.g. brats2013); mapped to the model's scheme")
     ev.add_argument("--subset", action="append", default=[], metavar="SLOT,SLOT", help="only these subsets (repeatable), e.g. --subset flair --subset flair,t1c (default: every subset)")
@@ -343,15 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train one model that segments from any subset of the modalities",
         description=(
-            "Train a MAG-MS model on labelled cases: a folder of case folders (slots guessed from "
-            "file names, label file found by name) or a CSV manifest case,<slot>,...,label (empty "
-            "cell = modality missing for that case). Every case is checked first and all problems "
+            "Train a MAG-MS model on labelled cases (an MSD task folder, an nnU-Net v2 raw data set, "
+            "case folders or a CSV manifest: see --data). Every case is checked first and all problems "
             "are reported at once. Writes OUT/checkpoint every epoch, OUT/metrics.csv, and the model "
             "bundle into OUT at the end. Ctrl-C or SIGTERM saves a checkpoint and exits; --resume "
             "continues exactly there."
         ),
     )
-    tr.add_argument("--data", type=Path, required=True, help="folder of case folders or CSV manifest")
+    tr.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     tr.add_argument("--labels", required=True, help="label scheme of the label files: brats2013, msd_task01, brats2021, brats2023, brain_tissue")
     tr.add_argument("--out", type=Path, required=True, help="output folder: checkpoint, metrics.csv, then the bundle")
     tr.add_argument("--slots", help="comma-separated modality slots of the model (default: every slot the data has)")

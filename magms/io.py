@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,8 @@ __all__ = [
     "LABELMAP_SUFFIXES",
     "is_image_path",
     "read_image",
+    "volume_ref",
+    "split_volume_ref",
     "check_image",
     "same_grid",
     "overlap_fraction",
@@ -49,6 +52,24 @@ def is_image_path(path: Path) -> bool:
     return path.is_dir() or (_suffix(path, IMAGE_SUFFIXES) is not None and not path.name.lower().endswith(".seg.nrrd"))
 
 
+# One volume of a 4-D file (an MSD image holds every modality of a case) is addressed as
+# ``file.nii.gz#k``: a plain path that survives CSV manifests, JSON and process boundaries.
+_VOLUME_REF = re.compile(r"^(?P<file>.+)#(?P<index>\d+)$")
+
+
+def volume_ref(path: str | os.PathLike[str], index: int) -> Path:
+    """The address of volume ``index`` (0-based) of the 4-D image ``path``."""
+    return Path(f"{os.fspath(path)}#{index}")
+
+
+def split_volume_ref(path: str | os.PathLike[str]) -> tuple[Path, int | None]:
+    """``file.nii.gz#k`` -> (file, k); any other path -> (path, None)."""
+    match = _VOLUME_REF.match(os.fspath(path))
+    if match and _suffix(Path(match["file"]), IMAGE_SUFFIXES) is not None:
+        return Path(match["file"]), int(match["index"])
+    return Path(path), None
+
+
 def _read_dicom_series(folder: Path) -> sitk.Image:
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
@@ -61,12 +82,15 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
 
 
 def read_image(path: str | os.PathLike[str]) -> sitk.Image:
-    """Read one 3-D image (file or DICOM series folder) as float32 and check it (:func:`check_image`).
+    """Read one 3-D image (file, DICOM series folder, or ``file#k``: volume k of a 4-D file) as
+    float32 and check it (:func:`check_image`).
 
     Raises:
         ImageError: missing, unreadable, of an unknown format, or failing :func:`check_image`.
     """
-    p = Path(path)
+    p, index = split_volume_ref(path)
+    if index is not None:
+        return _read_volume_of_4d(p, index)
     if not p.exists():
         raise ImageError(f"{p}: no such file or folder")
     if p.is_dir():
@@ -79,7 +103,44 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
         except RuntimeError as err:
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
             raise ImageError(f"{p}: cannot be read as an image ({reason})") from err
+    _check_nifti_finite(p)
     check_image(img, p.name)
+    return sitk.Cast(img, sitk.sitkFloat32)
+
+
+def _check_nifti_finite(p: Path) -> None:
+    # ITK's NIfTI reader turns NaN into 0, which would hide a broken file: look at the stored values.
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        return
+    import nibabel
+
+    nii = nibabel.load(str(p))
+    if nii.header.get_data_dtype().kind != "f":
+        return
+    bad = int((~np.isfinite(np.asanyarray(nii.dataobj))).sum())
+    if bad:
+        raise ImageError(f"{p.name}: {bad} voxels are NaN or infinite")
+
+
+def _read_volume_of_4d(p: Path, index: int) -> sitk.Image:
+    if not p.is_file():
+        raise ImageError(f"{p}: no such file")
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        reader.ReadImageInformation()
+        size = list(reader.GetSize())
+    except RuntimeError as err:
+        raise ImageError(f"{p}: cannot be read as an image") from err
+    if len(size) != 4:
+        raise ImageError(f"{p}: {len(size)}-D image, but volume {index} of a 4-D image was asked for")
+    if index >= size[3]:
+        raise ImageError(f"{p}: holds {size[3]} volumes, there is no volume {index}")
+    # Read the one volume only: 4-D MSD images are ~4x the size of what is used.
+    reader.SetExtractIndex([0, 0, 0, index])
+    reader.SetExtractSize(size[:3] + [0])
+    img = reader.Execute()
+    check_image(img, f"{p.name}#{index}")
     return sitk.Cast(img, sitk.sitkFloat32)
 
 

@@ -150,6 +150,9 @@ def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme
         except MAGMSError as err:
             problems.append(f"{case.name}: {err}")
             continue
+        if not case.label.is_file():
+            problems.append(f"{case.name}: {case.label}: no such label file")
+            continue
         try:
             label = sitk.ReadImage(str(case.label))
         except RuntimeError:

@@ -156,3 +156,25 @@ def test_every_bad_case_is_reported_in_one_run(tmp_path):
     ):
         assert expected in message, (expected, message)
     assert "good" not in message
+
+
+def test_an_explicit_validation_split(tmp_path, capsys):
+    from magms.cases import Case
+    from magms.cli import main
+    from magms.training import split_cases
+
+    cases = [Case(f"p{k}", {"flair": Path(f"p{k}.nii.gz")}, Path("l.nii.gz")) for k in range(4)]
+    train, val = split_cases(cases, 0.5, 0, names=("p2",))
+    assert [c.name for c in train] == ["p0", "p1", "p3"] and [c.name for c in val] == ["p2"]
+    with pytest.raises(ConfigError, match="validation case.s. p9 not in the data"):
+        split_cases(cases, 0.2, 0, names=("p9",))
+    with pytest.raises(ConfigError, match="every case is a validation case"):
+        split_cases(cases, 0.2, 0, names=[c.name for c in cases])
+    # through the CLI: refused before anything is written
+    for k in range(2):
+        _write(tmp_path / "d" / f"p{k}" / "flair.nii.gz", _volume(k))
+        _write(tmp_path / "d" / f"p{k}" / "seg.nii.gz", _label())
+    assert main(["train", "--data", str(tmp_path / "d"), "--labels", "msd_task01", "--out", str(tmp_path / "m"),
+                 "--val-cases", "nobody", "--device", "cpu"]) == 2
+    assert "validation case(s) nobody not in the data (cases: p0, p1)" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -14,7 +14,8 @@ from conftest import DATA, needs_data, tiny_config
 from magms.bundle import save_bundle
 from magms.cli import main
 from magms.config import PreprocessConfig
-from magms.evaluate import binary_metrics, case_metrics, subsets_of
+from magms.evaluate import binary_metrics, case_metrics
+from magms.modalities import subsets_of
 from magms.labels import get_scheme
 from magms.networks import build_network
 

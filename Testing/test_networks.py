@@ -97,6 +97,22 @@ def test_per_sample_presence_equals_separate_runs(net_and_input):
     torch.testing.assert_close(both, torch.cat([first, second]), rtol=1e-4, atol=1e-5)
 
 
+def test_decode_subset_equals_a_forward_with_that_subset(net_and_input):
+    """The random-subset policy decodes a subset's fusion from features already computed."""
+    net, x, _ = net_and_input
+    net.train()
+    present = torch.tensor([[True, False, True, True], [False, True, True, True]])
+    subset = torch.tensor([[True, False, False, True], [False, False, True, True]])
+    with torch.no_grad():
+        reused = net.decode_subset(net(x, present), subset)
+        direct = net(x, subset).logits
+    torch.testing.assert_close(reused, direct, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not present in the forward pass"):
+        net.decode_subset(net(x, present), torch.tensor([[True, True, False, False], [False, True, False, False]]))
+    with pytest.raises(ValueError, match="a True in every row"):
+        net.decode_subset(net(x, present), torch.tensor([[True, False, False, False], [False, False, False, False]]))
+
+
 def test_train_fused_logits_equal_eval_output(net_and_input):
     net, x, _ = net_and_input
     with torch.no_grad():

@@ -25,17 +25,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import monai
-import safetensors
-import safetensors.torch
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 import magms
 from magms.config import NetConfig, PreprocessConfig
 from magms.errors import BundleError, ConfigError
 from magms.labels import LabelScheme
-from magms.networks import MAGMSNet, build_network
+
+if TYPE_CHECKING:  # torch, MONAI and safetensors are imported where tensors are handled, so that
+    # the metadata can be read (e.g. by the Slicer module before its dependencies are installed).
+    import torch
+    from torch import nn
+
+    from magms.networks import MAGMSNet
 
 __all__ = [
     "FORMAT_VERSION",
@@ -157,6 +159,10 @@ def save_bundle(
             f"{folder}: network has {network.out_channels} output channels but label scheme "
             f"{labels.key!r} has {len(labels.labels)} labels"
         )
+    import monai
+    import safetensors.torch
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     _atomic_write(folder / WEIGHTS_FILE, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
@@ -224,11 +230,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         raise BundleError(
             f"{meta_path}: network has {network.out_channels} output channels, labels {labels.key!r} has {len(labels.labels)}"
         )
-    written_monai = meta.get("monai_version") or "0"
-    if _version_tuple(written_monai) > _version_tuple(monai.__version__):
-        logger.warning(
-            "%s was written with MONAI %s, newer than the installed %s", folder, written_monai, monai.__version__
-        )
+    _warn_if_newer_monai(folder, meta.get("monai_version") or "0")
     return BundleInfo(
         network=network,
         labels=labels,
@@ -240,6 +242,17 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         created=str(meta.get("created", "")),
         format_version=version,
     )
+
+
+def _warn_if_newer_monai(folder: Path, written: str) -> None:
+    try:
+        from importlib.metadata import version
+
+        installed = version("monai")
+    except Exception:  # MONAI not installed (yet): nothing to compare with
+        return
+    if _version_tuple(written) > _version_tuple(installed):
+        logger.warning("%s was written with MONAI %s, newer than the installed %s", folder, written, installed)
 
 
 def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[MAGMSNet, BundleInfo]:
@@ -264,6 +277,11 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu"
             f"{weights}: sha256 {digest[:12]}... does not match {info.weights_sha256[:12]}... recorded in "
             f"{METADATA_FILE}: the weights are damaged or were replaced"
         )
+    import safetensors
+    import safetensors.torch
+
+    from magms.networks import build_network
+
     try:
         state = safetensors.torch.load_file(str(weights))
     except (safetensors.SafetensorError, OSError) as err:

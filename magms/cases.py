@@ -146,6 +146,13 @@ def _channel_slots(path: Path, key: str, channels: object, slots: Sequence[str] 
     return mapping
 
 
+def _dataset(folder: str | os.PathLike[str], key: str, slots: Sequence[str] | None) -> tuple[Path, Path, dict, dict[int, str]]:
+    """(folder, its dataset.json, the JSON, channel -> slot from ``key``)."""
+    root = Path(folder)
+    meta = _read_dataset_json(root)
+    return root, root / DATASET_JSON, meta, _channel_slots(root / DATASET_JSON, key, meta.get(key), slots)
+
+
 def read_msd(folder: str | os.PathLike[str], slots: Sequence[str] | None = None) -> list[Case]:
     """Cases of a Medical Segmentation Decathlon task folder (``training`` list of ``dataset.json``).
 
@@ -155,10 +162,7 @@ def read_msd(folder: str | os.PathLike[str], slots: Sequence[str] | None = None)
     Raises:
         ConfigError: unreadable ``dataset.json``, no usable ``modality``, no ``training`` list.
     """
-    root = Path(folder)
-    meta = _read_dataset_json(root)
-    path = root / DATASET_JSON
-    channels = _channel_slots(path, "modality", meta.get("modality"), slots)
+    root, path, meta, channels = _dataset(folder, "modality", slots)
     four_d = len(meta["modality"]) > 1
     entries = meta.get("training")
     if not isinstance(entries, list) or not entries:
@@ -180,10 +184,7 @@ def read_nnunet(folder: str | os.PathLike[str], slots: Sequence[str] | None = No
     Raises:
         ConfigError: unreadable ``dataset.json``, no usable ``channel_names``, no ``imagesTr`` files.
     """
-    root = Path(folder)
-    meta = _read_dataset_json(root)
-    path = root / DATASET_JSON
-    channels = _channel_slots(path, "channel_names", meta.get("channel_names"), slots)
+    root, path, meta, channels = _dataset(folder, "channel_names", slots)
     ending = str(meta.get("file_ending", ".nii.gz"))
     pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(ending)}$")
     found: dict[str, dict[str, Path]] = {}

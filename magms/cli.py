@@ -210,6 +210,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, max_minutes=args.max_minutes, lr=args.lr, batch_size=args.batch_size,
         samples_per_case=args.samples_per_case, policy=args.policy, distill=not args.no_distill, seed=args.seed,
         val_fraction=args.val_fraction, val_every=args.val_every, amp=not args.no_amp,
+        val_cases=tuple(n for n in (args.val_cases or "").split(",") if n),
     )
     overrides = {"backbone": args.backbone, "checkpointing": args.checkpointing}
     if args.backbone == "unet" and args.channels:
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--samples-per-case", type=int, default=2, help="patches per case and step (default: 2)")
     tr.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, cosine schedule (default: 1e-3)")
     tr.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases held out for validation (default: 0.2)")
+    tr.add_argument("--val-cases", metavar="NAME,NAME", help="explicit validation cases by name (overrides --val-fraction)")
     tr.add_argument("--val-every", type=int, default=1, help="validate every N epochs, and after the last (default: 1)")
     tr.add_argument("--seed", type=int, default=0, help="seed of weights, split, order and augmentation (default: 0)")
     tr.add_argument("--checkpointing", action="store_true", help="activation checkpointing: less memory, slower")

@@ -34,8 +34,9 @@ from magms.errors import ConfigError, ImageError
 from magms.inference import Segmenter
 from magms.io import read_image, resample_like, same_grid
 from magms.labels import LabelScheme, get_scheme, map_labels
+from magms.modalities import subsets_of
 
-__all__ = ["binary_metrics", "case_metrics", "subsets_of", "evaluate", "write_reports"]
+__all__ = ["binary_metrics", "case_metrics", "evaluate", "write_reports"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,6 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, scheme: LabelScheme, spaci
         dice, hd95 = binary_metrics(scheme.region_mask(pred, region.key), scheme.region_mask(truth, region.key), spacing)
         rows.append({"target": region.key, "kind": "region", "dice": dice, "hd95": hd95})
     return rows
-
-
-def subsets_of(slots: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset of ``slots``, smallest first, each in the given order."""
-    return [c for r in range(1, len(slots) + 1) for c in itertools.combinations(slots, r)]
 
 
 def _read_truth(case: Case, data_scheme: LabelScheme, model_scheme: LabelScheme) -> sitk.Image:

@@ -36,6 +36,7 @@ from monai.transforms import Compose, NormalizeIntensity, Orientation, Spacing
 from magms.bundle import load_bundle
 from magms.config import PreprocessConfig
 from magms.errors import ConfigError, ImageError
+from magms.devices import resolve_device
 from magms.io import overlap_fraction, read_image, resample_like, same_grid
 from magms.networks import MAGMSNet
 
@@ -45,26 +46,6 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda`` or ``cuda:N``.
-
-    Raises:
-        ConfigError: CUDA asked for but not available, or an unknown device name.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: no CUDA device found (use --device cpu or auto)")
-        device = torch.device(name)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) found")
-        return device
-    raise ConfigError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def sitk_to_metatensor(img: sitk.Image) -> MetaTensor:

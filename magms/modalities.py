@@ -11,6 +11,7 @@ aliases, for configuration files and command lines where guessing would hide a t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ __all__ = [
     "canonical_slot",
     "slot_display_name",
     "is_label_map_name",
+    "subsets_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -360,3 +362,8 @@ def slot_display_name(key: str) -> str:
         ConfigError: unknown key.
     """
     return MODALITIES[canonical_slot(key)].name
+
+
+def subsets_of(slots: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``slots``, smallest first, each in the given order."""
+    return [c for r in range(1, len(slots) + 1) for c in itertools.combinations(slots, r)]

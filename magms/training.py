@@ -65,7 +65,8 @@ from magms.bundle import load_bundle, save_bundle
 from magms.cases import Case
 from magms.config import NetConfig, PreprocessConfig, _Record
 from magms.errors import ConfigError, ImageError, MAGMSError
-from magms.evaluate import case_metrics, subsets_of
+from magms.evaluate import case_metrics
+from magms.modalities import subsets_of
 from magms.inference import prepare_inputs, sitk_to_metatensor
 from magms.io import overlap_fraction, resample_like, same_grid
 from magms.labels import LabelScheme, get_scheme
@@ -96,6 +97,7 @@ class TrainConfig(_Record):
         distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
         seed: seeds the weights, the split, the data order and the augmentation.
         val_fraction: fraction of the cases held out for validation (at least one when > 0).
+        val_cases: names of the validation cases (an explicit split; overrides ``val_fraction``).
         val_every: validate every this many epochs (and always after the last one).
         amp: mixed precision on CUDA.
     """
@@ -112,6 +114,7 @@ class TrainConfig(_Record):
     distill: bool = True
     seed: int = 0
     val_fraction: float = 0.2
+    val_cases: tuple[str, ...] = ()
     val_every: int = 1
     amp: bool = True
 
@@ -228,8 +231,21 @@ def _train_transforms(pre: PreprocessConfig, samples: int) -> list:
     ]
 
 
-def split_cases(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
-    """Seeded split into (train, validation); at least one validation case when ``fraction`` > 0."""
+def split_cases(cases: Sequence[Case], fraction: float, seed: int, names: Sequence[str] = ()) -> tuple[list[Case], list[Case]]:
+    """Split into (train, validation): the cases named in ``names``, else a seeded random
+    ``fraction`` (at least one validation case when ``fraction`` > 0).
+
+    Raises:
+        ConfigError: a name that is no case, or every case named.
+    """
+    if names:
+        known = {c.name for c in cases}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"validation case(s) {', '.join(unknown)} not in the data (cases: {', '.join(sorted(known))})")
+        if known <= set(names):
+            raise ConfigError("every case is a validation case: leave at least one for training")
+        return [c for c in cases if c.name not in names], [c for c in cases if c.name in names]
     order = list(range(len(cases)))
     random.Random(seed).shuffle(order)
     n_val = 0 if fraction == 0 else min(max(1, round(fraction * len(cases))), len(cases) - 1)
@@ -324,19 +340,21 @@ def _validate(model, val_ds, slots, scheme, pre, device) -> dict[str, float]:
 
 class _TrainStep(torch.nn.Module):
     """Network and loss as one module: DDP then sees one forward per backward, also when the
-    random-subset policy runs the network twice."""
+    random-subset policy decodes a second fusion."""
 
     def __init__(self, net: torch.nn.Module, loss_fn: MAGMSLoss, policy: str) -> None:
         super().__init__()
         self.net, self.loss_fn, self.policy = net, loss_fn, policy
 
     def forward(self, x: torch.Tensor, present: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        terms = self.loss_fn.terms(self.net(x, present), y)
+        output = self.net(x, present)
+        terms = self.loss_fn.terms(output, y)
         if self.policy == "random_subset":
             subset = present & (torch.rand(present.shape) < 0.5)
             empty = ~subset.any(dim=1)
             subset[empty] = present[empty]
-            terms["seg_subset"] = self.loss_fn.dice_ce(self.net(x, subset).logits, y)
+            # the subset's fusion reuses the encoders' features: one more decoder pass, no re-encoding
+            terms["seg_subset"] = self.loss_fn.dice_ce(self.net.decode_subset(output, subset), y)
         return torch.stack(list(terms.values())).sum(), terms
 
 
@@ -401,6 +419,7 @@ def train(
         raise ConfigError(f"{out_dir}: nothing to resume (no {CHECKPOINT_DIR}/state.json)")
     if not resume and (ckpt.exists() or (out_dir / "magms.json").exists()):
         raise ConfigError(f"{out_dir}: holds a run already (use --resume, or another --out)")
+    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed, config.val_cases)
     check_cases(cases, slots, scheme)
     if world > 1:
         torch.distributed.barrier()  # every rank has checked the output folder before rank 0 writes
@@ -417,7 +436,6 @@ def train(
         model.load_state_dict(source.state_dict())
     model.to(dev).train()
 
-    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed)
     as_dict = lambda c: {"name": c.name, "images": {s: str(p) for s, p in c.images.items() if s in slots}, "label": str(c.label)}  # noqa: E731
     base = _deterministic_transforms(slots, scheme, pre)
     train_ds = CacheDataset([as_dict(c) for c in train_cases], Compose(base), progress=False)

@@ -193,6 +193,39 @@ class MAGMSNet(nn.Module):
             modality_batch={self.slots[m]: all_rows if batch[m] is None else batch[m] for m in features},
         )
 
+    def decode_subset(self, output: MAGMSOutput, subset: Tensor) -> Tensor:
+        """Fused logits of a subset of each sample's present modalities, from the features a
+        training forward already holds: no encoder runs again (the random-subset policy).
+
+        Args:
+            output: a train-mode forward's :class:`MAGMSOutput` for a batch of B samples.
+            subset: (B, M) bool; each row within that sample's present slots, at least one True.
+        Returns:
+            (B, C, D, H, W) logits, equal to a forward with ``subset`` as the present mask.
+        Raises:
+            ValueError: a row is empty or names a slot the forward did not encode for that sample.
+        """
+        batch_size = output.logits.shape[0]
+        if subset.shape != (batch_size, len(self.slots)) or not subset.any(dim=1).all():
+            raise ValueError(f"subset must be ({batch_size}, {len(self.slots)}) with a True in every row, got {tuple(subset.shape)}")
+        device = output.logits.device
+        subset = subset.to(device)
+        encoded = torch.zeros_like(subset)
+        features: dict[int, Features] = {}
+        batch: dict[int, Tensor | None] = {}
+        for m, slot in enumerate(self.slots):
+            if slot not in output.modality_features:
+                continue
+            rows = output.modality_batch[slot].to(device)
+            encoded[rows, m] = True
+            keep = subset[rows, m].nonzero().flatten()
+            if keep.numel():
+                features[m] = tuple(f.index_select(0, keep) for f in output.modality_features[slot])
+                batch[m] = rows.index_select(0, keep)
+        if (subset & ~encoded).any():
+            raise ValueError("subset holds slots that were not present in the forward pass")
+        return self._decode(self.fusion(features, batch, subset.sum(dim=1)))
+
 
 def build_network(config: NetConfig) -> MAGMSNet:
     """Build the network a :class:`~magms.config.NetConfig` describes (weights randomly initialised)."""

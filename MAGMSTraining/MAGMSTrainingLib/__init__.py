@@ -1,0 +1,1 @@
+"""MAGMS Training library: logic (MRML only). No Qt: testable with ``slicer-core``."""

@@ -1,0 +1,432 @@
+"""MAGMS Training logic: MRML only, no Qt, importable without the Slicer application.
+
+Data come from a folder in any layout ``magms train`` reads, or from the scene: cases of volumes
+plus one segmentation each, exported to a temporary manifest. Training is a separate
+``magms train`` process (:class:`~MAGMSSegmenterLib.runner.ProcessRunner`). Its ``metrics.csv`` is
+read as it grows into a table node and plot series, so the curves are live Slicer plots. Stop asks
+the process to save a checkpoint and exit; Resume continues from it. A finished bundle is
+registered in the Segmenter's model list.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import slicer
+import vtk
+
+from magms.bundle import METADATA_FILE
+from magms.errors import ConfigError, MAGMSError
+from magms.labels import LabelScheme, get_scheme
+from MAGMSSegmenterLib import models
+from MAGMSSegmenterLib.logic import (
+    MIN_OVERLAP,
+    checkMapping,
+    childEnvironment,
+    ensureSegmentationConverters,
+    guessMapping,
+    overlapFraction,
+    scalarVolumes,
+    seriesDescriptionAttribute,
+    writeVolumes,
+)
+from MAGMSSegmenterLib.runner import ProcessRunner, RunState
+from MAGMSSegmenterLib.signal import Signal
+
+__all__ = [
+    "SceneCase",
+    "TrainingOptions",
+    "segmentValues",
+    "guessSceneCases",
+    "checkSceneCases",
+    "exportSceneCases",
+    "preflightFolder",
+    "trainCommand",
+    "TrainingJob",
+]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"  # as magms.training (not imported: it needs torch)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneCase:
+    """One case built from scene nodes: slot -> volume node ID, and its segmentation node ID."""
+
+    name: str
+    volumes: Mapping[str, str | None]
+    segmentationID: str | None
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+def segmentValues(segmentation: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme) -> tuple[dict[str, int], list[str]]:
+    """Map each segment to a label value of ``scheme`` by name (or key), else by terminology type.
+
+    Returns:
+        segment ID -> value, and the names of segments that match no label.
+    """
+    by_name = {}
+    for label in scheme.labels:
+        if label.value != 0:
+            by_name[_normal(label.name)] = label.value
+            by_name[_normal(label.key)] = label.value
+    by_type = {label.type.value: label.value for label in scheme.labels if label.value != 0}
+    values, unknown = {}, []
+    seg = segmentation.GetSegmentation()
+    for index in range(seg.GetNumberOfSegments()):
+        segment_id = seg.GetNthSegmentID(index)
+        segment = seg.GetSegment(segment_id)
+        value = by_name.get(_normal(segment.GetName()))
+        if value is None:
+            codes = (segment.GetTerminology() or "").split("~")
+            type_code = codes[2].split("^")[1] if len(codes) > 2 and codes[2].count("^") >= 2 else ""
+            value = by_type.get(type_code)
+        if value is None:
+            unknown.append(segment.GetName())
+        else:
+            values[segment_id] = value
+    return values, unknown
+
+
+def guessSceneCases(scene: slicer.vtkMRMLScene, slots: Sequence[str], describe=seriesDescriptionAttribute) -> list[SceneCase]:
+    """One case per segmentation node, its volumes guessed among those overlapping its reference volume.
+
+    The slots are guessed as in the Segmenter (series description, else name); the user edits them.
+    """
+    cases = []
+    volumes = scalarVolumes(scene)
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        segmentation = scene.GetNthNodeByClass(index, "vtkMRMLSegmentationNode")
+        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        near = [v for v in volumes if reference is None or v is reference or overlapFraction(reference, v) >= MIN_OVERLAP]
+        mapping, _ = guessMapping(scene, slots, describe, nodes=near)
+        cases.append(SceneCase(segmentation.GetName(), mapping, segmentation.GetID()))
+    return cases
+
+
+def checkSceneCases(scene: slicer.vtkMRMLScene, cases: Sequence[SceneCase], slots: Sequence[str], scheme: LabelScheme) -> None:
+    """Check every scene case before anything is written.
+
+    Raises:
+        ConfigError: all problems at once, each naming the case: no case, duplicate names, no
+            segmentation, segments that are not labels of the scheme, bad volume mappings
+            (see :func:`MAGMSSegmenterLib.logic.checkMapping`: none, twice, not overlapping...).
+    """
+    problems = [] if cases else ["no case: add at least one case of volumes with a segmentation"]
+    names = [c.name for c in cases]
+    problems += [f"case name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    for case in cases:
+        try:
+            checkMapping(scene, case.volumes, slots)
+        except ConfigError as err:
+            problems.append(f"case {case.name}: {err}")
+        node = scene.GetNodeByID(case.segmentationID) if case.segmentationID else None
+        if node is None:
+            problems.append(f"case {case.name}: no segmentation")
+            continue
+        values, unknown = segmentValues(node, scheme)
+        if unknown:
+            names_ = ", ".join(label.name for label in scheme.labels if label.value != 0)
+            problems.append(f"case {case.name}: segment(s) {', '.join(map(repr, unknown))} of '{node.GetName()}' are not in scheme "
+                            f"{scheme.key!r} ({names_}): rename them or choose another scheme")
+        elif not values:
+            problems.append(f"case {case.name}: segmentation '{node.GetName()}' has no segment")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
+
+
+def _writeLabelmap(segmentation, reference, values: Mapping[str, int], path: Path) -> None:
+    ensureSegmentationConverters()
+    ids, labels = vtk.vtkStringArray(), vtk.vtkIntArray()
+    for segment_id, value in values.items():
+        ids.InsertNextValue(segment_id)
+        labels.InsertNextValue(value)
+    merged = slicer.vtkOrientedImageData()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    logic.GenerateMergedLabelmapInReferenceGeometry(segmentation, reference, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, merged, labels)
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()  # kept out of the scene
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if merged.GetPointData().GetScalars() is None or not logic.CreateLabelmapVolumeFromOrientedImageData(merged, labelmap) \
+            or not storage.WriteData(labelmap):
+        raise ConfigError(f"segmentation '{segmentation.GetName()}' could not be exported on the grid of '{reference.GetName()}'")
+
+
+def exportSceneCases(scene: slicer.vtkMRMLScene, cases: Sequence[SceneCase], slots: Sequence[str], scheme: LabelScheme,
+                     folder: Path) -> Path:
+    """Write every case (volumes, and the segmentation as a labelmap on its reference volume's grid)
+    and a manifest ``case,<slot>,...,label``; returns the manifest. The scene is not changed.
+
+    Raises:
+        ConfigError: see :func:`checkSceneCases`.
+    """
+    checkSceneCases(scene, cases, slots, scheme)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for case in cases:
+        case_folder = folder / re.sub(r"[^\w.-]+", "_", case.name)
+        case_folder.mkdir(parents=True, exist_ok=True)
+        pairs = checkMapping(scene, case.volumes, slots)
+        paths = writeVolumes(pairs, case_folder)
+        segmentation = scene.GetNodeByID(case.segmentationID)
+        values, _ = segmentValues(segmentation, scheme)
+        _writeLabelmap(segmentation, pairs[0][1], values, case_folder / "label.nrrd")
+        rows.append([case.name, *(os.path.relpath(paths[s], folder) if s in paths else "" for s in slots),
+                     os.path.relpath(case_folder / "label.nrrd", folder)])
+    manifest = folder / "cases.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", *slots, "label"])
+        writer.writerows(rows)
+    return manifest
+
+
+def preflightFolder(data: str | os.PathLike[str], labels: str, slots: Sequence[str] | None = None) -> tuple[list[str], int]:
+    """Check a data folder or manifest as ``magms train`` will (same messages).
+
+    Returns:
+        The slots found (or given) and the number of cases.
+    Raises:
+        MAGMSError: the layout cannot be read, or every bad case (ImageError, one line each).
+    """
+    from magms.cases import find_cases
+    from magms.modalities import MODALITIES
+    from magms.training import check_cases
+
+    cases = find_cases(data, slots)
+    if slots is None:
+        found = {s for c in cases for s in c.images}
+        slots = [s for s in MODALITIES if s in found]
+    check_cases(cases, slots, get_scheme(labels))
+    return list(slots), len(cases)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingOptions:
+    """What the Training module asks; the defaults suit a first model on a workstation."""
+
+    labels: str = "msd_task01"
+    slots: tuple[str, ...] = ()  # empty: every slot the data has
+    backbone: str = "unet"
+    epochs: int = 300
+    maxMinutes: float | None = 60.0
+    patch: int = 64
+    spacing: float = 2.0
+    distill: bool = True
+    policy: str = "paper"
+    device: str = "auto"
+    valFraction: float = 0.2
+    channels: str = ""  # U-Net widths, e.g. "16,32,64,128" (empty: the default)
+    init: str | None = None  # a bundle to fine-tune from
+
+
+def trainCommand(python: str, data: Path, out: Path, options: TrainingOptions, resume: bool = False) -> list[str]:
+    command = [python, "-m", "magms", "train", "--data", str(data), "--out", str(out), "--labels", options.labels,
+               "--backbone", options.backbone, "--epochs", str(options.epochs), "--patch", str(options.patch),
+               "--spacing", str(options.spacing), "--policy", options.policy, "--device", options.device,
+               "--val-fraction", str(options.valFraction), "--progress", "lines"]
+    if options.slots:
+        command += ["--slots", ",".join(options.slots)]
+    if options.channels:
+        command += ["--channels", options.channels]
+    if options.maxMinutes:
+        command += ["--max-minutes", str(options.maxMinutes)]
+    if not options.distill:
+        command.append("--no-distill")
+    if options.init:
+        command += ["--init", options.init]
+    if resume:
+        command.append("--resume")
+    return command
+
+
+class TrainingJob:
+    """One training run in a child process, with live metrics in MRML.
+
+    Signals:
+        progress(fraction: float, text: str)
+        metricsAdded(rows: int): new rows were appended to :attr:`table`.
+        finished(bundle: Path): the bundle is written and registered in the Segmenter's list.
+        stopped(): the process saved a checkpoint and exited (Resume continues).
+        failed(message: str)
+    """
+
+    def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None,
+                 localModels: Path | None = None) -> None:
+        self.scene = scene
+        self.python = python or sys.executable
+        self.runner = runner or ProcessRunner()
+        self.localModels = localModels
+        self.progress = Signal(float, str)
+        self.metricsAdded = Signal(int)
+        self.finished = Signal(Path)
+        self.stopped = Signal()
+        self.failed = Signal(str)
+        self.table: slicer.vtkMRMLTableNode | None = None
+        self.chart: slicer.vtkMRMLPlotChartNode | None = None
+        self.out: Path | None = None
+        self._rowsRead = 0
+        self._columns: list[str] = []
+        self._started = 0.0
+        self._exported: Path | None = None
+        self.runner.progress.connect(self._onProgress)
+        self.runner.finished.connect(self._onFinished)
+
+    @property
+    def running(self) -> bool:
+        return self.runner.running
+
+    def start(self, data: str | os.PathLike[str], out: str | os.PathLike[str], options: TrainingOptions) -> None:
+        """Start training on ``data`` (a folder or manifest) into ``out`` (a new folder).
+
+        Raises:
+            ConfigError: ``out`` holds a run already (use :meth:`resume`).
+        """
+        out = Path(out)
+        if (out / "checkpoint").exists() or (out / METADATA_FILE).exists():
+            raise ConfigError(f"{out}: holds a run already (resume it, or choose another folder)")
+        self._launch(Path(data), out, options, resume=False)
+
+    def startFromScene(self, cases: Sequence[SceneCase], out: str | os.PathLike[str], options: TrainingOptions) -> Path:
+        """Export the scene cases to a temporary manifest, then :meth:`start`. Returns the manifest."""
+        scheme = get_scheme(options.labels)
+        slots = options.slots or tuple(dict.fromkeys(s for c in cases for s, v in c.volumes.items() if v))
+        folder = Path(tempfile.mkdtemp(prefix="magms-train-data-"))
+        try:
+            manifest = exportSceneCases(self.scene, cases, slots, scheme, folder)
+            self.start(manifest, out, dataclasses.replace(options, slots=tuple(slots)))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._exported = folder
+        return manifest
+
+    def resume(self, data: str | os.PathLike[str], out: str | os.PathLike[str], options: TrainingOptions) -> None:
+        """Continue the run in ``out`` from its checkpoint (the same data and options)."""
+        out = Path(out)
+        if not (out / "checkpoint" / "state.json").is_file():
+            raise ConfigError(f"{out}: no checkpoint to resume from")
+        self._launch(Path(data), out, options, resume=True)
+
+    def _launch(self, data: Path, out: Path, options: TrainingOptions, resume: bool) -> None:
+        if self.running:
+            raise RuntimeError("a training run is going on already")
+        self.out, self.options, self._started = out, options, time.monotonic()
+        self._ensurePlots(out.name)
+        self._readMetrics()
+        self.runner.start(trainCommand(self.python, data, out, options, resume), env=childEnvironment())
+
+    def stop(self) -> None:
+        """Ask the process to write its checkpoint and exit; ``stopped`` follows."""
+        self.runner.requestStop()
+
+    def cancel(self) -> None:
+        """End the process at once (the last epoch's checkpoint stays)."""
+        self.runner.cancel()
+
+    def poll(self) -> None:
+        """Call regularly (the widget's timer): reads new metrics rows, emits signals."""
+        if self.out is None:
+            return
+        self._readMetrics()
+        self.runner.poll()
+
+    # --- live metrics ------------------------------------------------------------------------
+
+    def _ensurePlots(self, name: str) -> None:
+        if self.table is not None and self.scene.GetNodeByID(self.table.GetID()) is not None:
+            return
+        self.table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(f"MAGMS training {name}"))
+        self.chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.scene.GenerateUniqueName(f"MAGMS training {name}"))
+        self.chart.SetTitle(f"MAGMS training: {name}")
+        self.chart.SetXAxisTitle("step")
+        self._columns, self._rowsRead = [], 0
+
+    def _readMetrics(self) -> None:
+        path = self.out / METRICS_FILE
+        if not path.is_file():
+            return
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]  # a row being written is skipped
+        table = self.table.GetTable()
+        if not self._columns:
+            self._columns = header
+            for name in header:
+                column = vtk.vtkDoubleArray()
+                column.SetName(name)
+                table.AddColumn(column)
+            validation = [n for n in header if n.startswith("val_dice:")]
+            # whole tumour per subset where the scheme has it, else every validation column
+            for name in ["loss", *([n for n in validation if n.endswith(":wt")] or validation)]:
+                if name in header:
+                    self._addSeries(name)
+        new = body[self._rowsRead:]
+        for row in new:
+            index = table.InsertNextBlankRow()
+            for col, cell in enumerate(row):
+                try:
+                    table.SetValue(index, col, vtk.vtkVariant(float(cell)))
+                except ValueError:
+                    table.SetValue(index, col, vtk.vtkVariant(float("nan")))
+        if new:
+            self._rowsRead += len(new)
+            table.Modified()
+            self.table.Modified()
+            self.metricsAdded.emit(len(new))
+
+    def _addSeries(self, column: str) -> None:
+        series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{self.table.GetName()} {column}")
+        series.SetAndObserveTableNodeID(self.table.GetID())
+        series.SetXColumnName("step")
+        series.SetYColumnName(column)
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        self.chart.AddAndObservePlotSeriesNodeID(series.GetID())
+
+    def seriesNames(self) -> list[str]:
+        return [self.chart.GetNthPlotSeriesNode(i).GetYColumnName() for i in range(self.chart.GetNumberOfPlotSeriesNodes())]
+
+    # --- process ---------------------------------------------------------------------------------
+
+    def _onProgress(self, step: int, total: int) -> None:
+        elapsed = time.monotonic() - self._started
+        fraction = step / max(total, 1)
+        if self.options.maxMinutes:
+            fraction = max(fraction, min(1.0, elapsed / (60 * self.options.maxMinutes)))
+        left = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+        self.progress.emit(fraction, f"step {step}, about {left / 60:.0f} min left")
+
+    def _onFinished(self, state: RunState, message: str) -> None:
+        self._readMetrics()
+        if self._exported is not None and (state is RunState.FAILED or (self.out / METADATA_FILE).is_file()):
+            shutil.rmtree(self._exported, ignore_errors=True)  # kept while a resume may need it
+            self._exported = None
+        if state is RunState.FAILED:
+            self.failed.emit(message)
+        elif state is RunState.SUCCEEDED and (self.out / METADATA_FILE).is_file():
+            try:
+                models.registerLocalBundle(self.out, self.localModels)
+            except MAGMSError as err:
+                self.failed.emit(str(err))
+                return
+            self.progress.emit(1.0, "done")
+            self.finished.emit(self.out)
+        else:
+            self.stopped.emit()
+

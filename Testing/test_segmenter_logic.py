@@ -1,0 +1,329 @@
+"""MAGMS Segmenter logic against the real MRML of `slicer-core`: slots, mapping checks, a real run, cancel."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vtk
+from vtk.util import numpy_support
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
+
+from conftest import DATA, REPO, needs_data  # noqa: E402
+
+sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
+from MAGMSSegmenterLib import logic  # noqa: E402
+from MAGMSSegmenterLib.runner import ProcessRunner, RunState  # noqa: E402
+
+from magms.errors import ConfigError  # noqa: E402
+from magms.labels import get_scheme  # noqa: E402
+
+SLOTS = ("flair", "t1", "t1c", "t2")
+
+
+def add_volume(scene, name: str, shape=(6, 7, 8), origin=(0.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0), seed: int = 0):
+    """A small scalar volume (array in z, y, x order)."""
+    array = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    image = vtk.vtkImageData()
+    image.SetDimensions(shape[2], shape[1], shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True, array_type=vtk.VTK_FLOAT))
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetAndObserveImageData(image)
+    node.SetOrigin(*origin)
+    node.SetSpacing(*spacing)
+    return node
+
+
+def load_volume(scene, path: Path, name: str):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node), path
+    return node
+
+
+def living_in_group(group: int) -> list[int]:
+    """PIDs of the process group that are not zombies (a zombie is dead, just not yet reaped by init)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def snapshot(scene) -> list[tuple]:
+    """Every node's ID, class, name and modification time: equal snapshots = an untouched scene."""
+    nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    return [(n.GetID(), n.GetClassName(), n.GetName(), n.GetMTime()) for n in nodes]
+
+
+# ---------------------------------------------------------------------------------------------
+# slots
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "folder",
+    ["brats_flair_t1c/brats_2013_pat0003_1", "brats_unlabelled/BraTS-GLI-00001-000", "brats_unlabelled/AURORA-metastasis", "mni_avg152"],
+)
+def test_real_volumes_get_their_slots_from_their_names(folder):
+    expected = {"Flair": "flair", "T1c": "t1c", "t1n": "t1", "t1c": "t1c", "t2w": "t2", "t2f": "flair", "flair": "flair",
+                "avg152T1": "t1", "avg152T2": "t2"}
+    scene = slicer.vtkMRMLScene()
+    names = {}
+    for path in sorted((DATA / folder).glob("*.nii.gz")):
+        name = path.name.split(".")[0]
+        if any(word in name for word in ("mask", "OTMultiClass", "OldSeg", "PD")):
+            continue
+        names[load_volume(scene, path, name).GetID()] = name
+    mapping, guesses = logic.guessMapping(scene, SLOTS)
+    assert len(guesses) == len(names) >= 2
+    for guess in guesses:
+        want = next(slot for key, slot in expected.items() if key in guess.name)
+        assert guess.slot == want, guess
+        assert mapping[want] == guess.nodeID
+
+
+def test_dicom_series_names_and_descriptions():
+    scene = slicer.vtkMRMLScene()
+    for name in ("AX T2 FLAIR", "T1 POST GAD", "Ax T1 MPRAGE", "T2W_TSE", "Localizer", "Series 7"):
+        add_volume(scene, name)
+    described = add_volume(scene, "8: unnamed")
+    described.SetAttribute(logic.SERIES_DESCRIPTION_ATTRIBUTE, "sag 3D FLAIR")
+    mapping, guesses = logic.guessMapping(scene, SLOTS)
+    by_name = {g.name: g for g in guesses}
+    assert by_name["Ax T1 MPRAGE"].slot == "t1" and by_name["T1 POST GAD"].slot == "t1c" and by_name["T2W_TSE"].slot == "t2"
+    for name in ("Localizer", "Series 7"):
+        assert by_name[name].slot is None and by_name[name].reason
+    # two FLAIR-looking volumes: neither is chosen, and the reason says so
+    assert by_name["AX T2 FLAIR"].slot is None and by_name["8: unnamed"].slot is None
+    assert "'AX T2 FLAIR' and '8: unnamed' both look like flair" in by_name["AX T2 FLAIR"].reason
+    assert mapping["flair"] is None and mapping["t1c"] == by_name["T1 POST GAD"].nodeID
+    # a description is used when the name says nothing
+    scene2 = slicer.vtkMRMLScene()
+    only = add_volume(scene2, "Series 3")
+    only.SetAttribute(logic.SERIES_DESCRIPTION_ATTRIBUTE, "AX T2 FLAIR")
+    assert logic.guessMapping(scene2, SLOTS)[0]["flair"] == only.GetID()
+
+
+def test_label_maps_are_not_offered_as_inputs():
+    scene = slicer.vtkMRMLScene()
+    add_volume(scene, "flair")
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg").SetAndObserveImageData(vtk.vtkImageData())
+    assert [n.GetName() for n in logic.scalarVolumes(scene)] == ["flair"]
+
+
+def test_slot_mapping_is_kept_on_the_parameter_node():
+    scene = slicer.vtkMRMLScene()
+    a = add_volume(scene, "a")
+    parameters = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "MAGMSSegmenter")
+    logic.writeSlotMapping(parameters, {"flair": a.GetID(), "t1c": None})
+    assert logic.readSlotMapping(parameters, ("flair", "t1c")) == {"flair": a.GetID(), "t1c": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# mapping checks, each naming the volume
+
+
+def test_each_bad_mapping_names_the_volume():
+    scene = slicer.vtkMRMLScene()
+    flair = add_volume(scene, "AX FLAIR")
+    far = add_volume(scene, "T1 POST far", origin=(500.0, 0.0, 0.0))
+    twice = add_volume(scene, "T2 twice")
+    moved = add_volume(scene, "T1 moved")
+    moved.SetAndObserveTransformNodeID(scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift").GetID())
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "old contours")
+    label.SetAndObserveImageData(vtk.vtkImageData())
+
+    def problems(mapping, slots=SLOTS) -> str:
+        with pytest.raises(ConfigError) as info:
+            logic.checkMapping(scene, mapping, slots)
+        return str(info.value)
+
+    assert "no volume is mapped" in problems({"flair": None, "t1c": ""})
+    assert "volume 'AX FLAIR' is mapped to slot ct, which the model does not have" in problems({"ct": flair.GetID()})
+    assert "volume 'T2 twice' is mapped to 2 slots (t1, t2)" in problems({"t1": twice.GetID(), "t2": twice.GetID()})
+    assert "volume 'T1 POST far' (t1c) covers only 0% of the space of 'AX FLAIR' (flair)" in problems(
+        {"flair": flair.GetID(), "t1c": far.GetID()})
+    assert "volume 'T1 moved' is under transform 'shift'" in problems({"t1": moved.GetID()})
+    assert "volume 'old contours' is a label map" in problems({"t2": label.GetID()})
+    # all at once
+    message = problems({"flair": flair.GetID(), "t1c": far.GetID(), "t2": moved.GetID()})
+    assert "T1 POST far" in message and "T1 moved" in message
+    # a good mapping comes back in the model's slot order, the reference first
+    assert [s for s, _ in logic.checkMapping(scene, {"t2": twice.GetID(), "flair": flair.GetID()}, SLOTS)] == ["flair", "t2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the process runner
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_runner_reports_progress_and_the_error_line():
+    runner = ProcessRunner()
+    seen, ends = [], []
+    runner.progress.connect(lambda d, t: seen.append((d, t)))
+    runner.finished.connect(lambda state, message: ends.append((state, message)))
+    runner.start(_python("import sys\nfor i in range(3): print(f'progress {i+1}/3', file=sys.stderr)\nprint('x.nii.gz: constant image', file=sys.stderr)\nsys.exit(2)"))
+    assert runner.wait(timeout=30) is RunState.FAILED
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert ends == [(RunState.FAILED, "x.nii.gz: constant image")]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the process group")
+def test_cancel_ends_the_whole_process_tree():
+    runner = ProcessRunner()
+    # the child starts a grandchild, then both sleep
+    runner.start(_python("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+                         "print('progress 0/1', file=sys.stderr, flush=True)\ntime.sleep(120)"))
+    deadline = time.monotonic() + 30
+    started = []
+    runner.progress.connect(lambda d, t: started.append(d))
+    while not started and time.monotonic() < deadline:
+        runner.poll()
+        time.sleep(0.05)
+    group = runner.pid
+    runner.cancel(grace=2)
+    assert runner.state is RunState.CANCELLED
+    assert living_in_group(group) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a real run
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """Random weights, a tiny U-Net and a 4 mm working grid: the whole path in seconds."""
+    from magms.bundle import save_bundle
+    from magms.config import PreprocessConfig
+    from magms.networks import build_network
+
+    from conftest import tiny_config
+
+    config = tiny_config("unet", slots=("flair", "t1c"), out_channels=4)
+    folder = tmp_path_factory.mktemp("bundle") / "tiny"
+    save_bundle(folder, build_network(config), config, get_scheme("msd_task01"),
+                PreprocessConfig(spacing=(4.0, 4.0, 4.0), patch_size=(16, 16, 16), overlap=0.0))
+    return folder
+
+
+@pytest.fixture
+def real_scene():
+    case = DATA / "brats_flair_t1c" / "brats_2013_pat0003_1"
+    scene = slicer.vtkMRMLScene()
+    flair = load_volume(scene, case / "Flair_subtrMeanDivStd.nii.gz", "Flair_subtrMeanDivStd")
+    t1c = load_volume(scene, case / "T1c_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd")
+    logic.ensureSegmentationConverters()
+    mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my contours")
+    mine.GetSegmentation().AddEmptySegment("gtv", "GTV")
+    return scene, flair, t1c, mine
+
+
+def _geometry(node) -> tuple:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return tuple(round(matrix.GetElement(i, j), 4) for i in range(3) for j in range(4))
+
+
+@needs_data
+def test_a_run_creates_a_new_segmentation_that_matches_the_bundle(tiny_bundle, real_scene):
+    scene, flair, t1c, mine = real_scene
+    mine_before = (mine.GetMTime(), mine.GetSegmentation().GetNumberOfSegments(), mine.GetSegmentation().GetNthSegment(0).GetName())
+    job = logic.SegmentationJob(scene)
+    results, failures, fractions = [], [], []
+    job.finished.connect(results.extend)
+    job.failed.connect(failures.append)
+    job.progress.connect(lambda f, text: fractions.append(f))
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", modelName="tiny")
+    folder = job.folder
+    job.wait(timeout=300)
+    assert not failures and len(results) == 1
+    node = results[0]
+    assert node.GetName() == "Flair_subtrMeanDivStd MAGMS tiny (flair+t1c)"
+    assert scene.GetNodeByID(node.GetID()) is node and node.GetDisplayNode() is not None
+    scheme = get_scheme("msd_task01")
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 3
+    for label in scheme.labels[1:]:
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(label.name))
+        assert segment is not None, label.name
+        assert tuple(round(c * 255) for c in segment.GetColor()) == label.color
+        assert segment.GetTerminology() == scheme.slicer_terminology(label.value)
+    # geometry: referenced to the FLAIR volume, and the labelmap lies on its grid
+    assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is flair
+    labelmap = slicer.vtkOrientedImageData()
+    node.GetBinaryLabelmapRepresentation(segmentation.GetNthSegmentID(0), labelmap)
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    assert tuple(round(matrix.GetElement(i, j), 4) for i in range(3) for j in range(4)) == _geometry(flair)
+    # the user's segmentation is untouched, the temporary folder gone, progress went to 1
+    assert (mine.GetMTime(), mine.GetSegmentation().GetNumberOfSegments(), mine.GetSegmentation().GetNthSegment(0).GetName()) == mine_before
+    assert not folder.exists() and fractions[-1] == 1.0
+
+
+@needs_data
+def test_compare_subsets_makes_one_segmentation_per_subset(tiny_bundle, real_scene):
+    scene, flair, t1c, _ = real_scene
+    job = logic.SegmentationJob(scene)
+    results = []
+    job.finished.connect(results.extend)
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", subsets="all", modelName="tiny")
+    job.wait(timeout=600)
+    assert [n.GetName() for n in results] == [
+        "Flair_subtrMeanDivStd MAGMS tiny (flair)", "T1c_subtrMeanDivStd MAGMS tiny (t1c)", "Flair_subtrMeanDivStd MAGMS tiny (flair+t1c)"]
+    assert results[1].GetNodeReference(results[1].GetReferenceImageGeometryReferenceRole()) is t1c
+
+
+@needs_data
+def test_cancel_mid_run_leaves_the_scene_unchanged_and_no_process(tiny_bundle, real_scene):
+    scene, flair, t1c, _ = real_scene
+    before = snapshot(scene)
+    job = logic.SegmentationJob(scene)
+    cancelled, finished = [], []
+    job.cancelled.connect(lambda: cancelled.append(True))
+    job.finished.connect(finished.append)
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", subsets="all")
+    folder, group = job.folder, job.runner.pid
+    assert any(folder.iterdir())  # the inputs were written
+    time.sleep(1.0)
+    job.poll()
+    job.cancel()
+    assert cancelled == [True] and not finished and not job.running
+    assert snapshot(scene) == before
+    assert not folder.exists()
+    assert living_in_group(group) == []
+
+
+def test_a_bad_mapping_starts_nothing(tiny_bundle):
+    scene = slicer.vtkMRMLScene()
+    before = snapshot(scene)
+    job = logic.SegmentationJob(scene)
+    with pytest.raises(ConfigError, match="no volume is mapped"):
+        job.start({"flair": None}, tiny_bundle)
+    assert not job.running and snapshot(scene) == before
+
+
+def test_describe_bundle_lists_slots_labels_and_validation(tiny_bundle, tmp_path):
+    import json
+
+    from magms.bundle import METADATA_FILE, read_bundle_info
+
+    text = logic.describeBundle(read_bundle_info(tiny_bundle))
+    assert "Slots: flair, t1c" in text and "Edema" in text and "No validation table" in text
+    meta = json.loads((tiny_bundle / METADATA_FILE).read_text())
+    meta["validation"] = {"flair": {"wt_dice": 0.71}, "flair+t1c": {"wt_dice": 0.8, "et_dice": 0.5}}
+    (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
+    text = logic.describeBundle(read_bundle_info(tmp_path))
+    assert "  flair: wt_dice 0.71" in text and "  flair+t1c: wt_dice 0.80, et_dice 0.50" in text

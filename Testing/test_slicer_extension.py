@@ -1,0 +1,198 @@
+"""The extension as Slicer builds and indexes it, the model registry, and the layering rules."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+import zipfile
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
+from MAGMSSegmenterLib import models  # noqa: E402
+
+from magms.devices import REQUIREMENTS  # noqa: E402
+from magms.errors import BundleError, ConfigError  # noqa: E402
+
+MODULES = ("MAGMSSegmenter", "MAGMSTraining")
+CATALOG_KEYS = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type", "scm_url", "tier"}
+
+
+def _cmake_set(text: str, name: str) -> list[str]:
+    match = re.search(rf"set\({name}\s+(.*?)\)", text, re.S)
+    assert match, name
+    return match.group(1).split()
+
+
+def test_top_level_cmake_has_the_extension_metadata_and_modules():
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', text), key
+    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+                 "include(${Slicer_EXTENSION_CPACK})"):
+        assert line in text
+    for module in MODULES:
+        assert re.search(rf"^add_subdirectory\({module}\)", text, re.M), module
+    # the icon and screenshot URLs point at files of this repository
+    for url in re.findall(r"https://raw.githubusercontent.com/magms-developers/SlicerMAGMS/main/(\S+?)[\" ]", text):
+        assert (REPO / url).is_file(), url
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_cmake_lists_every_script_and_resource_and_they_exist(module):
+    folder = REPO / module
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
+    scripts = [s.replace("${MODULE_NAME}", module) for s in _cmake_set(text, "MODULE_PYTHON_SCRIPTS")]
+    resources = [s.replace("${MODULE_NAME}", module) for s in _cmake_set(text, "MODULE_PYTHON_RESOURCES")]
+    for path in scripts + resources:
+        assert (folder / path).is_file(), path
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*.py") if "Testing" not in p.parts and "__pycache__" not in p.parts}
+    assert on_disk == set(scripts), "scripts on disk and in CMake differ"
+    assert "slicerMacroBuildScriptedModule" in text and "slicer_add_python_unittest" in text
+    if module == "MAGMSSegmenter":  # the core package is installed next to the module, every file of it
+        core = set(_cmake_set(text, "MAGMS_CORE_PYTHON_SCRIPTS"))
+        assert core == {str(p.relative_to(REPO)) for p in (REPO / "magms").rglob("*.py")}
+        assert "ctkMacroCompilePythonScript" in text
+
+
+def test_catalog_entry_follows_the_current_schema_and_agrees_with_cmake():
+    entry = json.loads((REPO / "MAGMS.json").read_text(encoding="utf-8"))
+    assert set(entry) <= CATALOG_KEYS
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert entry["category"] == re.search(r'set\(EXTENSION_CATEGORY "([^"]+)"\)', cmake).group(1)
+    assert entry["build_dependencies"] == re.search(r'set\(EXTENSION_DEPENDS "([^"]+)"\)', cmake).group(1).split()
+    assert entry["scm_url"].startswith("https://github.com/") and entry["build_subdirectory"] == "."
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_widget_uses_only_widgets_the_ui_file_has(module):
+    ui = ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui")
+    names = {w.get("name") for w in ui.iter("widget")} | {lay.get("name") for lay in ui.iter("layout")}
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and used <= names, used - names
+    parameters = {p.find("string").text for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
+    fields = set(re.findall(r"^    (\w+): ", source, re.M))
+    assert parameters and parameters <= fields, parameters - fields
+    ast.parse(source)  # at least valid Python; it runs inside Slicer only
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_layers_import_only_downwards(module):
+    for path in (REPO / module / f"{module}Lib").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"qt", "ctk", "slicer.ScriptedLoadableModule"}, path
+    for path in (REPO / "magms").rglob("*.py"):
+        assert not re.search(r"^\s*(import|from) (slicer|vtk|qt)\b", path.read_text(encoding="utf-8"), re.M), path
+
+
+def test_runtime_requirements_match_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert [r.spec for r in REQUIREMENTS] == project["dependencies"]
+
+
+# ---------------------------------------------------------------------------------------------
+# model registry
+
+
+def test_shipped_registry_reads():
+    models.readRegistry(REPO / "MAGMSSegmenter" / "Resources" / "Models.json")
+
+
+@pytest.fixture
+def zipped_bundle(tmp_path):
+    from magms.bundle import save_bundle
+    from magms.config import PreprocessConfig
+    from magms.labels import get_scheme
+    from magms.networks import build_network
+
+    from conftest import tiny_config
+
+    config = tiny_config("unet", slots=("flair",), out_channels=4)
+    folder = tmp_path / "src" / "tiny"
+    save_bundle(folder, build_network(config), config, get_scheme("msd_task01"), PreprocessConfig(patch_size=(16, 16, 16)))
+    archive = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in folder.iterdir():
+            zf.write(path, f"tiny/{path.name}")
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def _registry(tmp_path, url: str, sha: str) -> list[models.ModelEntry]:
+    path = tmp_path / "Models.json"
+    path.write_text(json.dumps({"models": [{"name": "tiny", "version": "1.0", "url": url, "sha256": sha, "description": "test"}]}))
+    return models.readRegistry(path)
+
+
+def test_download_is_verified_cached_and_reused(zipped_bundle, tmp_path):
+    from magms.bundle import load_bundle
+
+    archive, sha = zipped_bundle
+    entry = _registry(tmp_path, archive.as_uri(), sha)[0]
+    cache = tmp_path / "cache"
+    folder = models.fetchModel(entry, cache)
+    assert folder == cache / "tiny-v1.0"
+    load_bundle(folder)
+    archive.unlink()  # a second fetch must not download again
+    assert models.fetchModel(entry, cache) == folder
+    assert [p.name for p in cache.iterdir()] == ["tiny-v1.0"]
+
+
+def test_a_download_with_another_sha256_is_refused_and_nothing_kept(zipped_bundle, tmp_path):
+    archive, sha = zipped_bundle
+    entry = _registry(tmp_path, archive.as_uri(), "0" * 64)[0]
+    cache = tmp_path / "cache"
+    with pytest.raises(BundleError, match="differs from 000000000000... in the registry"):
+        models.fetchModel(entry, cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_registry_errors_name_the_entry(tmp_path):
+    path = tmp_path / "Models.json"
+    path.write_text(json.dumps({"models": [{"name": "x", "version": "1", "url": "u", "description": "d"}]}))
+    with pytest.raises(ConfigError, match="model 0 lacks sha256"):
+        models.readRegistry(path)
+    path.write_text(json.dumps({"models": [{"name": "x", "version": "1", "url": "u", "sha256": "abc", "description": "d"}]}))
+    with pytest.raises(ConfigError, match="'x': sha256 must be 64 hex digits"):
+        models.readRegistry(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# dependencies and devices, as the module shows them
+
+
+def test_missing_dependencies_are_listed_with_their_pip_specifiers(monkeypatch):
+    from MAGMSSegmenterLib import dependencies
+
+    import magms.devices
+
+    monkeypatch.setattr(magms.devices.importlib.util, "find_spec", lambda name: None if name in ("torch", "monai") else object())
+    missing = dependencies.missing()
+    assert [r.module for r in missing] == ["torch", "monai"]
+    text = dependencies.describeMissing(missing)
+    assert "torch>=2.4,<2.14" in text and "monai>=1.4,<1.7" in text and "PyTorch Utils" in text and "Install them now?" in text
+
+
+def test_devices_say_what_was_found(monkeypatch):
+    import torch
+
+    import magms.devices
+
+    devices = magms.devices.describe_devices()
+    assert devices[-1].key == "cpu"
+    if not torch.cuda.is_available():
+        assert devices == [magms.devices.Device("cpu", f"CPU (no CUDA device found), {torch.get_num_threads()} threads")]
+    else:
+        assert all(d.key.startswith("cuda:") and "GiB" in d.description for d in devices[:-1])
+    monkeypatch.setattr(magms.devices.importlib.util, "find_spec", lambda name: None)
+    assert magms.devices.describe_devices() == [magms.devices.Device("cpu", "CPU (PyTorch is not installed yet)")]

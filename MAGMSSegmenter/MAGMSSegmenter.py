@@ -202,14 +202,7 @@ class MAGMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from magms.modalities import slot_display_name
 
         for slot in slots:
-            selector = slicer.qMRMLNodeComboBox()
-            selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-            selector.hideChildNodeTypes = ["vtkMRMLLabelMapVolumeNode"]
-            selector.noneEnabled = True
-            selector.addEnabled = False
-            selector.removeEnabled = False
-            selector.setMRMLScene(slicer.mrmlScene)
-            selector.setCurrentNode(None)
+            selector = volumeSelector()
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self._onSlotChanged)
             layout.addRow(f"{slot_display_name(slot)}:", selector)
             self._slotSelectors[slot] = selector
@@ -329,17 +322,18 @@ class MAGMSSegmenterLogic(ScriptedLoadableModuleLogic):
 
     def ensureDependencies(self) -> bool:
         """Ask before installing what is missing; never install at import time."""
-        missing = dependencies.missing()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(dependencies.describeMissing(missing)):
-            return False
-        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
-            if dependencies.installInSlicer(missing):
-                if slicer.util.confirmYesNoDisplay(_("Slicer must restart to use the new packages. Restart now?")):
-                    slicer.util.restart()
-                return False
-        return not dependencies.missing()
+        return dependencies.ensureInSlicer()
+
+
+def volumeSelector(nodeID: str | None = None):
+    """A selector of the scene's image volumes (no label maps), empty allowed."""
+    selector = slicer.qMRMLNodeComboBox()
+    selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+    selector.hideChildNodeTypes = ["vtkMRMLLabelMapVolumeNode"]
+    selector.noneEnabled, selector.addEnabled, selector.removeEnabled = True, False, False
+    selector.setMRMLScene(slicer.mrmlScene)
+    selector.setCurrentNodeID(nodeID or "")
+    return selector
 
 
 def dicomSeriesDescription(node) -> str:

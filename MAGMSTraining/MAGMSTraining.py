@@ -29,6 +29,7 @@ if not (Path(__file__).parent / "magms").is_dir() and (Path(__file__).parents[1]
     sys.path.insert(0, str(Path(__file__).parents[1] / "MAGMSSegmenter"))
 
 from magms.labels import SCHEMES
+from MAGMSSegmenter import volumeSelector
 from MAGMSSegmenterLib import dependencies
 from MAGMSTrainingLib import logic
 
@@ -57,6 +58,8 @@ class MAGMSTrainingParameterNode:
     maxMinutes: float = 60.0
     patch: int = 64
     distill: bool = True
+    klWeight: float = 1.0
+    featureWeight: float = 1.0
 
 
 class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -139,12 +142,7 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 table.setItem(row, 0, qt.QTableWidgetItem(case.name))
                 selectors = {}
                 for col, slot in enumerate(slots, start=1):
-                    selector = slicer.qMRMLNodeComboBox()
-                    selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-                    selector.hideChildNodeTypes = ["vtkMRMLLabelMapVolumeNode"]
-                    selector.noneEnabled, selector.addEnabled, selector.removeEnabled = True, False, False
-                    selector.setMRMLScene(slicer.mrmlScene)
-                    selector.setCurrentNodeID(case.volumes.get(slot) or "")
+                    selector = volumeSelector(case.volumes.get(slot))
                     table.setCellWidget(row, col, selector)
                     selectors[slot] = selector
                 self._caseRows.append((case, selectors))
@@ -177,6 +175,7 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return logic.TrainingOptions(
             labels=self.ui.labelsComboBox.currentData, slots=self._slots(), backbone=self.ui.backboneComboBox.currentData,
             epochs=p.epochs, maxMinutes=p.maxMinutes or None, patch=p.patch, distill=p.distill,
+            klWeight=p.klWeight, featureWeight=p.featureWeight,
             device=self.ui.deviceComboBox.currentData, init=init or None,
         )
 
@@ -251,17 +250,8 @@ class MAGMSTrainingLogic(ScriptedLoadableModuleLogic):
         return view
 
     def ensureDependencies(self) -> bool:
-        missing = dependencies.missing()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(dependencies.describeMissing(missing)):
-            return False
-        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
-            if dependencies.installInSlicer(missing):
-                if slicer.util.confirmYesNoDisplay(_("Slicer must restart to use the new packages. Restart now?")):
-                    slicer.util.restart()
-                return False
-        return not dependencies.missing()
+        """Ask before installing what is missing; never install at import time."""
+        return dependencies.ensureInSlicer()
 
 
 class MAGMSTrainingTest(ScriptedLoadableModuleTest):

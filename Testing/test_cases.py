@@ -178,3 +178,11 @@ def test_an_explicit_validation_split(tmp_path, capsys):
                  "--val-cases", "nobody", "--device", "cpu"]) == 2
     assert "validation case(s) nobody not in the data (cases: p0, p1)" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_training_options_out_of_range_are_refused_in_one_line(tmp_path, capsys):
+    from magms.cli import main
+
+    for flags, message in ((["--kl-weight", "-1"], "kl_weight and feature_weight must be >= 0"), (["--epochs", "0"], "epochs must be >= 1")):
+        assert main(["train", "--data", str(tmp_path), "--labels", "msd_task01", "--out", str(tmp_path / "m"), *flags]) == 2
+        assert message in capsys.readouterr().err

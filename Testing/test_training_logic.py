@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,13 @@ def test_scene_cases_are_guessed_per_segmentation():
     assert [c.name for c in cases] == ["P0 contours", "P1 contours"]
     for k, case in enumerate(cases):
         assert {s: scene.GetNodeByID(i).GetName() for s, i in case.volumes.items()} == {"flair": f"P{k} AX FLAIR", "t1c": f"P{k} T1 POST GAD"}
+
+
+def test_the_command_carries_every_option():
+    options = logic.TrainingOptions(labels="msd_task01", slots=("flair", "t1c"), klWeight=0.5, featureWeight=2.0, init="/b", maxMinutes=30)
+    command = logic.trainCommand("python", Path("data"), Path("out"), options, resume=True)
+    text = " ".join(command)
+    for part in ("-m magms train", "--labels msd_task01", "--slots flair,t1c", "--kl-weight 0.5", "--feature-weight 2.0",
+                 "--init /b", "--max-minutes 30", "--progress lines", "--resume"):
+        assert part in text, part
+    assert "--no-distill" in logic.trainCommand("python", Path("d"), Path("o"), logic.TrainingOptions(distill=False))

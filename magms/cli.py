@@ -194,6 +194,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from magms.training import TrainConfig, train
 
     get_scheme(args.labels)  # an unknown scheme fails before any data is read
+    try:
+        config = TrainConfig(
+            epochs=args.epochs, max_minutes=args.max_minutes, lr=args.lr, batch_size=args.batch_size,
+            samples_per_case=args.samples_per_case, policy=args.policy, distill=not args.no_distill, seed=args.seed,
+            kl_weight=args.kl_weight, feature_weight=args.feature_weight,
+            val_fraction=args.val_fraction, val_every=args.val_every, amp=not args.no_amp,
+            val_cases=tuple(n for n in (args.val_cases or "").split(",") if n),
+        )
+    except ValueError as err:  # an option out of range: the user's to fix, not a bug
+        raise ConfigError(str(err)) from err
     slots = tuple(canonical_slot(s) for s in args.slots.split(",")) if args.slots else None
     cases = find_cases(args.data, slots)
     if slots is None:
@@ -205,12 +215,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         spacing=None if args.spacing <= 0 else (args.spacing,) * 3,
         patch_size=as_tuple3(args.patch[0] if len(args.patch) == 1 else args.patch),
         overlap=args.overlap,
-    )
-    config = TrainConfig(
-        epochs=args.epochs, max_minutes=args.max_minutes, lr=args.lr, batch_size=args.batch_size,
-        samples_per_case=args.samples_per_case, policy=args.policy, distill=not args.no_distill, seed=args.seed,
-        val_fraction=args.val_fraction, val_every=args.val_every, amp=not args.no_amp,
-        val_cases=tuple(n for n in (args.val_cases or "").split(",") if n),
     )
     overrides = {"backbone": args.backbone, "checkpointing": args.checkpointing}
     if args.backbone == "unet" and args.channels:
@@ -368,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
     tr.add_argument("--max-minutes", type=float, default=None, help="stop cleanly and write the bundle after this many minutes")
     tr.add_argument("--no-distill", action="store_true", help="no self-distillation: DiceCE on every output only (the baseline)")
+    tr.add_argument("--kl-weight", type=float, default=1.0, help="weight of each fused -> modality KL term (default: 1)")
+    tr.add_argument("--feature-weight", type=float, default=1.0, help="weight of each fused -> modality feature MSE term (default: 1)")
     tr.add_argument("--policy", choices=("paper", "random_subset"), default="paper", help="subset policy (default: paper)")
     tr.add_argument("--spacing", type=float, default=2.0, help="working spacing in mm, 0 keeps each case's (default: 2)")
     tr.add_argument("--patch", type=int, nargs="+", default=[64], help="patch size in working voxels: one or three numbers (default: 64)")

@@ -95,6 +95,7 @@ class TrainConfig(_Record):
         samples_per_case: patches cropped from each case per epoch (half centred on foreground).
         policy: ``"paper"`` or ``"random_subset"``.
         distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
+        kl_weight, feature_weight: weights of the distillation terms (see :class:`~magms.losses.MAGMSLoss`).
         seed: seeds the weights, the split, the data order and the augmentation.
         val_fraction: fraction of the cases held out for validation (at least one when > 0).
         val_cases: names of the validation cases (an explicit split; overrides ``val_fraction``).
@@ -112,6 +113,8 @@ class TrainConfig(_Record):
     samples_per_case: int = 2
     policy: str = "paper"
     distill: bool = True
+    kl_weight: float = 1.0
+    feature_weight: float = 1.0
     seed: int = 0
     val_fraction: float = 0.2
     val_cases: tuple[str, ...] = ()
@@ -125,6 +128,8 @@ class TrainConfig(_Record):
             raise ValueError(f"policy must be 'paper' or 'random_subset', got {self.policy!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.kl_weight < 0 or self.feature_weight < 0:
+            raise ValueError("kl_weight and feature_weight must be >= 0")
         if self.batch_size < 1 or self.samples_per_case < 1:
             raise ValueError("batch_size and samples_per_case must be >= 1")
 
@@ -452,7 +457,7 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(math.ceil(len(train_cases) / world) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    loss_fn = MAGMSLoss(distill=config.distill)
+    loss_fn = MAGMSLoss(distill=config.distill, kl_weight=config.kl_weight, feature_weight=config.feature_weight)
     step_module: torch.nn.Module = _TrainStep(model, loss_fn, config.policy)
     if world > 1:
         # a modality absent from a rank's batch leaves its encoder without gradient there

@@ -12,7 +12,7 @@ import sys
 
 from magms.devices import Requirement, missing_requirements
 
-__all__ = ["missing", "describeMissing", "installInSlicer"]
+__all__ = ["missing", "describeMissing", "installInSlicer", "ensureInSlicer"]
 
 
 def missing() -> list[Requirement]:
@@ -52,3 +52,23 @@ def installInSlicer(requirements: list[Requirement]) -> bool:
         slicer.util.pip_install([r.spec for r in rest])
     importlib.invalidate_caches()
     return restart
+
+
+def ensureInSlicer() -> bool:
+    """In Slicer: True when nothing is missing; else ask, install, and offer a restart when needed.
+
+    Never called at import time: the modules call it when the user starts work.
+    """
+    import slicer
+
+    needed = missing()
+    if not needed:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(describeMissing(needed)):
+        return False
+    with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
+        if installInSlicer(needed):
+            if slicer.util.confirmYesNoDisplay("Slicer must restart to use the new packages. Restart now?"):
+                slicer.util.restart()
+            return False
+    return not missing()

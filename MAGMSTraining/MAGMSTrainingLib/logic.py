@@ -227,6 +227,8 @@ class TrainingOptions:
     patch: int = 64
     spacing: float = 2.0
     distill: bool = True
+    klWeight: float = 1.0
+    featureWeight: float = 1.0
     policy: str = "paper"
     device: str = "auto"
     valFraction: float = 0.2
@@ -247,6 +249,8 @@ def trainCommand(python: str, data: Path, out: Path, options: TrainingOptions, r
         command += ["--max-minutes", str(options.maxMinutes)]
     if not options.distill:
         command.append("--no-distill")
+    else:
+        command += ["--kl-weight", str(options.klWeight), "--feature-weight", str(options.featureWeight)]
     if options.init:
         command += ["--init", options.init]
     if resume:

@@ -179,6 +179,25 @@ def test_probabilities_sum_to_one(bundle, case):
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
 
 
+def test_nothing_is_segmented_outside_the_heads_box_even_with_a_negative_fill(bundle, tmp_path):
+    """Images z-scored before (BraTS 2013 files) fill the air with a negative constant: the network
+    must still run only where the head is, as in training, whatever its weights say about air."""
+    raw = np.pad(_volume(), 12)  # head in the middle, air around it
+    head = raw > 0
+    zs = np.where(head, (raw - raw[head].mean()) / raw[head].std(), -raw[head].mean() / raw[head].std()).astype(np.float32)
+    assert zs.min() < -1 and (zs == 0).sum() == 0
+    sitk.WriteImage(_image(zs), str(tmp_path / "flair.nii.gz"))
+    seg = Segmenter(bundle, device="cpu").segment({"flair": tmp_path / "flair.nii.gz"}, probabilities=True)
+    hits = np.nonzero(head)
+    outside = np.ones(head.shape, dtype=bool)
+    margin = 4  # the working grid is coarser (3 mm) and its probabilities are resampled back
+    outside[tuple(slice(h.min() - margin, h.max() + 1 + margin) for h in hits)] = False
+    assert outside.sum() > 0.4 * outside.size
+    assert not seg.labels[outside].any()
+    assert seg.labels[~outside].any()  # random weights do label voxels inside the box
+    np.testing.assert_allclose(seg.probabilities[0][outside], 1.0, atol=1e-6)
+
+
 def test_input_dir_guesses_and_prints_mapping(bundle, case, capsys):
     folder, _ = case
     out = folder.parent / f"{folder.name}_out.seg.nrrd"

@@ -136,6 +136,10 @@ class NetConfig(_Record):
         return 5 if self.backbone == "unetr" else len(self.channels)
 
 
+#: Intensity normalisations a bundle may record (implemented in :mod:`magms.preprocessing`).
+NORMALIZATIONS = ("zscore_foreground", "zscore_nonzero", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig(_Record):
     """How images are prepared before the network, so inference repeats training exactly.
@@ -143,7 +147,10 @@ class PreprocessConfig(_Record):
     Args:
         spacing: working voxel spacing in mm (x, y, z); ``None`` keeps the reference image's.
         orientation: axis codes of the working grid (MONAI ``Orientation``), e.g. ``"RAS"``.
-        normalization: ``"zscore_nonzero"`` (per modality, inside the non-zero foreground) or ``"none"``.
+        normalization: ``"zscore_foreground"`` (per modality, inside the foreground above the
+            background fill value, 0 outside; see :mod:`magms.preprocessing`), ``"zscore_nonzero"``
+            (MONAI's non-zero z-score, for bundles made before 0.2) or ``"none"``. Whatever the
+            method, training crops each case to its foreground and inference runs on that box only.
         patch_size: sliding-window / training patch, (D, H, W) in working voxels.
         overlap: sliding-window overlap fraction in [0, 1).
         blend_mode: sliding-window blending, ``"gaussian"`` or ``"constant"``.
@@ -153,7 +160,7 @@ class PreprocessConfig(_Record):
 
     spacing: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
     orientation: str = "RAS"
-    normalization: Literal["zscore_nonzero", "none"] = "zscore_nonzero"
+    normalization: Literal["zscore_foreground", "zscore_nonzero", "none"] = "zscore_foreground"
     patch_size: tuple[int, int, int] = (96, 96, 96)
     overlap: float = 0.5
     blend_mode: Literal["gaussian", "constant"] = "gaussian"
@@ -165,8 +172,8 @@ class PreprocessConfig(_Record):
             raise ValueError(f"spacing must be three positive numbers, got {self.spacing}")
         if len(self.orientation) != 3:
             raise ValueError(f"orientation must be three axis codes such as 'RAS', got {self.orientation!r}")
-        if self.normalization not in ("zscore_nonzero", "none"):
-            raise ValueError(f"normalization must be 'zscore_nonzero' or 'none', got {self.normalization!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ValueError(f"patch_size must be three positive ints, got {self.patch_size}")
         if not 0.0 <= self.overlap < 1.0:

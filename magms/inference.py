@@ -31,7 +31,7 @@ import torch
 from monai.data import MetaTensor
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
-from monai.transforms import Compose, NormalizeIntensity, Orientation, Spacing
+from monai.transforms import Compose, Orientation, Spacing
 
 from magms.bundle import load_bundle
 from magms.config import PreprocessConfig
@@ -39,6 +39,7 @@ from magms.errors import ConfigError, ImageError
 from magms.devices import resolve_device
 from magms.io import overlap_fraction, read_image, resample_like, same_grid
 from magms.networks import MAGMSNet
+from magms.preprocessing import normalize, run_in_foreground
 
 __all__ = ["Segmentation", "Segmenter", "resolve_device", "prepare_inputs", "sitk_to_metatensor", "spatial_transform"]
 
@@ -201,15 +202,14 @@ class Segmenter:
         image = MetaTensor(torch.cat([v.as_tensor() for v in volumes]), affine=volumes[0].affine)
         spatial = spatial_transform(pre)
         working = spatial(image)
-        x = working.as_tensor().float()
-        if pre.normalization == "zscore_nonzero":
-            x = NormalizeIntensity(nonzero=True, channel_wise=True)(x)
+        x, foreground = normalize(working.as_tensor(), pre.normalization)
         full = torch.zeros(1, len(self.slots), *x.shape[1:])
         for i, slot in enumerate(present):
             full[0, self.slots.index(slot)] = x[i]
         notes = list(prepared.notes)
         start = time.perf_counter()
-        probs = self._run(full, present, pre, notes, progress)
+        classes = len(self.info.labels.labels)
+        probs = run_in_foreground(full, foreground, lambda crop: self._run(crop, present, pre, notes, progress), classes)
         seconds = time.perf_counter() - start
         pred = MetaTensor(probs[0], meta=dict(working.meta))  # meta holds the working affine
         pred.applied_operations = working.applied_operations

@@ -49,7 +49,6 @@ from monai.transforms import (
     Compose,
     CropForegroundd,
     MapTransform,
-    NormalizeIntensityd,
     Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -72,6 +71,7 @@ from magms.io import overlap_fraction, resample_like, same_grid
 from magms.labels import LabelScheme, get_scheme
 from magms.losses import MAGMSLoss
 from magms.networks import build_network
+from magms.preprocessing import NormalizeForegroundd, run_in_foreground
 
 __all__ = ["TrainConfig", "check_cases", "train"]
 
@@ -215,18 +215,18 @@ def _deterministic_transforms(slots: Sequence[str], scheme: LabelScheme, pre: Pr
     steps: list = [LoadCased(slots, scheme), Orientationd(keys=["image", "label"], axcodes=pre.orientation, labels=_AXES)]
     if pre.spacing is not None:
         steps.append(Spacingd(keys=["image", "label"], pixdim=pre.spacing, mode=("bilinear", "nearest")))
-    if pre.normalization == "zscore_nonzero":
-        steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
+    steps.append(NormalizeForegroundd(pre.normalization))
     return steps
 
 
 def _train_transforms(pre: PreprocessConfig, samples: int) -> list:
     return [
-        CropForegroundd(keys=["image", "label"], source_key="image", allow_smaller=True),
-        SpatialPadd(keys=["image", "label"], spatial_size=pre.patch_size),
+        # the crop inference repeats (run_in_foreground); negative patches are centred in the foreground
+        CropForegroundd(keys=["image", "label", "foreground"], source_key="foreground", allow_smaller=True),
+        SpatialPadd(keys=["image", "label", "foreground"], spatial_size=pre.patch_size),
         RandCropByPosNegLabeld(
             keys=["image", "label"], label_key="label", spatial_size=pre.patch_size, pos=1, neg=1,
-            num_samples=samples, image_key="image", image_threshold=0,
+            num_samples=samples, image_key="foreground", image_threshold=0.5,
         ),
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
@@ -331,11 +331,13 @@ def _validate(model, val_ds, slots, scheme, pre, device) -> dict[str, float]:
             present = [s for s, p in zip(slots, item["present"].tolist()) if p]
             truth = scheme.decode(item["label"][0].numpy().astype(np.int64))
             x = item["image"].as_tensor()[None].to(device)
+            foreground = item["foreground"].as_tensor()[0] > 0.5
             for subset in subsets_of(present):
-                logits = sliding_window_inference(
-                    x, pre.patch_size, 2, lambda w: model(w, present=list(subset)), overlap=pre.overlap, mode=pre.blend_mode
-                )
-                pred = scheme.decode(logits[0].argmax(0).cpu().numpy())
+                probs = run_in_foreground(x, foreground, lambda crop: sliding_window_inference(
+                    crop, pre.patch_size, 2, lambda w: torch.softmax(model(w, present=list(subset)), 1),
+                    overlap=pre.overlap, mode=pre.blend_mode,
+                ), len(scheme.labels))
+                pred = scheme.decode(probs[0].argmax(0).numpy())
                 for row in case_metrics(pred, truth, scheme, (1.0, 1.0, 1.0)):
                     if row["kind"] == ("region" if scheme.regions else "label"):
                         sums.setdefault(f"{'+'.join(subset)}:{row['target']}", []).append(float(row["dice"]))

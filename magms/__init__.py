@@ -4,4 +4,4 @@ The Slicer-free core: modality and label registries, the MAG-MS network and loss
 bundle. Nothing here imports ``slicer``, ``vtk`` or ``qt``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -149,7 +149,7 @@ class PreprocessConfig(_Record):
         orientation: axis codes of the working grid (MONAI ``Orientation``), e.g. ``"RAS"``.
         normalization: ``"zscore_foreground"`` (per modality, inside the foreground above the
             background fill value, 0 outside; see :mod:`magms.preprocessing`), ``"zscore_nonzero"``
-            (MONAI's non-zero z-score, for bundles made before 0.2) or ``"none"``. Whatever the
+            (MONAI's non-zero z-score, recorded by bundles made before 0.2) or ``"none"``. Whatever the
             method, training crops each case to its foreground and inference runs on that box only.
         patch_size: sliding-window / training patch, (D, H, W) in working voxels.
         overlap: sliding-window overlap fraction in [0, 1).

@@ -140,3 +140,20 @@ def test_two_process_gloo_torchrun_writes_exactly_one_bundle(data, tmp_path):
     assert info.training["steps"] == 2  # 4 cases over 2 ranks: 2 per rank, one step of 2 cases per epoch
     assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "magms.json", "metrics.csv", "model.safetensors"]
+
+
+def test_cases_of_different_sizes_with_air_train_in_batches(tmp_path):
+    """Each case is cropped to its own head: a batch of two cases holds crops of different sizes,
+    of which only the equal-size patches may reach the batch."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for k, (shape, pad) in enumerate((((20, 22, 24), 2), ((24, 27, 30), 6))):
+        folder = tmp_path / f"c{k}"
+        folder.mkdir()
+        label = np.zeros(shape, np.uint8)
+        label[5:12, 6:14, 7:15] = 2
+        head = np.pad(label + rng.normal(5, 1, label.shape), pad).astype(np.float32)  # zero air around the head
+        images = {"flair": _write(folder / "Flair.nii.gz", head)}
+        cases.append(Case(f"c{k}", images, _write(folder / "OTMultiClass.nii.gz", np.pad(label, pad))))
+    config = TrainConfig(epochs=1, batch_size=2, samples_per_case=2, val_fraction=0.0)
+    assert train(cases, tmp_path / "model", config=config, **{**KW, "slots": ("flair",)}) is not None

@@ -48,6 +48,7 @@ from monai.inferers import sliding_window_inference
 from monai.transforms import (
     Compose,
     CropForegroundd,
+    DeleteItemsd,
     MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
@@ -228,6 +229,7 @@ def _train_transforms(pre: PreprocessConfig, samples: int) -> list:
             keys=["image", "label"], label_key="label", spatial_size=pre.patch_size, pos=1, neg=1,
             num_samples=samples, image_key="foreground", image_threshold=0.5,
         ),
+        DeleteItemsd(keys="foreground"),  # case-sized: it would not stack with another case's in a batch
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),

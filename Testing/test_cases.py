@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from magms.cases import find_cases
+from magms.data.cases import find_cases
 from magms.errors import ConfigError, ImageError
-from magms.inference import prepare_inputs
-from magms.io import read_image
+from magms.data.inputs import prepare_inputs
+from magms.data.io import read_image
 from magms.labels import get_scheme
-from magms.training import check_cases
+from magms.data.dataset import check_cases
 
 SHAPE = (10, 11, 12)  # z, y, x
 
@@ -159,7 +159,7 @@ def test_every_bad_case_is_reported_in_one_run(tmp_path):
 
 
 def test_an_explicit_validation_split(tmp_path, capsys):
-    from magms.cases import Case
+    from magms.data.cases import Case
     from magms.cli import main
     from magms.training import split_cases
 

@@ -14,7 +14,7 @@ from conftest import DATA, needs_data, tiny_config
 from magms.bundle import save_bundle
 from magms.cli import main
 from magms.config import PreprocessConfig
-from magms.evaluate import binary_metrics, case_metrics
+from magms.metrics import binary_metrics, case_metrics
 from magms.modalities import subsets_of
 from magms.labels import get_scheme
 from magms.networks import build_network

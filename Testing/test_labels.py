@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -174,6 +175,29 @@ def test_to_dict_round_trip(key: str) -> None:
     assert again.to_dict() == data
     assert label_map(again, scheme) == {v: v for v in scheme.values}
 
+
+# sha256 of json.dumps(scheme.to_dict()) as magms 0.2.0 wrote it (labels.py before the split into
+# magms/labels/): a bundle's "labels" must keep its bytes, key order included.
+_SCHEME_JSON_SHA256 = {
+    "brats2013": "b12e229100ff3b4aaa612dd709286fae7083d70012580bf0ebf676ce7610eb8a",
+    "msd_task01": "543eaad23f7b2af9ff6d1fcea24c994b791c5e9a24d13907395479293869290f",
+    "brats2021": "435f52cc4df7eb535ef76e4c26f541ad50f71de909968a8704ef73282478d70b",
+    "brats2023": "9091fb3f6e819b7fb880b0aa3e3d74f1db8028203baa1bbec3d75fa70949d0d8",
+    "brain_tissue": "dfc25cf7909024c466559f027457f95b0da909dbf7caa858501f8da60b4c40b3",
+}
+
+
+@pytest.mark.parametrize("key", list(SCHEMES))
+def test_json_bytes_unchanged(key: str) -> None:
+    data = SCHEMES[key].to_dict()
+    # the order first, so a failure says where the bytes moved
+    assert list(data) == ["key", "name", "description", "labels", "regions"]
+    assert list(data["labels"][1]) == ["value", "key", "name", "color", "category", "type", "parts", "anatomic_region"]
+    assert list(data["labels"][1]["type"]) == ["scheme", "value", "meaning"]
+    assert all(list(region) == ["key", "name", "components"] for region in data["regions"])
+    text = json.dumps(data)
+    assert hashlib.sha256(text.encode()).hexdigest() == _SCHEME_JSON_SHA256[key]
+    assert json.dumps(LabelScheme.from_dict(json.loads(text)).to_dict()) == text
 
 def test_from_dict_unknown_and_missing_keys() -> None:
     data = SCHEMES["brats2021"].to_dict()

@@ -32,6 +32,16 @@ _BRATS_2013 = {
 }
 REAL_FILES: dict[str, str] = {
     **{f"brats_flair_t1c/brats_2013_pat000{p}_1/{f}": s for p in (3, 4, 5, 6) for f, s in _BRATS_2013.items()},
+    # BraTS 2018: <case>/<case>_<sequence>.nii.gz; t1ce is the post-contrast T1
+    **{
+        f"brats18/{case}/{case}_{suffix}.nii.gz": slot
+        for case in (
+            "Brats18_2013_2_1", "Brats18_CBICA_AMH_1", "Brats18_CBICA_AOP_1", "Brats18_CBICA_AOZ_1",
+            "Brats18_CBICA_APR_1", "Brats18_CBICA_APY_1", "Brats18_CBICA_APZ_1", "Brats18_CBICA_AQO_1",
+            "Brats18_CBICA_AQP_1", "Brats18_CBICA_AQQ_1", "Brats18_CBICA_AQR_1", "Brats18_TCIA05_396_1",
+        )
+        for suffix, slot in (("flair", "flair"), ("t1", "t1"), ("t1ce", "t1c"), ("t2", "t2"), ("seg", LABEL))
+    },
     "brats_unlabelled/BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1n.nii.gz": "t1",
     "brats_unlabelled/BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz": "t1c",
     "brats_unlabelled/BraTS-GLI-00001-000/BraTS-GLI-00001-000-t2w.nii.gz": "t2",

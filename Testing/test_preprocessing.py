@@ -11,10 +11,10 @@ from monai.transforms import NormalizeIntensity
 
 from conftest import DATA, needs_data
 from magms.config import PreprocessConfig
-from magms.inference import sitk_to_metatensor, spatial_transform
+from magms.data.tensors import sitk_to_metatensor, spatial_transform
 from magms.labels import get_scheme
-from magms.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
-from magms.training import _deterministic_transforms
+from magms.data.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
+from magms.data.dataset import case_transforms
 
 
 def _head(shape=(24, 28, 20), seed=0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +117,7 @@ def test_training_and_inference_prepare_the_same_working_image(tmp_path):
     pre = PreprocessConfig(spacing=(1.5, 1.5, 1.5), patch_size=(16, 16, 16))
     slots = ("flair", "t1", "t1c")
     item = {"name": "c", "images": {"flair": flair, "t1c": t1c}, "label": label}
-    for step in _deterministic_transforms(slots, get_scheme("brats2013"), pre):
+    for step in case_transforms(slots, get_scheme("brats2013"), pre):
         item = step(item)
     volumes = [sitk_to_metatensor(sitk.ReadImage(p)) for p in (flair, t1c)]
     working = spatial_transform(pre)(MetaTensor(torch.cat([v.as_tensor() for v in volumes]), affine=volumes[0].affine))

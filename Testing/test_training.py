@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from magms.bundle import load_bundle
-from magms.cases import Case
+from magms.data.cases import Case
 from magms.cli import main
 from magms.config import PreprocessConfig
 from magms.training import TrainConfig, train

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 import magms
 from magms.config import NetConfig, PreprocessConfig
 from magms.errors import BundleError, ConfigError
+from magms.files import atomic_write, atomic_write_text
 from magms.labels import LabelScheme
 
 if TYPE_CHECKING:  # torch, MONAI and safetensors are imported where tensors are handled, so that
@@ -64,7 +64,8 @@ class BundleInfo:
 
     Attributes:
         network: architecture; ``network.slots`` are the modalities in input order.
-        labels: label scheme of the output (class ``i`` of the network is ``labels.labels[i]``).
+        scheme: label scheme of the output (class ``i`` of the network is ``scheme.labels[i]``),
+            stored under the JSON key ``labels``.
         preprocessing: how inputs were prepared in training, to repeat at inference.
         training: provenance: data, epochs, seed, options, code version (free-form JSON object).
         validation: validation metrics per modality subset, e.g. ``{"flair+t1c": {"wt_dice": 0.9}}``.
@@ -75,7 +76,7 @@ class BundleInfo:
     """
 
     network: NetConfig
-    labels: LabelScheme
+    scheme: LabelScheme
     preprocessing: PreprocessConfig
     training: dict[str, Any]
     validation: dict[str, Any]
@@ -88,6 +89,11 @@ class BundleInfo:
     def slots(self) -> tuple[str, ...]:
         return self.network.slots
 
+    @property
+    def labels(self) -> LabelScheme:
+        """The label scheme, :attr:`scheme`, by the name of its JSON key, kept for callers."""
+        return self.scheme
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": self.format_version,
@@ -96,7 +102,7 @@ class BundleInfo:
             "monai_version": self.versions.get("monai"),
             "created": self.created,
             "modalities": list(self.slots),
-            "labels": self.labels.to_dict(),
+            "labels": self.scheme.to_dict(),
             "network": self.network.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "training": self.training,
@@ -112,18 +118,6 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    # write next to the target, then rename: a reader never sees half a file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_bundle(
@@ -154,21 +148,17 @@ def save_bundle(
     folder = Path(path)
     if (folder / METADATA_FILE).exists() and not overwrite:
         raise BundleError(f"{folder}: a bundle already exists here (use overwrite to replace it)")
-    if network.out_channels != len(labels.labels):
-        raise BundleError(
-            f"{folder}: network has {network.out_channels} output channels but label scheme "
-            f"{labels.key!r} has {len(labels.labels)} labels"
-        )
+    _check_channels(network, labels, folder)
     import monai
     import safetensors.torch
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS_FILE, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS_FILE, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
     info = BundleInfo(
         network=network,
-        labels=labels,
+        scheme=labels,
         preprocessing=preprocessing,
         training=json.loads(json.dumps(dict(training or {}))),
         validation=json.loads(json.dumps(dict(validation or {}))),
@@ -177,7 +167,7 @@ def save_bundle(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     text = json.dumps(info.to_dict(), indent=2) + "\n"
-    _atomic_write(folder / METADATA_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write_text(folder / METADATA_FILE, text)
     logger.info("wrote bundle %s (%s, slots %s)", folder, network.backbone, ", ".join(network.slots))
     return info
 
@@ -198,6 +188,39 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
             unknown key, or inconsistent slots.
     """
     folder = Path(path)
+    meta_path, meta = _read_metadata(folder)
+    try:
+        network = NetConfig.from_dict(meta["network"])
+        scheme = LabelScheme.from_dict(meta["labels"])
+        preprocessing = PreprocessConfig.from_dict(meta["preprocessing"])
+    except ConfigError as err:
+        raise BundleError(f"{meta_path}: {err}") from err
+    if list(network.slots) != list(meta["modalities"]):
+        raise BundleError(f"{meta_path}: 'modalities' {meta['modalities']} differ from the network's slots {list(network.slots)}")
+    _check_channels(network, scheme, meta_path)
+    _warn_if_newer_monai(folder, meta.get("monai_version") or "0")
+    return BundleInfo(
+        network=network,
+        scheme=scheme,
+        preprocessing=preprocessing,
+        training=dict(meta.get("training") or {}),
+        validation=dict(meta.get("validation") or {}),
+        weights_sha256=str(meta["weights_sha256"]),
+        versions={k: str(meta.get(f"{k}_version")) for k in ("magms", "torch", "monai")},
+        created=str(meta.get("created", "")),
+        format_version=meta["format_version"],
+    )
+
+
+def _read_metadata(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """``magms.json`` of ``folder`` as a JSON object of a supported format with the required keys.
+
+    Returns:
+        the file's path (for messages) and its content.
+
+    Raises:
+        BundleError: missing folder or file, invalid JSON, unknown format version, a missing key.
+    """
     meta_path = folder / METADATA_FILE
     if not folder.is_dir():
         raise BundleError(f"{folder}: no such bundle folder")
@@ -218,30 +241,16 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
     missing = [k for k in _REQUIRED_KEYS if k not in meta]
     if missing:
         raise BundleError(f"{meta_path}: missing key(s) {', '.join(map(repr, missing))}")
-    try:
-        network = NetConfig.from_dict(meta["network"])
-        labels = LabelScheme.from_dict(meta["labels"])
-        preprocessing = PreprocessConfig.from_dict(meta["preprocessing"])
-    except ConfigError as err:
-        raise BundleError(f"{meta_path}: {err}") from err
-    if list(network.slots) != list(meta["modalities"]):
-        raise BundleError(f"{meta_path}: 'modalities' {meta['modalities']} differ from the network's slots {list(network.slots)}")
-    if network.out_channels != len(labels.labels):
+    return meta_path, meta
+
+
+def _check_channels(network: NetConfig, scheme: LabelScheme, where: Path) -> None:
+    # class i of the network is label i of the scheme: the counts must agree
+    if network.out_channels != scheme.num_classes:
         raise BundleError(
-            f"{meta_path}: network has {network.out_channels} output channels, labels {labels.key!r} has {len(labels.labels)}"
+            f"{where}: network has {network.out_channels} output channels but label scheme "
+            f"{scheme.key!r} has {scheme.num_classes} labels"
         )
-    _warn_if_newer_monai(folder, meta.get("monai_version") or "0")
-    return BundleInfo(
-        network=network,
-        labels=labels,
-        preprocessing=preprocessing,
-        training=dict(meta.get("training") or {}),
-        validation=dict(meta.get("validation") or {}),
-        weights_sha256=str(meta["weights_sha256"]),
-        versions={k: str(meta.get(f"{k}_version")) for k in ("magms", "torch", "monai")},
-        created=str(meta.get("created", "")),
-        format_version=version,
-    )
 
 
 def _warn_if_newer_monai(folder: Path, written: str) -> None:

@@ -2,53 +2,190 @@
 
 Each record turns into plain JSON with ``to_dict`` and back with ``from_dict``; an unknown or
 missing key is a :class:`~magms.errors.ConfigError` naming the key, so a bundle written by a
-newer MAGMS fails loudly instead of loading with silently different settings.
+newer MAGMS fails loudly instead of loading with silently different settings. The same
+``_Record`` base serves the label scheme records of :mod:`magms.labels` and ``TrainConfig``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Mapping, Sequence
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 from magms.errors import ConfigError
+from magms.options import option
 
-__all__ = ["NetConfig", "PreprocessConfig", "BACKBONES"]
+__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES"]
 
 BACKBONES = ("unet", "unetr")
 
 _T = TypeVar("_T", bound="_Record")
 
+# Scalar field type -> (wording of one value, wording of list items, check of a JSON value). An int
+# passes where a float is expected (a hand-written file says 1 for 1.0); bool, a subclass of int,
+# passes only as bool (``true`` is no channel count).
+_SCALARS: dict[type, tuple[str, str, Callable[[Any], bool]]] = {
+    str: ("a string", "strings", lambda v: isinstance(v, str)),
+    bool: ("true or false", "true/false values", lambda v: isinstance(v, bool)),
+    int: ("an integer", "integers", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", "numbers", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+}
+
 
 class _Record:
-    """JSON round trip shared by the config dataclasses (tuples stored as lists)."""
+    """JSON round trip shared by the frozen dataclasses stored in a bundle.
+
+    The dataclass field types drive both directions. ``to_dict`` writes a nested record as a JSON
+    object, a tuple as a list, ``None`` as ``null``. ``from_dict`` refuses unknown and missing keys,
+    checks str, int, bool and float values (also as tuple items, ``Literal`` by its values' type and
+    ``X | None``), builds nested records and tuples of records with their own ``from_dict``, then
+    calls the constructor, whose ``TypeError``/``ValueError`` becomes a :class:`ConfigError`.
+    Lengths and ranges are left to ``__post_init__``, which words them for each record.
+
+    Class variables:
+        _where: how messages name the record (``"network config"``); an item of a tuple of records
+            is named ``"<parent where> <item _where> #<index>"``, a nested record
+            ``"<parent where> <field name>"``.
+        _key_order: JSON key order when it differs from the field order (kept for files already
+            written); empty for the field order.
+
+    A field's ``metadata["expects"]`` words its type error (``"three integers 0..255"``) instead
+    of the wording derived from its type. Fields with ``init=False`` are derived, not stored.
+    """
 
     _where: ClassVar[str] = "config"
+    _key_order: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        """Plain JSON data; :meth:`from_dict` gives an equal record back."""
+        names = list(_stored_fields(type(self)))
+        if self._key_order:
+            names.sort(key=self._key_order.index)  # a field missing from the order raises: a bug
+        return {name: _plain(getattr(self, name)) for name in names}
 
     @classmethod
-    def from_dict(cls: type[_T], data: Mapping[str, Any]) -> _T:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls._where}: expected a JSON object, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"{cls._where}: unknown key(s) {', '.join(map(repr, unknown))}")
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in data]
-        if required:
-            raise ConfigError(f"{cls._where}: missing key(s) {', '.join(map(repr, required))}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    def from_dict(cls: type[_T], data: Mapping[str, Any], where: str | None = None) -> _T:
+        """The inverse of :meth:`to_dict`.
+
+        Args:
+            data: a JSON object.
+            where: how messages name the record; ``None`` for the class's ``_where``.
+
+        Raises:
+            ConfigError: not an object, an unknown or missing key, a value of the wrong type, or a
+                value the record refuses; the message starts with ``where``.
+        """
+        where = where or cls._where
+        fields = _stored_fields(cls)
+        _check_keys(data, fields, where)
+        hints = _field_types(cls)
+        kwargs = {name: _parse(value, hints[name], fields[name], where) for name, value in data.items()}
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"{cls._where}: {err}") from err
+            raise ConfigError(f"{where}: {err}") from err
+
+
+@functools.cache
+def _stored_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    # the modules use postponed annotations: resolve the strings once per class
+    return typing.get_type_hints(cls)
+
+
+def _check_keys(data: Any, fields: Mapping[str, dataclasses.Field[Any]], where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
+
+
+def _parse(value: Any, hint: Any, field: dataclasses.Field[Any], where: str) -> Any:
+    """A JSON value as the field's type: checked scalars, tuples, records; others pass as they are."""
+    hint, optional = _split_optional(hint)
+    if value is None and optional:
+        return None
+    if isinstance(hint, type) and issubclass(hint, _Record):
+        return hint.from_dict(value, f"{where} {field.name}")
+    if typing.get_origin(hint) is tuple:
+        item = _item_type(hint)
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(value, hint, field, where)
+        if isinstance(item, type) and issubclass(item, _Record):
+            return tuple(item.from_dict(v, f"{where} {item._where} #{i}") for i, v in enumerate(value))
+        if not all(_fits(v, item) for v in value):
+            raise _type_error(value, hint, field, where)
+        return tuple(value)
+    if not _fits(value, hint):
+        raise _type_error(value, hint, field, where)
+    return value
+
+
+def _split_optional(hint: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; any other type -> ``(type, False)``."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        arms = [a for a in args if a is not type(None)]
+        # several non-None arms: no check here, the constructor decides
+        return (arms[0] if len(arms) == 1 else Any), True
+    return hint, False
+
+
+def _item_type(hint: Any) -> Any:
+    args = typing.get_args(hint)
+    # tuple[X, ...] or tuple[X, X, X]: lengths are checked by __post_init__, with its own words
+    same = (len(args) == 2 and args[1] is Ellipsis) or len(set(args)) == 1
+    return args[0] if same else Any
+
+
+def _scalar(hint: Any) -> type | None:
+    if typing.get_origin(hint) is Literal:
+        kinds = {type(a) for a in typing.get_args(hint)}
+        hint = kinds.pop() if len(kinds) == 1 else None
+    return hint if hint in _SCALARS else None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    kind = _scalar(hint)
+    return kind is None or _SCALARS[kind][2](value)
+
+
+def _type_error(value: Any, hint: Any, field: dataclasses.Field[Any], where: str) -> ConfigError:
+    expects = field.metadata.get("expects") or _describe(hint)
+    return ConfigError(f"{where}: '{field.name}' must be {expects}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        item = _item_type(hint)
+        if isinstance(item, type) and issubclass(item, _Record):
+            return f"a list of {item._where} objects"
+        kind = _scalar(item)
+        return f"a list of {_SCALARS[kind][1]}" if kind else "a list"
+    kind = _scalar(hint)
+    return _SCALARS[kind][0] if kind else f"of type {hint}"
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, _Record):
+        return value.to_dict()
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +273,7 @@ class NetConfig(_Record):
         return 5 if self.backbone == "unetr" else len(self.channels)
 
 
-#: Intensity normalisations a bundle may record (implemented in :mod:`magms.preprocessing`).
+#: Intensity normalisations a bundle may record (implemented in :mod:`magms.data.preprocessing`).
 NORMALIZATIONS = ("zscore_foreground", "zscore_nonzero", "none")
 
 
@@ -148,7 +285,7 @@ class PreprocessConfig(_Record):
         spacing: working voxel spacing in mm (x, y, z); ``None`` keeps the reference image's.
         orientation: axis codes of the working grid (MONAI ``Orientation``), e.g. ``"RAS"``.
         normalization: ``"zscore_foreground"`` (per modality, inside the foreground above the
-            background fill value, 0 outside; see :mod:`magms.preprocessing`), ``"zscore_nonzero"``
+            background fill value, 0 outside; see :mod:`magms.data.preprocessing`), ``"zscore_nonzero"``
             (MONAI's non-zero z-score, recorded by bundles made before 0.2) or ``"none"``. Whatever the
             method, training crops each case to its foreground and inference runs on that box only.
         patch_size: sliding-window / training patch, (D, H, W) in working voxels.
@@ -190,3 +327,62 @@ def as_tuple3(value: int | Sequence[int]) -> tuple[int, int, int]:
     if len(t) != 3:
         raise ValueError(f"expected one int or three, got {value}")
     return t  # type: ignore[return-value]
+
+
+#: Subset policies of training (see :mod:`magms.training`).
+POLICIES = ("paper", "random_subset")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Record):
+    """Training options, recorded in the bundle.
+
+    Each field carries its help and range (:func:`magms.options.option`), from which ``magms train``
+    makes its flags and the Training module its defaults.
+
+    Args:
+        epochs: passes over the training cases.
+        max_minutes: stop cleanly after this many minutes (``None``: no limit).
+        lr, weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
+        batch_size: cases per step; each gives ``samples_per_case`` patches, so a step sees
+            ``batch_size * samples_per_case`` patches.
+        samples_per_case: patches cropped from each case per epoch (half centred on foreground).
+        policy: ``"paper"`` or ``"random_subset"``.
+        distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
+        kl_weight, feature_weight: weights of the distillation terms (see :class:`~magms.losses.MAGMSLoss`).
+        seed: seeds the weights, the split, the data order and the augmentation.
+        val_fraction: fraction of the cases held out for validation (at least one when > 0).
+        val_cases: names of the validation cases (an explicit split; overrides ``val_fraction``).
+        val_every: validate every this many epochs (and always after the last one).
+        amp: mixed precision on CUDA.
+    """
+
+    _where: ClassVar[str] = "training config"
+
+    epochs: int = option(50, "epochs: passes over the training cases", minimum=1)
+    max_minutes: float | None = option(None, "stop cleanly and write the bundle after this many minutes", minimum=0)
+    lr: float = option(1e-3, "AdamW learning rate, cosine schedule", minimum=0)
+    weight_decay: float = option(1e-5, "AdamW weight decay", minimum=0)
+    batch_size: int = option(2, "cases per step", minimum=1)
+    samples_per_case: int = option(2, "patches per case and step", minimum=1)
+    policy: str = option("paper", "subset policy: {choices}", choices=POLICIES)
+    distill: bool = option(True, "no self-distillation: DiceCE on every output only (the baseline)")
+    kl_weight: float = option(1.0, "weight of each fused -> modality KL term", minimum=0)
+    feature_weight: float = option(1.0, "weight of each fused -> modality feature MSE term", minimum=0)
+    seed: int = option(0, "seed of weights, split, order and augmentation")
+    val_fraction: float = option(0.2, "fraction of cases held out for validation", minimum=0, maximum=1, exclusive_maximum=True)
+    val_cases: tuple[str, ...] = option((), "explicit validation cases by name (overrides --val-fraction)", separator=",", metavar="NAME,NAME")
+    val_every: int = option(1, "validate every N epochs, and after the last", minimum=1)
+    amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be 'paper' or 'random_subset', got {self.policy!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.kl_weight < 0 or self.feature_weight < 0:
+            raise ValueError("kl_weight and feature_weight must be >= 0")
+        if self.batch_size < 1 or self.samples_per_case < 1:
+            raise ValueError("batch_size and samples_per_case must be >= 1")

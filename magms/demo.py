@@ -18,13 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from magms.bundle import METADATA_FILE
-from magms.cases import case_from_folder, find_cases
+from magms.data.cases import case_from_folder, find_cases
 from magms.config import PreprocessConfig
 from magms.errors import ImageError
 from magms.inference import Segmenter
-from magms.io import write_labelmap
+from magms.data.io import write_labelmap
 from magms.overlay import render_overlay
-from magms.training import TrainConfig, train
+from magms.config import TrainConfig
+from magms.training import train
 
 __all__ = ["TRAIN_DATA", "UNLABELLED", "run_demo"]
 

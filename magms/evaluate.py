@@ -20,70 +20,27 @@ import logging
 import math
 import os
 import statistics
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from magms.cases import Case
+from magms.data.cases import Case
+from magms.data.io import read_image, resample_like, same_grid
 from magms.errors import ConfigError, ImageError
 from magms.inference import Segmenter
-from magms.io import read_image, resample_like, same_grid
 from magms.labels import LabelScheme, get_scheme, map_labels
+from magms.metrics import case_metrics
 from magms.modalities import subsets_of
 
-__all__ = ["binary_metrics", "case_metrics", "evaluate", "write_reports"]
+__all__ = ["REPORT_FILES", "evaluate", "write_reports"]
 
 logger = logging.getLogger(__name__)
 
 FIELDS = ("case", "subset", "target", "kind", "dice", "hd95")
-
-
-def binary_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
-    """Dice and HD95 (in the units of ``spacing``) of two boolean masks of the same shape.
-
-    Args:
-        pred, truth: boolean arrays, axes in the order of ``spacing``.
-        spacing: voxel size per array axis.
-    """
-    p_any, t_any = bool(pred.any()), bool(truth.any())
-    if not p_any and not t_any:
-        return 1.0, 0.0
-    if not p_any or not t_any:
-        return 0.0, math.nan
-    p = torch.from_numpy(np.ascontiguousarray(pred))[None, None].float()
-    t = torch.from_numpy(np.ascontiguousarray(truth))[None, None].float()
-    dice = float(compute_dice(p, t, include_background=True)[0, 0])
-    with warnings.catch_warnings():
-        # MONAI 1.5-1.6 warn about an argument of their own internal call; nothing for our users to do
-        warnings.simplefilter("ignore", FutureWarning)
-        hd95 = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=list(spacing))[0, 0])
-    return dice, hd95
-
-
-def case_metrics(pred: np.ndarray, truth: np.ndarray, scheme: LabelScheme, spacing: Sequence[float]) -> list[dict[str, object]]:
-    """Dice and HD95 per non-background label and per region of ``scheme``.
-
-    Args:
-        pred, truth: label maps in ``scheme``'s values, same shape.
-        spacing: voxel size per array axis.
-    """
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
-    rows = []
-    for label in scheme.labels:
-        if label.value == 0:
-            continue
-        dice, hd95 = binary_metrics(pred == label.value, truth == label.value, spacing)
-        rows.append({"target": label.key, "kind": "label", "dice": dice, "hd95": hd95})
-    for region in scheme.regions:
-        dice, hd95 = binary_metrics(scheme.region_mask(pred, region.key), scheme.region_mask(truth, region.key), spacing)
-        rows.append({"target": region.key, "kind": "region", "dice": dice, "hd95": hd95})
-    return rows
+#: What :func:`write_reports` writes into its folder.
+REPORT_FILES = ("metrics.csv", "summary.md", "heatmap.png")
 
 
 def _read_truth(case: Case, data_scheme: LabelScheme, model_scheme: LabelScheme) -> sitk.Image:
@@ -170,7 +127,7 @@ def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "metrics.csv", out / "summary.md", out / "heatmap.png"]
+    paths = [out / name for name in REPORT_FILES]
     existing = [p.name for p in paths if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{out}: {', '.join(existing)} exist already (use --overwrite to replace them)")

@@ -2,7 +2,7 @@
 
 The steps, each of which can refuse its input with a message naming the file or slot:
 
-1. **Inputs.** Read and check every input (:mod:`magms.io`). The reference is the first present
+1. **Inputs.** Read and check every input (:mod:`magms.data.inputs`). The reference is the first present
    slot in the bundle's order. Inputs on the reference grid pass; inputs on another grid that
    overlaps it are resampled onto it, with a note; inputs that do not overlap it are refused.
 2. **Preprocessing.** Do exactly what the bundle records, with MONAI transforms: orientation,
@@ -23,7 +23,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,104 +30,20 @@ import torch
 from monai.data import MetaTensor
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
-from monai.transforms import Compose, Orientation, Spacing
 
 from magms.bundle import load_bundle
 from magms.config import PreprocessConfig
-from magms.errors import ConfigError, ImageError
+from magms.data.inputs import prepare_inputs
+from magms.data.preprocessing import normalize, run_in_foreground
+from magms.data.tensors import sitk_to_metatensor, spatial_transform
 from magms.devices import resolve_device
-from magms.io import overlap_fraction, read_image, resample_like, same_grid
 from magms.networks import MAGMSNet
-from magms.preprocessing import normalize, run_in_foreground
 
-__all__ = ["Segmentation", "Segmenter", "resolve_device", "prepare_inputs", "sitk_to_metatensor", "spatial_transform"]
+__all__ = ["Segmentation", "Segmenter"]
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def sitk_to_metatensor(img: sitk.Image) -> MetaTensor:
-    """A SimpleITK image as a (1, X, Y, Z) MetaTensor with its RAS affine (MONAI's convention)."""
-    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
-    affine = np.eye(4)
-    affine[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) * np.asarray(img.GetSpacing())
-    affine[:3, 3] = img.GetOrigin()
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.from_numpy(_LPS_TO_RAS @ affine))
-
-
-def spatial_transform(pre: PreprocessConfig) -> Compose:
-    """The invertible part of the preprocessing: reorientation and resampling to the working grid."""
-    # the affine is RAS (sitk_to_metatensor), so the axis labels are the standard ones
-    steps = [Orientation(axcodes=pre.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))]
-    if pre.spacing is not None:
-        steps.append(Spacing(pixdim=pre.spacing, mode="bilinear"))
-    return Compose(steps)
-
-
-@dataclasses.dataclass
-class PreparedInputs:
-    """Checked inputs on the reference grid."""
-
-    images: dict[str, sitk.Image]  # slot -> image, in the bundle's slot order
-    reference_slot: str
-    notes: list[str]
-
-    @property
-    def reference(self) -> sitk.Image:
-        return self.images[self.reference_slot]
-
-
-def prepare_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image], slots: tuple[str, ...], overlap_min: float = 0.5) -> PreparedInputs:
-    """Read, check and bring the inputs onto the reference input's grid.
-
-    Args:
-        inputs: slot -> image path (file or DICOM folder) or SimpleITK image.
-        slots: the bundle's slots in order; the first present one is the reference.
-        overlap_min: smallest fraction of an input's world box that must lie inside the reference's.
-    Raises:
-        ConfigError: no input, or a slot the bundle lacks.
-        ImageError: every unusable input at once (missing, unreadable, not 3-D, NaN, constant,
-            no overlap with the reference).
-    """
-    if not inputs:
-        raise ConfigError(f"no input image: give at least one of the model's slots ({', '.join(slots)})")
-    unknown = [s for s in inputs if s not in slots]
-    if unknown:
-        raise ConfigError(f"slot(s) {', '.join(map(repr, unknown))} not in the model, whose slots are {', '.join(slots)}")
-    images: dict[str, sitk.Image] = {}
-    names: dict[str, str] = {}
-    problems: list[str] = []
-    for slot in (s for s in slots if s in inputs):
-        source = inputs[slot]
-        names[slot] = "image" if isinstance(source, sitk.Image) else Path(source).name
-        try:
-            images[slot] = source if isinstance(source, sitk.Image) else read_image(source)
-        except ImageError as err:
-            problems.append(f"{slot}: {err}")
-    if problems:
-        raise ImageError("; ".join(problems))
-    reference_slot = next(iter(images))
-    reference = images[reference_slot]
-    notes = []
-    for slot, img in list(images.items())[1:]:
-        if same_grid(reference, img):
-            continue
-        fraction = overlap_fraction(reference, img)
-        if fraction < overlap_min:
-            problems.append(
-                f"{slot}: {names[slot]} covers only {fraction:.0%} of the space of the reference "
-                f"{reference_slot} input {names[reference_slot]}: are they the same patient and session?"
-            )
-            continue
-        notes.append(f"{slot}: {names[slot]} resampled onto the grid of {reference_slot} ({names[reference_slot]})")
-        images[slot] = resample_like(img, reference)
-    if problems:
-        raise ImageError("; ".join(problems))
-    for note in notes:
-        logger.info("%s", note)
-    return PreparedInputs(images, reference_slot, notes)
 
 
 @dataclasses.dataclass
@@ -208,7 +123,7 @@ class Segmenter:
             full[0, self.slots.index(slot)] = x[i]
         notes = list(prepared.notes)
         start = time.perf_counter()
-        classes = len(self.info.labels.labels)
+        classes = self.info.labels.num_classes
         probs = run_in_foreground(full, foreground, lambda crop: self._run(crop, present, pre, notes, progress), classes)
         seconds = time.perf_counter() - start
         pred = MetaTensor(probs[0], meta=dict(working.meta))  # meta holds the working affine

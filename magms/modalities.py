@@ -14,7 +14,8 @@ import dataclasses
 import itertools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from magms.errors import ConfigError
 
@@ -28,9 +29,13 @@ __all__ = [
     "slot_display_name",
     "is_label_map_name",
     "subsets_of",
+    "contested_claims",
+    "default_slots",
 ]
 
 logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,17 +335,35 @@ def guess_slots(names: Sequence[str], slots: Sequence[str] | None = None) -> dic
         unassigned, with a reason naming the other name(s).
     """
     guesses = {name: guess_slot(name, slots) for name in dict.fromkeys(names)}
-    claims: dict[str, list[str]] = {}
-    for name, guess in guesses.items():
-        if guess.slot is not None:
-            claims.setdefault(guess.slot, []).append(name)
-    for slot, claimants in claims.items():
-        if len(claimants) < 2:
-            continue
-        for name in claimants:
-            others = ", ".join(f"'{other}'" for other in claimants if other != name)
-            guesses[name] = SlotGuess(name, None, f"{slot} also matched by {others}")
+    for name, claimants in contested_claims({n: g.slot for n, g in guesses.items()}).items():
+        others = ", ".join(f"'{other}'" for other in claimants if other != name)
+        guesses[name] = SlotGuess(name, None, f"{guesses[name].slot} also matched by {others}")
     return guesses
+
+
+def contested_claims(claims: Mapping[K, str | None]) -> dict[K, list[K]]:
+    """The claimants that must give their slot up because another claims it too.
+
+    Two files (or volumes) that look like the same slot are both left for the user to choose:
+    picking one would be a silent guess.
+
+    Args:
+        claims: claimant (a file name, a volume) -> the slot it looks like, or None.
+    Returns:
+        each contested claimant -> every claimant of its slot, in the order of ``claims``.
+    """
+    by_slot: dict[str, list[K]] = {}
+    for claimant, slot in claims.items():
+        if slot is not None:
+            by_slot.setdefault(slot, []).append(claimant)
+    return {c: group for group in by_slot.values() if len(group) > 1 for c in group}
+
+
+def default_slots(found: Iterable[str]) -> tuple[str, ...]:
+    """The slots of a model trained on data holding ``found``: each once, in registry order
+    (the four BraTS sequences first), so the same data always gives the same slot order."""
+    present = set(found)
+    return tuple(key for key in MODALITIES if key in present) + tuple(sorted(present - set(MODALITIES)))
 
 
 def canonical_slot(name: str) -> str:

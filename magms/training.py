@@ -26,216 +26,46 @@ already done in a stopped epoch are replayed without training.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
 import os
 import random
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import safetensors.torch
-import SimpleITK as sitk
 import torch
-from monai.data import CacheDataset, DataLoader, MetaTensor
+from monai.data import CacheDataset, DataLoader
 from monai.inferers import sliding_window_inference
-from monai.transforms import (
-    Compose,
-    CropForegroundd,
-    DeleteItemsd,
-    MapTransform,
-    Orientationd,
-    RandCropByPosNegLabeld,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    Spacingd,
-    SpatialPadd,
-)
+from monai.transforms import Compose
 from monai.utils import set_determinism
 
 import magms
 from magms.bundle import load_bundle, save_bundle
-from magms.cases import Case
-from magms.config import NetConfig, PreprocessConfig, _Record
-from magms.errors import ConfigError, ImageError, MAGMSError
-from magms.evaluate import case_metrics
-from magms.modalities import subsets_of
-from magms.inference import prepare_inputs, sitk_to_metatensor
-from magms.io import overlap_fraction, resample_like, same_grid
-from magms.labels import LabelScheme, get_scheme
+from magms.config import NetConfig, PreprocessConfig, TrainConfig
+from magms.commands import TrainOptions
+from magms.data.cases import Case, find_cases, slots_of
+from magms.data.dataset import case_transforms, check_cases, patch_transforms
+from magms.data.preprocessing import run_in_foreground
+from magms.devices import resolve_device
+from magms.errors import ConfigError
+from magms.files import replace_folder
+from magms.labels import get_scheme
 from magms.losses import MAGMSLoss
+from magms.metrics import case_metrics
+from magms.modalities import subsets_of
 from magms.networks import build_network
-from magms.preprocessing import NormalizeForegroundd, run_in_foreground
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE
 
-__all__ = ["TrainConfig", "check_cases", "train"]
+__all__ = ["train", "train_from_options"]
 
 logger = logging.getLogger(__name__)
 
-_AXES = (("L", "R"), ("P", "A"), ("I", "S"))
-METRICS_FILE = "metrics.csv"
-CHECKPOINT_DIR = "checkpoint"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig(_Record):
-    """Training options, recorded in the bundle.
-
-    Args:
-        epochs: passes over the training cases.
-        max_minutes: stop cleanly after this many minutes (``None``: no limit).
-        lr, weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
-        batch_size: cases per step; each gives ``samples_per_case`` patches, so a step sees
-            ``batch_size * samples_per_case`` patches.
-        samples_per_case: patches cropped from each case per epoch (half centred on foreground).
-        policy: ``"paper"`` or ``"random_subset"``.
-        distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
-        kl_weight, feature_weight: weights of the distillation terms (see :class:`~magms.losses.MAGMSLoss`).
-        seed: seeds the weights, the split, the data order and the augmentation.
-        val_fraction: fraction of the cases held out for validation (at least one when > 0).
-        val_cases: names of the validation cases (an explicit split; overrides ``val_fraction``).
-        val_every: validate every this many epochs (and always after the last one).
-        amp: mixed precision on CUDA.
-    """
-
-    _where: ClassVar[str] = "training config"
-
-    epochs: int = 50
-    max_minutes: float | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 2
-    samples_per_case: int = 2
-    policy: str = "paper"
-    distill: bool = True
-    kl_weight: float = 1.0
-    feature_weight: float = 1.0
-    seed: int = 0
-    val_fraction: float = 0.2
-    val_cases: tuple[str, ...] = ()
-    val_every: int = 1
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.policy not in ("paper", "random_subset"):
-            raise ValueError(f"policy must be 'paper' or 'random_subset', got {self.policy!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.kl_weight < 0 or self.feature_weight < 0:
-            raise ValueError("kl_weight and feature_weight must be >= 0")
-        if self.batch_size < 1 or self.samples_per_case < 1:
-            raise ValueError("batch_size and samples_per_case must be >= 1")
-
-
-# --------------------------------------------------------------------------------------------
-# data
-
-
-def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme) -> None:
-    """Check every case before training; report ALL bad cases at once.
-
-    Raises:
-        ImageError: one line per problem, each naming the case and file.
-    """
-    problems: list[str] = []
-    for case in cases:
-        if case.label is None:
-            problems.append(f"{case.name}: no label file")
-            continue
-        images = {s: p for s, p in case.images.items() if s in slots}
-        if not images:
-            problems.append(f"{case.name}: none of the slots {', '.join(slots)}")
-            continue
-        try:
-            prepared = prepare_inputs(images, tuple(slots))
-        except MAGMSError as err:
-            problems.append(f"{case.name}: {err}")
-            continue
-        if not case.label.is_file():
-            problems.append(f"{case.name}: {case.label}: no such label file")
-            continue
-        try:
-            label = sitk.ReadImage(str(case.label))
-        except RuntimeError:
-            problems.append(f"{case.name}: {case.label.name}: cannot be read as an image")
-            continue
-        if label.GetDimension() != 3:
-            problems.append(f"{case.name}: {case.label.name}: {label.GetDimension()}-D label, 3-D expected")
-            continue
-        values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
-        bad = sorted(values - set(scheme.values))
-        if bad:
-            problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {scheme.key!r} ({scheme.values})")
-        if not same_grid(label, prepared.reference) and overlap_fraction(prepared.reference, label) < 0.5:
-            problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
-    if problems:
-        raise ImageError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
-
-
-class LoadCased(MapTransform):
-    """Load one case: images onto the reference grid, zeros for absent slots, label as class indices.
-
-    Input dict keys: ``images`` (slot -> path), ``label`` (path). Output keys: ``image``
-    (M, X, Y, Z) MetaTensor, ``label`` (1, X, Y, Z), ``present`` (M,) bool.
-    """
-
-    def __init__(self, slots: Sequence[str], scheme: LabelScheme) -> None:
-        super().__init__(keys=["image", "label"])
-        self.slots, self.scheme = tuple(slots), scheme
-
-    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        prepared = prepare_inputs({s: Path(p) for s, p in data["images"].items()}, self.slots)
-        volumes = {slot: sitk_to_metatensor(img) for slot, img in prepared.images.items()}
-        ref = volumes[prepared.reference_slot]
-        image = torch.zeros(len(self.slots), *ref.shape[1:])
-        for slot, volume in volumes.items():
-            image[self.slots.index(slot)] = volume[0]
-        label = sitk.ReadImage(str(data["label"]))
-        if not same_grid(label, prepared.reference):
-            label = resample_like(label, prepared.reference, sitk.sitkNearestNeighbor)
-        indices = self.scheme.encode(np.round(sitk.GetArrayFromImage(label)).astype(np.int64))
-        label_t = torch.from_numpy(np.ascontiguousarray(indices.transpose(2, 1, 0)).astype(np.float32))  # (x, y, z)
-        present = torch.tensor([s in prepared.images for s in self.slots])
-        return {
-            "name": data["name"],
-            "image": MetaTensor(image, affine=ref.affine),
-            "label": MetaTensor(label_t[None], affine=ref.affine),
-            "present": present,
-        }
-
-
-def _deterministic_transforms(slots: Sequence[str], scheme: LabelScheme, pre: PreprocessConfig) -> list:
-    steps: list = [LoadCased(slots, scheme), Orientationd(keys=["image", "label"], axcodes=pre.orientation, labels=_AXES)]
-    if pre.spacing is not None:
-        steps.append(Spacingd(keys=["image", "label"], pixdim=pre.spacing, mode=("bilinear", "nearest")))
-    steps.append(NormalizeForegroundd(pre.normalization))
-    return steps
-
-
-def _train_transforms(pre: PreprocessConfig, samples: int) -> list:
-    return [
-        # the crop inference repeats (run_in_foreground); negative patches are centred in the foreground
-        CropForegroundd(keys=["image", "label", "foreground"], source_key="foreground", allow_smaller=True),
-        SpatialPadd(keys=["image", "label", "foreground"], spatial_size=pre.patch_size),
-        RandCropByPosNegLabeld(
-            keys=["image", "label"], label_key="label", spatial_size=pre.patch_size, pos=1, neg=1,
-            num_samples=samples, image_key="foreground", image_threshold=0.5,
-        ),
-        DeleteItemsd(keys="foreground"),  # case-sized: it would not stack with another case's in a batch
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
-        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-    ]
 
 
 def split_cases(cases: Sequence[Case], fraction: float, seed: int, names: Sequence[str] = ()) -> tuple[list[Case], list[Case]]:
@@ -265,33 +95,20 @@ def split_cases(cases: Sequence[Case], fraction: float, seed: int, names: Sequen
 
 
 def _write_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary output folder
-    try:
+    def fill(tmp: Path) -> None:
         safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         opt = optimizer.state_dict()
         tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
         tensors["torch_rng"] = torch.get_rng_state()
         safetensors.torch.save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1))
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old.exists():
-            for p in old.iterdir():
-                p.unlink()
-            old.rmdir()
-    except BaseException:
-        for p in tmp.iterdir():
-            p.unlink()
-        tmp.rmdir()
-        raise
+        (tmp / CHECKPOINT_STATE_FILE).write_text(json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1))
+
+    replace_folder(folder, fill)
 
 
 def _read_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     try:
-        state = json.loads((folder / "state.json").read_text())
+        state = json.loads((folder / CHECKPOINT_STATE_FILE).read_text())
         model.load_state_dict(safetensors.torch.load_file(str(folder / "model.safetensors")), strict=True)
         tensors = safetensors.torch.load_file(str(folder / "optimizer.safetensors"))
     except (OSError, ValueError, RuntimeError) as err:
@@ -398,7 +215,7 @@ def train(
     """Train a MAG-MS model and write it as a bundle in ``out``.
 
     Args:
-        cases: labelled cases (see :mod:`magms.cases`).
+        cases: labelled cases (see :mod:`magms.data.cases`).
         out: output folder (bundle, checkpoint, metrics.csv).
         labels: label scheme key of the label files.
         slots: modality slots of the model, in order.
@@ -413,8 +230,6 @@ def train(
     Returns:
         The bundle folder, or None when the run stopped before the end (resume later).
     """
-    from magms.inference import resolve_device
-
     out_dir = Path(out)
     scheme = get_scheme(labels)
     pre = preprocessing or PreprocessConfig()
@@ -424,7 +239,7 @@ def train(
     if world > 1 and main_rank:
         logger.warning("distributed training: %d ranks (%s)", world, torch.distributed.get_backend())
     ckpt = out_dir / CHECKPOINT_DIR
-    if resume and not (ckpt / "state.json").is_file():
+    if resume and not (ckpt / CHECKPOINT_STATE_FILE).is_file():
         raise ConfigError(f"{out_dir}: nothing to resume (no {CHECKPOINT_DIR}/state.json)")
     if not resume and (ckpt.exists() or (out_dir / "magms.json").exists()):
         raise ConfigError(f"{out_dir}: holds a run already (use --resume, or another --out)")
@@ -446,9 +261,9 @@ def train(
     model.to(dev).train()
 
     as_dict = lambda c: {"name": c.name, "images": {s: str(p) for s, p in c.images.items() if s in slots}, "label": str(c.label)}  # noqa: E731
-    base = _deterministic_transforms(slots, scheme, pre)
+    base = case_transforms(slots, scheme, pre)
     train_ds = CacheDataset([as_dict(c) for c in train_cases], Compose(base), progress=False)
-    augment = Compose(_train_transforms(pre, config.samples_per_case))
+    augment = Compose(patch_transforms(pre, config.samples_per_case))
     val_ds = CacheDataset([as_dict(c) for c in val_cases], Compose(base), progress=False) if val_cases else []
 
     class Patches(torch.utils.data.Dataset):
@@ -592,3 +407,20 @@ def _append_metrics(path: Path, row: dict[str, Any]) -> None:
             writer.writeheader()
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         f.flush()
+
+
+def train_from_options(options: TrainOptions, progress: Callable[[dict[str, Any]], None] | None = None) -> Path | None:
+    """``magms train``: find the cases, then :func:`train` with the options of the command line or config file.
+
+    Returns:
+        The bundle folder, or None when the run stopped early (resume later) or on ranks other than 0.
+    """
+    from magms.modalities import canonical_slot
+
+    slots = tuple(canonical_slot(s) for s in options.slots) or None
+    cases = find_cases(options.data, slots)
+    return train(
+        cases, options.out, options.labels, slots or slots_of(cases), net_overrides=options.net_overrides(),
+        preprocessing=options.preprocessing(), config=options.train_config(), device=options.device,
+        resume=options.resume, init=options.init, progress=progress,
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from magms.bundle import METADATA_FILE, read_bundle_info
 from magms.errors import BundleError, ConfigError
+from magms.files import atomic_write_text
 
 __all__ = [
     "ModelEntry", "readRegistry", "defaultCacheFolder", "cachedModel", "fetchModel",
@@ -180,6 +181,4 @@ def registerLocalBundle(bundle: str | os.PathLike[str], listFile: Path | None = 
     path = listFile or localModelsFile()
     bundles = [str(folder)] + [str(p) for p in localBundles(path) if p.resolve() != folder]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"bundles": bundles}, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"bundles": bundles}, indent=1) + "\n")

@@ -203,9 +203,9 @@ def preflightFolder(data: str | os.PathLike[str], labels: str, slots: Sequence[s
     Raises:
         MAGMSError: the layout cannot be read, or every bad case (ImageError, one line each).
     """
-    from magms.cases import find_cases
+    from magms.data.cases import find_cases
     from magms.modalities import MODALITIES
-    from magms.training import check_cases
+    from magms.data.dataset import check_cases
 
     cases = find_cases(data, slots)
     if slots is None:

@@ -35,9 +35,9 @@ SUBSETS = (("flair",), ("flair", "t1c"), ("flair", "t1c", "t2"), SLOTS)
 def _child(spec: dict) -> dict:
     import torch
 
-    from magms.cases import case_from_folder
+    from magms.data.cases import case_from_folder
     from magms.inference import Segmenter
-    from magms.io import write_labelmap
+    from magms.data.io import write_labelmap
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from magms.data.geometry import box_overlap_fraction
 from magms.errors import ConfigError, ImageError
+from magms.files import atomic_write
 from magms.labels import LabelScheme
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "LABELMAP_SUFFIXES",
+    "PROBABILITY_SUFFIXES",
     "is_image_path",
     "read_image",
     "volume_ref",
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def _suffix(path: Path, choices: Sequence[str]) -> str | None:
@@ -193,10 +197,7 @@ def _world_box(img: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
 def overlap_fraction(a: sitk.Image, b: sitk.Image) -> float:
     """Fraction of ``b``'s world bounding box that lies inside ``a``'s (0: disjoint)."""
-    a_lo, a_hi = _world_box(a)
-    b_lo, b_hi = _world_box(b)
-    inter = np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None).prod()
-    return float(inter / max((b_hi - b_lo).prod(), 1e-12))
+    return box_overlap_fraction(*_world_box(a), *_world_box(b))
 
 
 def resample_like(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
@@ -221,13 +222,8 @@ def check_output_path(path: Path, overwrite: bool, suffixes: Sequence[str] = LAB
 
 
 def _write_atomic(img: sitk.Image, path: Path, suffix: str, compress: bool = True) -> None:
-    # same folder and same ending (SimpleITK picks the format by it), then an atomic rename
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
-    try:
-        sitk.WriteImage(img, str(tmp), compress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # the temporary file keeps the ending: SimpleITK picks the format by it
+    atomic_write(path, lambda tmp: sitk.WriteImage(img, str(tmp), compress), suffix=suffix)
 
 
 def _segmentation_metadata(img: sitk.Image, labels: np.ndarray, scheme: LabelScheme) -> None:
@@ -286,7 +282,7 @@ def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | os.Pat
 def write_probabilities(probabilities: np.ndarray, reference: sitk.Image, path: str | os.PathLike[str], overwrite: bool = False) -> None:
     """Write class probabilities (C, z, y, x) on ``reference``'s grid as a vector image, one component per class."""
     out = Path(path)
-    suffix = check_output_path(out, overwrite, (".nii.gz", ".nii", ".nrrd", ".mha"))
+    suffix = check_output_path(out, overwrite, PROBABILITY_SUFFIXES)
     img = sitk.GetImageFromArray(np.moveaxis(probabilities.astype(np.float32), 0, -1), isVector=True)
     img.CopyInformation(reference)
     _write_atomic(img, out, suffix)

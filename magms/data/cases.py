@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from magms.errors import ConfigError, ImageError
-from magms.io import is_image_path, volume_ref
-from magms.modalities import SlotGuess, canonical_slot, guess_slot, guess_slots, is_label_map_name
+from magms.data.io import is_image_path, volume_ref
+from magms.modalities import SlotGuess, canonical_slot, default_slots, guess_slot, guess_slots, is_label_map_name
 
-__all__ = ["Case", "case_from_folder", "read_manifest", "read_msd", "read_nnunet", "find_cases", "DATASET_JSON"]
+__all__ = ["Case", "case_from_folder", "read_manifest", "read_msd", "read_nnunet", "find_cases", "slots_of", "DATASET_JSON"]
 
 DATASET_JSON = "dataset.json"
 
@@ -157,7 +157,7 @@ def read_msd(folder: str | os.PathLike[str], slots: Sequence[str] | None = None)
     """Cases of a Medical Segmentation Decathlon task folder (``training`` list of ``dataset.json``).
 
     Each modality is one volume of the case's 4-D image, addressed as ``image.nii.gz#k``
-    (:func:`magms.io.volume_ref`); a single-modality task has 3-D images.
+    (:func:`magms.data.io.volume_ref`); a single-modality task has 3-D images.
 
     Raises:
         ConfigError: unreadable ``dataset.json``, no usable ``modality``, no ``training`` list.
@@ -237,3 +237,8 @@ def find_cases(path: str | os.PathLike[str], slots: Sequence[str] | None = None)
     if not cases:
         raise ImageError(f"{root}: no case folder with images")
     return cases
+
+
+def slots_of(cases: Sequence[Case]) -> tuple[str, ...]:
+    """The slots a model trained on ``cases`` gets when none are given: every slot any case has."""
+    return default_slots(slot for case in cases for slot in case.images)

@@ -1,0 +1,184 @@
+"""What each ``magms`` command takes: one record per command, the single source of its options.
+
+The CLI generates its flags from these records (:func:`magms.options.add_arguments`), a run can be
+written as a JSON file of them (``--config``), and the Slicer modules fill and save them. Fields
+that the core records also have (``epochs`` of :class:`~magms.config.TrainConfig`) are copied
+from there with :func:`~magms.options.same_as`, so a default is written once.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from magms.config import BACKBONES, NetConfig, PreprocessConfig, TrainConfig, as_tuple3
+from magms.errors import ConfigError
+from magms.labels import SCHEMES
+from magms.options import Options, option, same_as
+
+__all__ = ["DATA_HELP", "default_sample_data", "SegmentOptions", "EvaluateOptions", "TrainOptions", "DemoOptions"]
+
+DATA_HELP = (
+    "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
+    "data set (dataset.json with 'channel_names', imagesTr/<case>_0000.nii.gz, labelsTr/), a folder of case folders "
+    "(modalities guessed from file names, label file named seg, label, OTMultiClass...), or a CSV manifest "
+    "case,<slot>,...,label (paths relative to the CSV, an empty cell = modality missing)"
+)
+PROGRESS_STYLES = ("bar", "lines", "none")
+OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nrrd", ".mha")
+
+
+def default_sample_data() -> Path:
+    """``$MAGMS_TEST_DATA``, else ``../shared/data`` (the sample data beside a checkout)."""
+    return Path(os.environ.get("MAGMS_TEST_DATA", Path("..") / "shared" / "data"))
+
+
+def _schemes() -> tuple[str, ...]:
+    return tuple(SCHEMES)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferenceOptions(Options):
+    """Where and how the network runs: shared by the commands that segment."""
+
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    sw_batch_size: int = option(2, "sliding windows per network call", minimum=1)
+    amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SegmentOptions(InferenceOptions):
+    """``magms segment``: one case from any subset of the model's slots, or many (``batch``)."""
+
+    command = "segment"
+
+    model: Path = option(help="model bundle folder (model.safetensors + magms.json)")
+    input: tuple[str, ...] = option(
+        (), "one modality: slot (or alias, e.g. t2f) = NIfTI/NRRD/MHA file or DICOM series folder; repeat per modality",
+        repeat=True, metavar="SLOT=PATH",
+    )
+    input_dir: Path | None = option(None, "a case folder: slots guessed from the file names, the mapping printed on stderr")
+    output: Path | None = option(
+        None, "labelmap to write: .seg.nrrd (Slicer segmentation with names, colours, terminology), .nii.gz, .nii, .nrrd or .mha"
+    )
+    probabilities: Path | None = option(None, "also write the class probabilities (one component per class) to this .nii.gz/.nrrd/.mha")
+    overwrite: bool = option(False, "replace existing output files (default: refuse)")
+    batch: Path | None = option(
+        None, "many cases: a CSV manifest (case,<slot>,...) or a folder of case folders; goes on past a bad case and "
+        "lists the failures at the end"
+    )
+    output_dir: Path | None = option(None, "with --batch: folder for the outputs, named <case><format>")
+    format: str = option(".seg.nrrd", "with --batch: output format", choices=OUTPUT_FORMATS)
+    progress: str = option("bar", "progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none", choices=PROGRESS_STYLES)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateOptions(InferenceOptions):
+    """``magms evaluate``: Dice and HD95 for every subset on labelled cases."""
+
+    command = "evaluate"
+
+    model: Path = option(help="model bundle folder")
+    data: Path = option(help=DATA_HELP)
+    out: Path = option(help="folder for metrics.csv, summary.md and heatmap.png")
+    labels: str | None = option(
+        None, "label scheme of the data's label files if it differs from the model's ({choices}); mapped to the model's scheme",
+        choices=_schemes,
+    )
+    subset: tuple[str, ...] = option(
+        (), "only these subsets (repeatable), e.g. --subset flair --subset flair,t1c (default: every subset)",
+        repeat=True, metavar="SLOT,SLOT",
+    )
+    overwrite: bool = option(False, "replace existing report files")
+    progress: str = option("lines", "a line per case and subset on stderr", choices=("lines", "none"))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainOptions(Options):
+    """``magms train``: the data, the model's shape, the training loop and where it all goes."""
+
+    command = "train"
+
+    data: Path = option(help=DATA_HELP)
+    labels: str = option(help="label scheme of the label files: {choices}", choices=_schemes)
+    out: Path = option(help="output folder: checkpoint, metrics.csv, then the bundle")
+    slots: tuple[str, ...] = option((), "comma-separated modality slots of the model (default: every slot the data has)",
+                                    separator=",", metavar="SLOT,SLOT")
+    backbone: str = option(NetConfig.backbone, "light U-Net (unet) or UNETR (unetr)", choices=BACKBONES)
+    channels: tuple[int, ...] = option((), "U-Net widths, e.g. 16,32,64,128 (default)", separator=",", metavar="A,B,C,D")
+    checkpointing: bool = option(False, "activation checkpointing: less memory, slower")
+    spacing: float = option(2.0, "working spacing in mm, 0 keeps each case's", minimum=0)
+    patch: tuple[int, ...] = option((64,), "patch size in working voxels: one or three numbers", minimum=1, metavar="N")
+    overlap: float = option(PreprocessConfig.overlap, "sliding-window overlap for validation and later inference",
+                            minimum=0, maximum=1, exclusive_maximum=True)
+    epochs: int = same_as(TrainConfig, "epochs")
+    max_minutes: float | None = same_as(TrainConfig, "max_minutes")
+    lr: float = same_as(TrainConfig, "lr")
+    weight_decay: float = same_as(TrainConfig, "weight_decay")
+    batch_size: int = same_as(TrainConfig, "batch_size")
+    samples_per_case: int = same_as(TrainConfig, "samples_per_case")
+    policy: str = same_as(TrainConfig, "policy")
+    distill: bool = same_as(TrainConfig, "distill")
+    kl_weight: float = same_as(TrainConfig, "kl_weight")
+    feature_weight: float = same_as(TrainConfig, "feature_weight")
+    seed: int = same_as(TrainConfig, "seed")
+    val_fraction: float = same_as(TrainConfig, "val_fraction")
+    val_cases: tuple[str, ...] = same_as(TrainConfig, "val_cases")
+    val_every: int = same_as(TrainConfig, "val_every")
+    amp: bool = same_as(TrainConfig, "amp", help="full precision on CUDA")
+    resume: bool = option(False, "continue the run in --out from its checkpoint")
+    init: Path | None = option(None, "start from this bundle's weights (fine-tuning; same architecture)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    progress: str = option("bar", "progress on stderr", choices=PROGRESS_STYLES)
+
+    def __post_init__(self) -> None:
+        try:  # the training record's own checks first: its messages name the rule
+            self.train_config()
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        super().__post_init__()
+        if len(self.patch) not in (1, 3):
+            raise ConfigError(f"patch must be one number or three, got {' '.join(map(str, self.patch))}")
+
+    def train_config(self) -> TrainConfig:
+        """The training loop's record (stored in the bundle)."""
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{n: getattr(self, n) for n in names})
+
+    def preprocessing(self) -> PreprocessConfig:
+        """Working grid and patch of the run (stored in the bundle)."""
+        return PreprocessConfig(
+            spacing=None if self.spacing <= 0 else (self.spacing,) * 3,
+            patch_size=as_tuple3(self.patch[0] if len(self.patch) == 1 else self.patch),
+            overlap=self.overlap,
+        )
+
+    def net_overrides(self) -> dict[str, Any]:
+        """The :class:`~magms.config.NetConfig` fields this run sets (the rest keep their defaults)."""
+        overrides: dict[str, Any] = {"backbone": self.backbone, "checkpointing": self.checkpointing}
+        if self.backbone == "unet" and self.channels:
+            overrides["channels"] = self.channels
+        return overrides
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoOptions(Options):
+    """``magms demo``: the main job on the real sample data."""
+
+    command = "demo"
+
+    data: Path = option(
+        default_sample_data(),
+        "the sample-data folder with brats_flair_t1c/ and brats_unlabelled/ (default: $MAGMS_TEST_DATA or ../shared/data)",
+    )
+    out: Path = option(Path("demo_output"), "output folder; a model in OUT/model is reused")
+    minutes: float = option(6.0, "training time limit in minutes", minimum=0)
+    spacing: float = option(2.0, "working spacing in mm", minimum=0)
+    patch: int = option(48, "training patch edge in voxels", minimum=1)
+    channels: tuple[int, ...] = option((16, 32, 64, 128), "U-Net widths", separator=",", metavar="A,B,C,D")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    progress: str = option("bar", "training progress on stderr", choices=PROGRESS_STYLES)

@@ -1,0 +1,140 @@
+"""From labelled cases to training patches: the checks, and the MONAI transforms.
+
+:func:`check_cases` reads every case as training will and reports every problem at once, so a run
+never fails on case 40 after an hour. :func:`case_transforms` is the deterministic part (cached
+once per run), :func:`patch_transforms` the random part (patches, flips, intensity jitter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    CropForegroundd,
+    DeleteItemsd,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Spacingd,
+    SpatialPadd,
+)
+
+from magms.config import PreprocessConfig
+from magms.data.cases import Case
+from magms.data.inputs import prepare_inputs
+from magms.data.io import overlap_fraction, resample_like, same_grid
+from magms.data.preprocessing import NormalizeForegroundd
+from magms.data.tensors import RAS_AXES, sitk_to_metatensor
+from magms.errors import ImageError, MAGMSError
+from magms.labels import LabelScheme
+from magms.protocol import MIN_OVERLAP
+
+__all__ = ["check_cases", "LoadCased", "case_transforms", "patch_transforms"]
+
+
+def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme) -> None:
+    """Check every case before training; report ALL bad cases at once.
+
+    Raises:
+        ImageError: one line per problem, each naming the case and file.
+    """
+    problems: list[str] = []
+    for case in cases:
+        if case.label is None:
+            problems.append(f"{case.name}: no label file")
+            continue
+        images = {s: p for s, p in case.images.items() if s in slots}
+        if not images:
+            problems.append(f"{case.name}: none of the slots {', '.join(slots)}")
+            continue
+        try:
+            prepared = prepare_inputs(images, tuple(slots))
+        except MAGMSError as err:
+            problems.append(f"{case.name}: {err}")
+            continue
+        if not case.label.is_file():
+            problems.append(f"{case.name}: {case.label}: no such label file")
+            continue
+        try:
+            label = sitk.ReadImage(str(case.label))
+        except RuntimeError:
+            problems.append(f"{case.name}: {case.label.name}: cannot be read as an image")
+            continue
+        if label.GetDimension() != 3:
+            problems.append(f"{case.name}: {case.label.name}: {label.GetDimension()}-D label, 3-D expected")
+            continue
+        values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
+        bad = sorted(values - set(scheme.values))
+        if bad:
+            problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {scheme.key!r} ({scheme.values})")
+        if not same_grid(label, prepared.reference) and overlap_fraction(prepared.reference, label) < MIN_OVERLAP:
+            problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
+    if problems:
+        raise ImageError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
+
+
+class LoadCased(MapTransform):
+    """Load one case: images onto the reference grid, zeros for absent slots, label as class indices.
+
+    Input dict keys: ``images`` (slot -> path), ``label`` (path). Output keys: ``image``
+    (M, X, Y, Z) MetaTensor, ``label`` (1, X, Y, Z), ``present`` (M,) bool.
+    """
+
+    def __init__(self, slots: Sequence[str], scheme: LabelScheme) -> None:
+        super().__init__(keys=["image", "label"])
+        self.slots, self.scheme = tuple(slots), scheme
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        prepared = prepare_inputs({s: Path(p) for s, p in data["images"].items()}, self.slots)
+        volumes = {slot: sitk_to_metatensor(img) for slot, img in prepared.images.items()}
+        ref = volumes[prepared.reference_slot]
+        image = torch.zeros(len(self.slots), *ref.shape[1:])
+        for slot, volume in volumes.items():
+            image[self.slots.index(slot)] = volume[0]
+        label = sitk.ReadImage(str(data["label"]))
+        if not same_grid(label, prepared.reference):
+            label = resample_like(label, prepared.reference, sitk.sitkNearestNeighbor)
+        indices = self.scheme.encode(np.round(sitk.GetArrayFromImage(label)).astype(np.int64))
+        label_t = torch.from_numpy(np.ascontiguousarray(indices.transpose(2, 1, 0)).astype(np.float32))  # (x, y, z)
+        present = torch.tensor([s in prepared.images for s in self.slots])
+        return {
+            "name": data["name"],
+            "image": MetaTensor(image, affine=ref.affine),
+            "label": MetaTensor(label_t[None], affine=ref.affine),
+            "present": present,
+        }
+
+
+def case_transforms(slots: Sequence[str], scheme: LabelScheme, pre: PreprocessConfig) -> list:
+    steps: list = [LoadCased(slots, scheme), Orientationd(keys=["image", "label"], axcodes=pre.orientation, labels=RAS_AXES)]
+    if pre.spacing is not None:
+        steps.append(Spacingd(keys=["image", "label"], pixdim=pre.spacing, mode=("bilinear", "nearest")))
+    steps.append(NormalizeForegroundd(pre.normalization))
+    return steps
+
+
+def patch_transforms(pre: PreprocessConfig, samples: int) -> list:
+    return [
+        # the crop inference repeats (run_in_foreground); negative patches are centred in the foreground
+        CropForegroundd(keys=["image", "label", "foreground"], source_key="foreground", allow_smaller=True),
+        SpatialPadd(keys=["image", "label", "foreground"], spatial_size=pre.patch_size),
+        RandCropByPosNegLabeld(
+            keys=["image", "label"], label_key="label", spatial_size=pre.patch_size, pos=1, neg=1,
+            num_samples=samples, image_key="foreground", image_threshold=0.5,
+        ),
+        DeleteItemsd(keys="foreground"),  # case-sized: it would not stack with another case's in a batch
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+    ]

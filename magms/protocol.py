@@ -1,0 +1,54 @@
+"""What the ``magms`` child process and the Slicer modules agree on, without importing torch.
+
+The Slicer side runs ``magms segment`` and ``magms train`` as child processes and follows them
+through their stderr and their output folder. Both sides import the line format, the file names
+and the shared constants from here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+__all__ = [
+    "METRICS_FILE",
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_STATE_FILE",
+    "MIN_OVERLAP",
+    "ProgressLine",
+    "format_progress",
+    "parse_progress",
+]
+
+#: One row per epoch, appended and flushed, so another process can follow a training run.
+METRICS_FILE = "metrics.csv"
+#: The training checkpoint folder inside a run's output folder, and the file that marks it complete.
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE_FILE = "state.json"
+
+#: Smallest fraction of an input's world box that must lie inside the reference input's box.
+MIN_OVERLAP = 0.5
+
+_PROGRESS = re.compile(r"^progress (?P<done>\d+)/(?P<total>\d+)(?:\s+(?P<detail>.*))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressLine:
+    """``progress DONE/TOTAL [detail]``: windows of a segmentation, or steps of a training run."""
+
+    done: int
+    total: int
+    detail: str = ""
+
+
+def format_progress(done: int, total: int, detail: str = "") -> str:
+    """The line ``--progress lines`` prints on stderr, e.g. ``progress 3/8 flair+t1c``."""
+    return f"progress {done}/{total}" + (f" {detail}" if detail else "")
+
+
+def parse_progress(line: str) -> ProgressLine | None:
+    """The inverse of :func:`format_progress`; None for any other line."""
+    match = _PROGRESS.match(line.rstrip())
+    if match is None:
+        return None
+    return ProgressLine(int(match["done"]), int(match["total"]), match["detail"] or "")

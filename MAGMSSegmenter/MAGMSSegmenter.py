@@ -7,8 +7,6 @@ Cancel ends it at once.
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -24,13 +22,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-if not (Path(__file__).parent / "magms").is_dir() and (Path(__file__).parents[1] / "magms").is_dir():
-    # Run from a source checkout (module path added in Slicer's settings): the core package is one
-    # folder up. In the built extension it is installed next to this file.
-    sys.path.insert(0, str(Path(__file__).parents[1]))
+from MAGMSCommonLib import dependencies, models
+from MAGMSCommonLib.child import childPython
+from MAGMSCommonLib.volumes import guessMapping, seriesDescriptionAttribute
+from MAGMSCommonLib.widgets import volumeSelector
+from MAGMSSegmenterLib import logic
 
 from magms.bundle import read_bundle_info
-from MAGMSSegmenterLib import dependencies, logic, models
 
 REGISTRY = Path(__file__).parent / "Resources" / "Models.json"
 
@@ -314,26 +312,14 @@ class MAGMSSegmenterLogic(ScriptedLoadableModuleLogic):
         return describe_devices()
 
     def guess(self, slots):
-        return logic.guessMapping(slicer.mrmlScene, slots, describe=dicomSeriesDescription)
+        return guessMapping(slicer.mrmlScene, slots, describe=dicomSeriesDescription)
 
     def newJob(self) -> logic.SegmentationJob:
-        python = shutil.which("PythonSlicer") or sys.executable
-        return logic.SegmentationJob(slicer.mrmlScene, python=python)
+        return logic.SegmentationJob(slicer.mrmlScene, python=childPython())
 
     def ensureDependencies(self) -> bool:
         """Ask before installing what is missing; never install at import time."""
         return dependencies.ensureInSlicer()
-
-
-def volumeSelector(nodeID: str | None = None):
-    """A selector of the scene's image volumes (no label maps), empty allowed."""
-    selector = slicer.qMRMLNodeComboBox()
-    selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-    selector.hideChildNodeTypes = ["vtkMRMLLabelMapVolumeNode"]
-    selector.noneEnabled, selector.addEnabled, selector.removeEnabled = True, False, False
-    selector.setMRMLScene(slicer.mrmlScene)
-    selector.setCurrentNodeID(nodeID or "")
-    return selector
 
 
 def dicomSeriesDescription(node) -> str:
@@ -341,8 +327,8 @@ def dicomSeriesDescription(node) -> str:
     uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
     database = getattr(slicer, "dicomDatabase", None)
     if uids and database is not None:
-        return database.instanceValue(uids[0], "0008,103e") or logic.seriesDescriptionAttribute(node)
-    return logic.seriesDescriptionAttribute(node)
+        return database.instanceValue(uids[0], "0008,103e") or seriesDescriptionAttribute(node)
+    return seriesDescriptionAttribute(node)
 
 
 class MAGMSSegmenterTest(ScriptedLoadableModuleTest):

@@ -6,8 +6,6 @@ Thin Slicer layer: the work is in MAGMSTrainingLib (MRML only, tested with slice
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -23,15 +21,16 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-if not (Path(__file__).parent / "magms").is_dir() and (Path(__file__).parents[1] / "magms").is_dir():
-    # Run from a source checkout: the core package and the Segmenter's library are beside this folder.
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    sys.path.insert(0, str(Path(__file__).parents[1] / "MAGMSSegmenter"))
-
-from magms.labels import SCHEMES
-from MAGMSSegmenter import volumeSelector
-from MAGMSSegmenterLib import dependencies
+from MAGMSCommonLib import dependencies
+from MAGMSCommonLib.child import childPython
+from MAGMSCommonLib.widgets import volumeSelector
 from MAGMSTrainingLib import logic
+
+from magms.commands import TrainOptions
+from magms.labels import SCHEMES
+
+# The defaults of ``magms train``: the module starts from the same values as the command line.
+TRAIN_DEFAULTS = TrainOptions.defaults()
 
 
 class MAGMSTraining(ScriptedLoadableModule):
@@ -39,7 +38,7 @@ class MAGMSTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MAGMS Training")
         self.parent.categories = [_("Segmentation")]
-        self.parent.dependencies = ["MAGMSSegmenter"]
+        self.parent.dependencies = []
         self.parent.contributors = ["MAGMS developers"]
         self.parent.helpText = _(
             "Trains or fine-tunes one MAG-MS model that segments from any subset of its MRI sequences, on your "
@@ -54,12 +53,12 @@ class MAGMSTrainingParameterNode:
     dataPath: Path
     outPath: Path
     slots: str = ""
-    epochs: int = 300
-    maxMinutes: float = 60.0
-    patch: int = 64
-    distill: bool = True
-    klWeight: float = 1.0
-    featureWeight: float = 1.0
+    epochs: int = TRAIN_DEFAULTS["epochs"]
+    maxMinutes: float = TRAIN_DEFAULTS["max_minutes"] or 0.0  # 0: no time limit
+    patch: int = TRAIN_DEFAULTS["patch"][0]
+    distill: bool = TRAIN_DEFAULTS["distill"]
+    klWeight: float = TRAIN_DEFAULTS["kl_weight"]
+    featureWeight: float = TRAIN_DEFAULTS["feature_weight"]
 
 
 class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -160,7 +159,7 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 cases = self._sceneCases()
                 from magms.labels import get_scheme
 
-                slots = self._slots() or tuple(dict.fromkeys(s for c in cases for s, v in c.volumes.items() if v))
+                slots = self._slots() or logic.sceneSlots(cases)
                 logic.checkSceneCases(slicer.mrmlScene, cases, slots, get_scheme(labels))
                 self.ui.statusLabel.text = _("{n} scene case(s) are fine").format(n=len(cases))
             else:
@@ -169,15 +168,16 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- training --------------------------------------------------------------------------------
 
-    def _options(self) -> logic.TrainingOptions:
+    def _settings(self) -> dict:
+        """The run's :class:`~magms.commands.TrainOptions` values from the parameter node and widgets."""
         p = self._parameterNode
         init = self.ui.initPathLineEdit.currentPath
-        return logic.TrainingOptions(
-            labels=self.ui.labelsComboBox.currentData, slots=self._slots(), backbone=self.ui.backboneComboBox.currentData,
-            epochs=p.epochs, maxMinutes=p.maxMinutes or None, patch=p.patch, distill=p.distill,
-            klWeight=p.klWeight, featureWeight=p.featureWeight,
-            device=self.ui.deviceComboBox.currentData, init=init or None,
-        )
+        return {
+            "labels": self.ui.labelsComboBox.currentData, "slots": self._slots(), "backbone": self.ui.backboneComboBox.currentData,
+            "epochs": p.epochs, "max_minutes": p.maxMinutes or None, "patch": (p.patch,), "distill": p.distill,
+            "kl_weight": p.klWeight, "feature_weight": p.featureWeight, "device": self.ui.deviceComboBox.currentData,
+            "init": init or None,
+        }
 
     def onStart(self, resume: bool) -> None:
         if not self.logic.ensureDependencies():
@@ -189,14 +189,14 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._job.finished.connect(self._onFinished)
                 self._job.stopped.connect(self._onStopped)
                 self._job.failed.connect(self._onFailed)
-            out, options = self._parameterNode.outPath, self._options()
+            out, settings = self._parameterNode.outPath, self._settings()
             if resume:
-                self._job.resume(self._data or self._parameterNode.dataPath, out, options)
+                self._job.resume(self._data or self._parameterNode.dataPath, out, settings)
             elif self.ui.fromSceneRadioButton.checked:
-                self._data = self._job.startFromScene(self._sceneCases(), out, options)
+                self._data = self._job.startFromScene(self._sceneCases(), out, settings)
             else:
                 self._data = self._parameterNode.dataPath
-                self._job.start(self._data, out, options)
+                self._job.start(self._data, out, settings)
             self.ui.plotWidget.setMRMLPlotViewNode(self.logic.plotView(self._job.chart))
             self._started = time.monotonic()
             self._timer.start()
@@ -242,7 +242,7 @@ class MAGMSTrainingLogic(ScriptedLoadableModuleLogic):
     """Reads the parameter node and calls MAGMSTrainingLib; no computation of its own."""
 
     def newJob(self) -> logic.TrainingJob:
-        return logic.TrainingJob(slicer.mrmlScene, python=shutil.which("PythonSlicer") or sys.executable)
+        return logic.TrainingJob(slicer.mrmlScene, python=childPython())
 
     def plotView(self, chart):
         view = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLPlotViewNode") or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
@@ -283,8 +283,8 @@ class MAGMSTrainingTest(ScriptedLoadableModuleTest):
             job.localModels = Path(tmp) / "local_models.json"  # leave the user's model list alone
             done = []
             job.finished.connect(done.append)
-            job.start(data, Path(tmp) / "model", logic.TrainingOptions(labels="msd_task01", epochs=2, maxMinutes=None, patch=16,
-                                                                        spacing=0.0, channels="4,8,16", device="cpu", valFraction=0.34))
+            job.start(data, Path(tmp) / "model", {"labels": "msd_task01", "epochs": 2, "patch": (16,), "spacing": 0.0,
+                                                  "channels": (4, 8, 16), "device": "cpu", "val_fraction": 0.34})
             deadline = time.monotonic() + 600
             while job.running and time.monotonic() < deadline:
                 job.poll()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# As in Slicer, where qt-scripted-modules (MAGMSCommonLib) and each module's folder are on sys.path.
+SLICER_SIDE = ("MAGMSCommon", "MAGMSSegmenter", "MAGMSTraining")
+for _folder in SLICER_SIDE:
+    if str(REPO / _folder) not in sys.path:
+        sys.path.insert(0, str(REPO / _folder))
 DATA = Path(os.environ.get("MAGMS_TEST_DATA", REPO.parent / "shared" / "data"))
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no real data in {DATA} (set MAGMS_TEST_DATA)")
 

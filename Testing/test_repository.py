@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import tomllib
 
+import pytest
+
 from conftest import REPO
 
 
@@ -43,3 +45,45 @@ def test_core_never_imports_slicer_vtk_or_qt():
 def test_extension_layout():
     for name in ("CMakeLists.txt", "MAGMSSegmenter", "MAGMSTraining", "Resources", "Testing", "README.md"):
         assert (REPO / name).exists(), name
+
+
+def _cli_flags(command: str) -> list[str]:
+    from magms.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return [flag for action in sub._actions for flag in action.option_strings if flag.startswith("--") and flag != "--help"]
+
+
+@pytest.mark.parametrize("command", ["demo", "segment", "evaluate", "train"])
+def test_readme_documents_every_flag_of_every_command(command):
+    readme = (REPO / "README.md").read_text()
+    missing = [flag for flag in _cli_flags(command) if f"`{flag}" not in readme and f"{flag}`" not in readme and f" {flag} " not in readme]
+    assert not missing, f"magms {command}: flags not in the README: {missing}"
+
+
+def test_training_defaults_are_one_in_the_core_the_cli_and_the_module():
+    import ast
+
+    from magms.cli import build_parser
+    from magms.commands import TrainOptions
+    from magms.config import TrainConfig
+    from magms.options import from_command_line
+
+    parsed = from_command_line(TrainOptions, build_parser().parse_args(["train", "--data", "d", "--labels", "brats2013", "--out", "o"]))
+    assert parsed.train_config() == TrainConfig()  # the loop's defaults are the core's
+    defaults = TrainOptions.defaults()
+    assert all(getattr(parsed, name) == value for name, value in defaults.items())
+    # the Training module's parameter node starts from the same values
+    tree = ast.parse((REPO / "MAGMSTraining" / "MAGMSTraining.py").read_text())
+    node_class = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "MAGMSTrainingParameterNode")
+    fields = {f.target.id: f.value for f in node_class.body if isinstance(f, ast.AnnAssign) and f.value is not None}
+    module_defaults = {name: eval(compile(ast.Expression(value), "MAGMSTraining.py", "eval"), {"TRAIN_DEFAULTS": defaults})
+                       for name, value in fields.items()}
+    expected = {"epochs": defaults["epochs"], "maxMinutes": defaults["max_minutes"] or 0.0, "patch": defaults["patch"][0],
+                "distill": defaults["distill"], "klWeight": defaults["kl_weight"], "featureWeight": defaults["feature_weight"]}
+    assert {k: module_defaults[k] for k in expected} == expected
+    # and every setting the widget passes is an option of magms train
+    settings = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_settings")
+    keys = {k.value for d in ast.walk(settings) if isinstance(d, ast.Dict) for k in d.keys}
+    assert keys <= set(defaults) | {"labels"}, keys - set(defaults)

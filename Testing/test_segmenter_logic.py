@@ -13,11 +13,11 @@ from vtk.util import numpy_support
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-from conftest import DATA, REPO, needs_data  # noqa: E402
+from conftest import DATA, needs_data  # noqa: E402
 
-sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
+from MAGMSCommonLib import volumes  # noqa: E402
+from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
 from MAGMSSegmenterLib import logic  # noqa: E402
-from MAGMSSegmenterLib.runner import ProcessRunner, RunState  # noqa: E402
 
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
@@ -84,7 +84,7 @@ def test_real_volumes_get_their_slots_from_their_names(folder):
         if any(word in name for word in ("mask", "OTMultiClass", "OldSeg", "PD")):
             continue
         names[load_volume(scene, path, name).GetID()] = name
-    mapping, guesses = logic.guessMapping(scene, SLOTS)
+    mapping, guesses = volumes.guessMapping(scene, SLOTS)
     assert len(guesses) == len(names) >= 2
     for guess in guesses:
         want = next(slot for key, slot in expected.items() if key in guess.name)
@@ -97,8 +97,8 @@ def test_dicom_series_names_and_descriptions():
     for name in ("AX T2 FLAIR", "T1 POST GAD", "Ax T1 MPRAGE", "T2W_TSE", "Localizer", "Series 7"):
         add_volume(scene, name)
     described = add_volume(scene, "8: unnamed")
-    described.SetAttribute(logic.SERIES_DESCRIPTION_ATTRIBUTE, "sag 3D FLAIR")
-    mapping, guesses = logic.guessMapping(scene, SLOTS)
+    described.SetAttribute(volumes.SERIES_DESCRIPTION_ATTRIBUTE, "sag 3D FLAIR")
+    mapping, guesses = volumes.guessMapping(scene, SLOTS)
     by_name = {g.name: g for g in guesses}
     assert by_name["Ax T1 MPRAGE"].slot == "t1" and by_name["T1 POST GAD"].slot == "t1c" and by_name["T2W_TSE"].slot == "t2"
     for name in ("Localizer", "Series 7"):
@@ -110,15 +110,15 @@ def test_dicom_series_names_and_descriptions():
     # a description is used when the name says nothing
     scene2 = slicer.vtkMRMLScene()
     only = add_volume(scene2, "Series 3")
-    only.SetAttribute(logic.SERIES_DESCRIPTION_ATTRIBUTE, "AX T2 FLAIR")
-    assert logic.guessMapping(scene2, SLOTS)[0]["flair"] == only.GetID()
+    only.SetAttribute(volumes.SERIES_DESCRIPTION_ATTRIBUTE, "AX T2 FLAIR")
+    assert volumes.guessMapping(scene2, SLOTS)[0]["flair"] == only.GetID()
 
 
 def test_label_maps_are_not_offered_as_inputs():
     scene = slicer.vtkMRMLScene()
     add_volume(scene, "flair")
     scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg").SetAndObserveImageData(vtk.vtkImageData())
-    assert [n.GetName() for n in logic.scalarVolumes(scene)] == ["flair"]
+    assert [n.GetName() for n in volumes.scalarVolumes(scene)] == ["flair"]
 
 
 def test_slot_mapping_is_kept_on_the_parameter_node():
@@ -145,7 +145,7 @@ def test_each_bad_mapping_names_the_volume():
 
     def problems(mapping, slots=SLOTS) -> str:
         with pytest.raises(ConfigError) as info:
-            logic.checkMapping(scene, mapping, slots)
+            volumes.checkMapping(scene, mapping, slots)
         return str(info.value)
 
     assert "no volume is mapped" in problems({"flair": None, "t1c": ""})
@@ -159,7 +159,7 @@ def test_each_bad_mapping_names_the_volume():
     message = problems({"flair": flair.GetID(), "t1c": far.GetID(), "t2": moved.GetID()})
     assert "T1 POST far" in message and "T1 moved" in message
     # a good mapping comes back in the model's slot order, the reference first
-    assert [s for s, _ in logic.checkMapping(scene, {"t2": twice.GetID(), "flair": flair.GetID()}, SLOTS)] == ["flair", "t2"]
+    assert [s for s, _ in volumes.checkMapping(scene, {"t2": twice.GetID(), "flair": flair.GetID()}, SLOTS)] == ["flair", "t2"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def real_scene():
     scene = slicer.vtkMRMLScene()
     flair = load_volume(scene, case / "Flair_subtrMeanDivStd.nii.gz", "Flair_subtrMeanDivStd")
     t1c = load_volume(scene, case / "T1c_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd")
-    logic.ensureSegmentationConverters()
+    volumes.ensureSegmentationConverters()
     mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my contours")
     mine.GetSegmentation().AddEmptySegment("gtv", "GTV")
     return scene, flair, t1c, mine

@@ -15,8 +15,7 @@ import pytest
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
-from MAGMSSegmenterLib import models  # noqa: E402
+from MAGMSCommonLib import models  # noqa: E402
 
 from magms.devices import REQUIREMENTS  # noqa: E402
 from magms.errors import BundleError, ConfigError  # noqa: E402
@@ -56,10 +55,26 @@ def test_module_cmake_lists_every_script_and_resource_and_they_exist(module):
     on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*.py") if "Testing" not in p.parts and "__pycache__" not in p.parts}
     assert on_disk == set(scripts), "scripts on disk and in CMake differ"
     assert "slicerMacroBuildScriptedModule" in text and "slicer_add_python_unittest" in text
-    if module == "MAGMSSegmenter":  # the core package is installed next to the module, every file of it
-        core = set(_cmake_set(text, "MAGMS_CORE_PYTHON_SCRIPTS"))
-        assert core == {str(p.relative_to(REPO)) for p in (REPO / "magms").rglob("*.py")}
-        assert "ctkMacroCompilePythonScript" in text
+    assert "magms/" not in text, "the core is installed in one place: MAGMSCommon/CMakeLists.txt"
+
+
+def test_core_and_common_library_are_installed_once_every_file():
+    text = (REPO / "MAGMSCommon" / "CMakeLists.txt").read_text(encoding="utf-8")
+    core = set(_cmake_set(text, "MAGMS_CORE_PYTHON_SCRIPTS"))
+    assert core == {str(p.relative_to(REPO)) for p in (REPO / "magms").rglob("*.py")}
+    common = set(_cmake_set(text, "MAGMS_COMMON_PYTHON_SCRIPTS"))
+    assert common == {str(p.relative_to(REPO / "MAGMSCommon")) for p in (REPO / "MAGMSCommon").rglob("*.py") if "__pycache__" not in p.parts}
+    assert text.count("ctkMacroCompilePythonScript(") == 2
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert top.index("add_subdirectory(MAGMSCommon)") < top.index("add_subdirectory(MAGMSSegmenter)")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_files_edit_no_import_path_and_training_needs_no_segmenter(module):
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
+    assert "sys.path" not in source and "PYTHONPATH" not in source
+    imported = _imports(REPO / module / f"{module}.py")
+    assert not imported & ({"MAGMSSegmenter", "MAGMSSegmenterLib"} if module == "MAGMSTraining" else {"MAGMSTraining", "MAGMSTrainingLib"})
 
 
 def test_catalog_entry_follows_the_current_schema_and_agrees_with_cmake():
@@ -85,15 +100,46 @@ def test_widget_uses_only_widgets_the_ui_file_has(module):
     ast.parse(source)  # at least valid Python; it runs inside Slicer only
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_layers_import_only_downwards(module):
-    for path in (REPO / module / f"{module}Lib").glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert not imported & {"qt", "ctk", "slicer.ScriptedLoadableModule"}, path
-    for path in (REPO / "magms").rglob("*.py"):
-        assert not re.search(r"^\s*(import|from) (slicer|vtk|qt)\b", path.read_text(encoding="utf-8"), re.M), path
+def _imports(path) -> set[str]:
+    """Every module a file imports, as written (``a.b`` for ``from a.b import c``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+    return names | {name.split(".")[0] for name in names}
+
+
+def _core_files(package: str):
+    return [p for p in (REPO / "magms" / package).rglob("*.py")] if package else list((REPO / "magms").rglob("*.py"))
+
+
+@pytest.mark.parametrize("folder", [f"{m}/{m}Lib" for m in MODULES] + ["MAGMSCommon/MAGMSCommonLib"])
+def test_slicer_logic_never_imports_qt(folder):
+    for path in (REPO / folder).glob("*.py"):
+        if path.name == "widgets.py":  # the widget layer's shared helpers, imported by the module files only
+            continue
+        assert not _imports(path) & {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}, path
+        assert "MAGMSCommonLib.widgets" not in _imports(path), path
+
+
+def test_core_never_imports_slicer_vtk_qt_and_data_never_imports_training_or_inference():
+    for path in _core_files(""):
+        assert not _imports(path) & {"slicer", "vtk", "qt", "ctk", "MAGMSCommonLib"}, path
+    for path in _core_files("data"):
+        assert not {n for n in _imports(path) if n.startswith(("magms.training", "magms.inference", "magms.evaluate", "magms.cli"))}, path
+    for path in _core_files("training"):
+        assert "magms.inference" not in _imports(path), path
+    assert "magms.training" not in _imports(REPO / "magms" / "inference.py")
+
+
+def test_what_the_slicer_side_reads_imports_no_torch():
+    """The modules read the options, the protocol and bundle metadata before torch may be installed."""
+    import subprocess
+
+    code = ("import sys; import magms.commands, magms.protocol, magms.bundle, magms.options, magms.data.geometry, "
+            "magms.modalities, magms.labels, magms.files, magms.devices; "
+            "bad = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_runtime_requirements_match_pyproject():
@@ -172,7 +218,7 @@ def test_registry_errors_name_the_entry(tmp_path):
 
 
 def test_missing_dependencies_are_listed_with_their_pip_specifiers(monkeypatch):
-    from MAGMSSegmenterLib import dependencies
+    from MAGMSCommonLib import dependencies
 
     import magms.devices
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -15,19 +14,17 @@ from vtk.util import numpy_support
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-from conftest import REPO  # noqa: E402
 
-sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
-sys.path.insert(0, str(REPO / "MAGMSTraining"))
-from MAGMSSegmenterLib import models  # noqa: E402
+from MAGMSCommonLib import models  # noqa: E402
 from MAGMSTrainingLib import logic  # noqa: E402
 
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 
 SHAPE = (20, 22, 24)  # z, y, x
-FAST = logic.TrainingOptions(labels="brats2013", slots=("flair", "t1c"), epochs=3, maxMinutes=None, patch=16, spacing=0.0,
-                             channels="4,8,16", device="cpu", valFraction=0.25)
+# magms train options (TrainOptions fields but data and out), as the module passes them
+FAST = dict(labels="brats2013", slots=("flair", "t1c"), epochs=3, max_minutes=None, patch=(16,), spacing=0.0,
+            channels=(4, 8, 16), device="cpu", val_fraction=0.25)
 
 
 def _label() -> np.ndarray:
@@ -65,7 +62,7 @@ def test_metrics_fill_the_table_and_plots_while_training_runs(folder_data, tmp_p
     seen_while_running, finished = [], []
     job.metricsAdded.connect(lambda n: seen_while_running.append(job.table.GetNumberOfRows()) if job.running else None)
     job.finished.connect(finished.append)
-    job.start(folder_data, tmp_path / "model", logic.TrainingOptions(**{**FAST.__dict__, "epochs": 4}))
+    job.start(folder_data, tmp_path / "model", {**FAST, "epochs": 4})
     run_until_done(job)
     assert finished == [tmp_path / "model"], job.runner.lines[-3:]
     assert job.table.GetNumberOfRows() == 4
@@ -86,7 +83,7 @@ def test_stop_then_resume_continues_at_the_same_step(folder_data, tmp_path):
     job.stopped.connect(lambda: stopped.append(True))
     job.finished.connect(finished.append)
     job.runner.progress.connect(lambda step, total: steps.append(step))
-    options = logic.TrainingOptions(**{**FAST.__dict__, "epochs": 6})
+    options = {**FAST, "epochs": 6}
     job.start(folder_data, out, options)
     while job.running and len(steps) < 4:  # stop in epoch 2
         job.poll()
@@ -115,7 +112,7 @@ def add_volume(scene, name: str, array: np.ndarray, origin=(0.0, 0.0, 0.0)):
 
 def add_segmentation(scene, name: str, reference, masks: dict[str, np.ndarray]):
     """A segmentation node with one painted segment per name, on the reference's grid."""
-    from MAGMSSegmenterLib.logic import ensureSegmentationConverters
+    from MAGMSCommonLib.volumes import ensureSegmentationConverters
 
     ensureSegmentationConverters()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
@@ -154,7 +151,7 @@ def test_a_data_set_built_from_scene_nodes_trains_with_the_segment_names(tmp_pat
     job = logic.TrainingJob(scene, localModels=tmp_path / "local.json")
     finished = []
     job.finished.connect(finished.append)
-    options = logic.TrainingOptions(**{**FAST.__dict__, "labels": "msd_task01", "slots": (), "epochs": 2, "valFraction": 0.34})
+    options = {**FAST, "labels": "msd_task01", "slots": (), "epochs": 2, "val_fraction": 0.34}
     manifest = job.startFromScene(cases, tmp_path / "model", options)
     # the exported labelmap holds the painted segments with the scheme's values, on the FLAIR grid
     exported = sitk.GetArrayFromImage(sitk.ReadImage(str(manifest.parent / "P0" / "label.nrrd")))
@@ -208,11 +205,26 @@ def test_scene_cases_are_guessed_per_segmentation():
         assert {s: scene.GetNodeByID(i).GetName() for s, i in case.volumes.items()} == {"flair": f"P{k} AX FLAIR", "t1c": f"P{k} T1 POST GAD"}
 
 
-def test_the_command_carries_every_option():
-    options = logic.TrainingOptions(labels="msd_task01", slots=("flair", "t1c"), klWeight=0.5, featureWeight=2.0, init="/b", maxMinutes=30)
-    command = logic.trainCommand("python", Path("data"), Path("out"), options, resume=True)
-    text = " ".join(command)
-    for part in ("-m magms train", "--labels msd_task01", "--slots flair,t1c", "--kl-weight 0.5", "--feature-weight 2.0",
-                 "--init /b", "--max-minutes 30", "--progress lines", "--resume"):
-        assert part in text, part
-    assert "--no-distill" in logic.trainCommand("python", Path("d"), Path("o"), logic.TrainingOptions(distill=False))
+def test_the_command_carries_every_option(tmp_path):
+    """The module passes its options as a --config file that magms train reads back unchanged."""
+    from magms.cli import build_parser
+    from magms.commands import TrainOptions
+    from magms.options import from_command_line
+
+    settings = {"labels": "msd_task01", "slots": ("flair", "t1c"), "kl_weight": 0.5, "feature_weight": 2.0, "init": "/b",
+                "max_minutes": 30, "distill": False}
+    options = logic.trainingOptions(Path("data"), Path("out"), settings, resume=True)
+    command = logic.trainCommand("python", options, tmp_path / "run.json")
+    assert command == ["python", "-m", "magms", "train", "--config", str(tmp_path / "run.json")]
+    parsed = from_command_line(TrainOptions, build_parser().parse_args(command[3:]))
+    assert parsed == options
+    assert (parsed.labels, parsed.slots, parsed.kl_weight, parsed.feature_weight, parsed.init, parsed.max_minutes) == (
+        "msd_task01", ("flair", "t1c"), 0.5, 2.0, Path("/b"), 30.0)
+    assert parsed.progress == "lines" and parsed.resume and not parsed.distill
+
+
+def test_a_bad_setting_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        logic.trainingOptions(Path("d"), Path("o"), {"labels": "msd_task01", "epochs": 0})
+    with pytest.raises(ConfigError, match="unknown option.*'epoch'"):
+        logic.trainingOptions(Path("d"), Path("o"), {"labels": "msd_task01", "epoch": 3})

@@ -77,38 +77,52 @@ def evaluate(
         ConfigError: no case, cases without a label (all named), an unknown subset slot, or label
             schemes that cannot be mapped.
     """
+    _check_request(segmenter, cases, subsets)
+    model_scheme = segmenter.info.scheme
+    data_scheme = get_scheme(data_labels) if data_labels else model_scheme
+    rows: list[dict[str, object]] = []
+    for case in cases:
+        rows += _evaluate_case(segmenter, case, _read_truth(case, data_scheme, model_scheme), subsets, progress)
+    return rows
+
+
+def _check_request(segmenter: Segmenter, cases: Sequence[Case], subsets: Sequence[Sequence[str]] | None) -> None:
     if not cases:
         raise ConfigError("no case to evaluate")
     unlabelled = [c.name for c in cases if c.label is None]
     if unlabelled:
         raise ConfigError(f"case(s) without a label file: {', '.join(unlabelled)}")
-    model_scheme = segmenter.info.labels
-    data_scheme = get_scheme(data_labels) if data_labels else model_scheme
     for subset in subsets or ():
         unknown = [s for s in subset if s not in segmenter.slots]
         if unknown:
             raise ConfigError(f"subset {'+'.join(subset)}: slot(s) {', '.join(unknown)} not in the model ({', '.join(segmenter.slots)})")
+
+
+def _evaluate_case(
+    segmenter: Segmenter,
+    case: Case,
+    truth: sitk.Image,
+    subsets: Sequence[Sequence[str]] | None,
+    progress: Callable[[str], None] | None,
+) -> list[dict[str, object]]:
+    """Rows of one case: each subset it has, segmented and measured on the truth's grid."""
+    truth_arr = sitk.GetArrayViewFromImage(truth)
+    spacing = truth.GetSpacing()[::-1]  # array axes are (z, y, x)
+    available = [s for s in segmenter.slots if s in case.images]
+    # in the model's slot order, so a subset has one name however it was asked for
+    todo = [tuple(s for s in segmenter.slots if s in subset) for subset in subsets] if subsets else subsets_of(available)
     rows: list[dict[str, object]] = []
-    for case in cases:
-        truth = _read_truth(case, data_scheme, model_scheme)
-        truth_arr = sitk.GetArrayViewFromImage(truth)
-        spacing = truth.GetSpacing()[::-1]  # array axes are (z, y, x)
-        available = [s for s in segmenter.slots if s in case.images]
-        # in the model's slot order, so a subset has one name however it was asked for
-        todo = [tuple(s for s in segmenter.slots if s in subset) for subset in subsets] if subsets else subsets_of(available)
-        for subset in todo:
-            if not set(subset) <= set(available):
-                continue
-            name = "+".join(subset)
-            if progress is not None:
-                progress(f"{case.name}: {name}")
-            result = segmenter.segment({s: case.images[s] for s in subset})
-            pred = sitk.GetImageFromArray(result.labels)
-            pred.CopyInformation(result.reference)
-            if not same_grid(pred, truth):
-                pred = resample_like(pred, truth, sitk.sitkNearestNeighbor)
-            for row in case_metrics(sitk.GetArrayViewFromImage(pred), truth_arr, model_scheme, spacing):
-                rows.append({"case": case.name, "subset": name, **row})
+    for subset in (s for s in todo if set(s) <= set(available)):
+        name = "+".join(subset)
+        if progress is not None:
+            progress(f"{case.name}: {name}")
+        result = segmenter.segment({s: case.images[s] for s in subset})
+        pred = sitk.GetImageFromArray(result.labels)
+        pred.CopyInformation(result.reference)
+        if not same_grid(pred, truth):
+            pred = resample_like(pred, truth, sitk.sitkNearestNeighbor)
+        for row in case_metrics(sitk.GetArrayViewFromImage(pred), truth_arr, segmenter.info.scheme, spacing):
+            rows.append({"case": case.name, "subset": name, **row})
     return rows
 
 
@@ -131,61 +145,81 @@ def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[
     existing = [p.name for p in paths if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{out}: {', '.join(existing)} exist already (use --overwrite to replace them)")
-    with open(paths[0], "w", newline="", encoding="utf-8") as f:
+    _write_csv(rows, paths[0])
+    table = _Table(rows, scheme)
+    paths[1].write_text("\n".join(table.summary_lines()) + "\n", encoding="utf-8")
+    table.heatmap(paths[2])
+    return paths
+
+
+def _write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in FIELDS})
 
-    subsets = list(dict.fromkeys(str(r["subset"]) for r in rows))
-    kind = "region" if scheme.regions else "label"
-    targets = list(dict.fromkeys(str(r["target"]) for r in rows if r["kind"] == kind))
-    # regions get their abbreviation first so they never read like the label of the same name
-    names = {label.key: label.name for label in scheme.labels} | {r.key: f"{r.key.upper()} ({r.name.lower()})" for r in scheme.regions}
 
-    def values(subset: str, target: str, metric: str) -> list[float]:
-        return [float(r[metric]) for r in rows if r["subset"] == subset and r["target"] == target]  # type: ignore[arg-type]
+class _Table:
+    """The rows seen as subsets x targets, for the summary and the heat map."""
 
-    cases = len({r["case"] for r in rows})
-    lines = [f"# Evaluation: {cases} case(s), {len(subsets)} modality subset(s)", ""]
-    all_targets = list(dict.fromkeys(str(r["target"]) for r in rows))
-    for metric, title in (("dice", "Dice (mean ± sd)"), ("hd95", "HD95 in mm (mean ± sd; n = cases where both are non-empty)")):
-        lines += [f"## {title}", "", "| subset | " + " | ".join(names.get(t, t) for t in all_targets) + " |", "|---" * (len(all_targets) + 1) + "|"]
-        for subset in subsets:
-            cells = []
-            for t in all_targets:
-                mean, sd, n = _mean_sd(values(subset, t, metric))
-                cells.append("-" if n == 0 else f"{mean:.3f} ± {sd:.3f}" + (f" (n={n})" if metric == "hd95" else ""))
-            lines.append(f"| {subset} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Best subset per " + kind, ""]
-    means = {t: {s: _mean_sd(values(s, t, "dice"))[0] for s in subsets} for t in targets}
-    for t in targets:
-        scored = {s: m for s, m in means[t].items() if not math.isnan(m)}
-        if scored:
-            best = max(scored, key=lambda s: (scored[s], -s.count("+")))
-            single = {s: m for s, m in scored.items() if "+" not in s}
-            best_single = max(single, key=single.get) if single else None
-            extra = f"; best single image: {best_single} ({single[best_single]:.3f})" if best_single else ""
-            lines.append(f"- {names.get(t, t)}: {best} (Dice {scored[best]:.3f}){extra}")
-    paths[1].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    def __init__(self, rows: Sequence[dict[str, object]], scheme: LabelScheme) -> None:
+        self.rows = rows
+        self.subsets = list(dict.fromkeys(str(r["subset"]) for r in rows))
+        self.kind = "region" if scheme.regions else "label"
+        self.targets = list(dict.fromkeys(str(r["target"]) for r in rows if r["kind"] == self.kind))
+        self.all_targets = list(dict.fromkeys(str(r["target"]) for r in rows))
+        # regions get their abbreviation first so they never read like the label of the same name
+        self.names = {label.key: label.name for label in scheme.labels} | {r.key: f"{r.key.upper()} ({r.name.lower()})" for r in scheme.regions}
+        self.cases = len({r["case"] for r in rows})
+        self.means = {t: {s: _mean_sd(self.values(s, t, "dice"))[0] for s in self.subsets} for t in self.targets}
 
-    import matplotlib
+    def values(self, subset: str, target: str, metric: str) -> list[float]:
+        return [float(r[metric]) for r in self.rows if r["subset"] == subset and r["target"] == target]  # type: ignore[arg-type]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def name(self, target: str) -> str:
+        return self.names.get(target, target)
 
-    grid = np.array([[means[t][s] for t in targets] for s in subsets], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 0.9 + 0.38 * len(subsets)))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(targets)), [names.get(t, t) for t in targets], rotation=20, ha="right")
-    ax.set_yticks(range(len(subsets)), subsets)
-    for i, j in itertools.product(range(len(subsets)), range(len(targets))):
-        if not math.isnan(grid[i, j]):
-            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="white" if grid[i, j] < 0.6 else "black", fontsize=8)
-    fig.colorbar(im, ax=ax, label="mean Dice")
-    ax.set_title(f"Mean Dice per modality subset ({cases} case(s))")
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
-    plt.close(fig)
-    return paths
+    def summary_lines(self) -> list[str]:
+        lines = [f"# Evaluation: {self.cases} case(s), {len(self.subsets)} modality subset(s)", ""]
+        for metric, title in (("dice", "Dice (mean ± sd)"), ("hd95", "HD95 in mm (mean ± sd; n = cases where both are non-empty)")):
+            lines += [f"## {title}", "", "| subset | " + " | ".join(self.name(t) for t in self.all_targets) + " |",
+                      "|---" * (len(self.all_targets) + 1) + "|"]
+            for subset in self.subsets:
+                cells = []
+                for t in self.all_targets:
+                    mean, sd, n = _mean_sd(self.values(subset, t, metric))
+                    cells.append("-" if n == 0 else f"{mean:.3f} ± {sd:.3f}" + (f" (n={n})" if metric == "hd95" else ""))
+                lines.append(f"| {subset} | " + " | ".join(cells) + " |")
+            lines.append("")
+        return lines + ["## Best subset per " + self.kind, ""] + [self._best(t) for t in self.targets if self._best(t)]
+
+    def _best(self, target: str) -> str:
+        scored = {s: m for s, m in self.means[target].items() if not math.isnan(m)}
+        if not scored:
+            return ""
+        best = max(scored, key=lambda s: (scored[s], -s.count("+")))
+        single = {s: m for s, m in scored.items() if "+" not in s}
+        best_single = max(single, key=single.get) if single else None
+        extra = f"; best single image: {best_single} ({single[best_single]:.3f})" if best_single else ""
+        return f"- {self.name(target)}: {best} (Dice {scored[best]:.3f}){extra}"
+
+    def heatmap(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        grid = np.array([[self.means[t][s] for t in self.targets] for s in self.subsets], dtype=float)
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(self.targets), 0.9 + 0.38 * len(self.subsets)))
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(self.targets)), [self.name(t) for t in self.targets], rotation=20, ha="right")
+        ax.set_yticks(range(len(self.subsets)), self.subsets)
+        for i, j in itertools.product(range(len(self.subsets)), range(len(self.targets))):
+            if not math.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="white" if grid[i, j] < 0.6 else "black", fontsize=8)
+        fig.colorbar(im, ax=ax, label="mean Dice")
+        ax.set_title(f"Mean Dice per modality subset ({self.cases} case(s))")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)

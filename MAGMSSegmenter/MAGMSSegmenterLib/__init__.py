@@ -1,1 +1,1 @@
-"""MAGMS Segmenter library: logic (MRML only), model registry, process runner. No Qt: testable with ``slicer-core``."""
+"""MAGMS Segmenter library: the Segmenter's logic (MRML only, no Qt; testable with ``slicer-core``). Shared helpers are in MAGMSCommonLib."""

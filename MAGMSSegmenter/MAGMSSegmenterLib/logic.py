@@ -2,193 +2,46 @@
 
 It is tested against the real MRML of the ``slicer-core`` package. The scene is passed in, never
 taken from ``slicer.mrmlScene``. The network runs in a separate ``magms segment`` process
-(:class:`~MAGMSSegmenterLib.runner.ProcessRunner`). The scene is touched only when that process
+(:class:`~MAGMSCommonLib.runner.ProcessRunner`). The scene is touched only when that process
 has succeeded, and then only by adding NEW segmentation nodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import slicer
+from MAGMSCommonLib.child import childEnvironment, childPython
+from MAGMSCommonLib.runner import ProcessRunner, RunState
+from MAGMSCommonLib.signal import Signal
+from MAGMSCommonLib.volumes import checkMapping, ensureSegmentationConverters, writeVolumes
 
-import magms
 from magms.bundle import BundleInfo, read_bundle_info
+from magms.commands import SegmentOptions
 from magms.errors import ConfigError
-from magms.modalities import guess_slot, subsets_of
 from magms.labels import LabelScheme
-
-
-from .runner import ProcessRunner, RunState
-from .signal import Signal
+from magms.modalities import subsets_of
 
 __all__ = [
-    "VolumeGuess",
-    "scalarVolumes",
-    "seriesDescriptionAttribute",
-    "guessMapping",
-    "checkMapping",
-    "overlapFraction",
     "readSlotMapping",
     "writeSlotMapping",
-    "writeVolumes",
+    "segmentOptions",
     "segmentCommand",
     "importSegmentation",
-    "ensureSegmentationConverters",
     "segmentationName",
     "describeBundle",
     "SegmentationJob",
-    "childEnvironment",
 ]
 
 logger = logging.getLogger(__name__)
 
 # The reference in ``magms segment`` is the first present slot in the model's order: keep that order.
 SLOT_REFERENCE_ROLE = "MAGMS.slot."
-SERIES_DESCRIPTION_ATTRIBUTE = "DICOM.SeriesDescription"
-MIN_OVERLAP = 0.5  # as magms.inference.prepare_inputs
-
-
-@dataclasses.dataclass(frozen=True)
-class VolumeGuess:
-    """What the guess made of one volume: the slot (None: left for the user) and why."""
-
-    nodeID: str
-    name: str
-    seriesDescription: str
-    slot: str | None
-    reason: str
-
-
-def scalarVolumes(scene: slicer.vtkMRMLScene) -> list[slicer.vtkMRMLScalarVolumeNode]:
-    """The scene's scalar volumes with image data (label maps excluded), in scene order."""
-    nodes = []
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-        if node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetImageData() is None:
-            continue
-        nodes.append(node)
-    return nodes
-
-
-def seriesDescriptionAttribute(node: slicer.vtkMRMLScalarVolumeNode) -> str:
-    """The DICOM series description kept on the node, if any (the widget adds the DICOM database's)."""
-    return node.GetAttribute(SERIES_DESCRIPTION_ATTRIBUTE) or ""
-
-
-def guessMapping(
-    scene: slicer.vtkMRMLScene,
-    slots: Sequence[str],
-    describe: Callable[[slicer.vtkMRMLScalarVolumeNode], str] = seriesDescriptionAttribute,
-    nodes: Sequence[slicer.vtkMRMLScalarVolumeNode] | None = None,
-) -> tuple[dict[str, str | None], list[VolumeGuess]]:
-    """Guess each volume's slot from its DICOM series description, else from its name.
-
-    Two volumes that look like the same slot are both left unassigned, so the user chooses.
-
-    Args:
-        nodes: the volumes to consider (default: every scalar volume of the scene).
-    Returns:
-        slot -> node ID (None: no volume), and one :class:`VolumeGuess` per volume.
-    """
-    guesses = []
-    for node in scalarVolumes(scene) if nodes is None else nodes:
-        description = describe(node) or ""
-        guess = guess_slot(description, slots) if description else None
-        if guess is None or guess.slot is None:
-            guess = guess_slot(node.GetName(), slots)
-        guesses.append(VolumeGuess(node.GetID(), node.GetName(), description, guess.slot, guess.reason))
-    claimed: dict[str, list[VolumeGuess]] = {}
-    for g in guesses:
-        if g.slot is not None:
-            claimed.setdefault(g.slot, []).append(g)
-    for slot, claims in claimed.items():
-        if len(claims) > 1:
-            names = " and ".join(repr(c.name) for c in claims)
-            for c in claims:
-                guesses[guesses.index(c)] = dataclasses.replace(c, slot=None, reason=f"{names} both look like {slot}: choose one")
-    mapping: dict[str, str | None] = {slot: None for slot in slots}
-    for g in guesses:
-        if g.slot is not None:
-            mapping[g.slot] = g.nodeID
-    return mapping, guesses
-
-
-def _bounds(node: slicer.vtkMRMLScalarVolumeNode) -> tuple[list[float], list[float]]:
-    bounds = [0.0] * 6
-    node.GetRASBounds(bounds)
-    return bounds[0::2], bounds[1::2]
-
-
-def overlapFraction(reference: slicer.vtkMRMLScalarVolumeNode, other: slicer.vtkMRMLScalarVolumeNode) -> float:
-    """Fraction of ``other``'s RAS box inside ``reference``'s."""
-    (a_lo, a_hi), (b_lo, b_hi) = _bounds(reference), _bounds(other)
-    inter, whole = 1.0, 1.0
-    for k in range(3):
-        inter *= max(0.0, min(a_hi[k], b_hi[k]) - max(a_lo[k], b_lo[k]))
-        whole *= max(b_hi[k] - b_lo[k], 1e-12)
-    return inter / whole
-
-
-def checkMapping(scene: slicer.vtkMRMLScene, mapping: Mapping[str, str | None], modelSlots: Sequence[str]) -> list[tuple[str, slicer.vtkMRMLScalarVolumeNode]]:
-    """Check a slot -> node ID mapping before anything runs.
-
-    Returns:
-        (slot, node) pairs in the model's slot order (the first is the reference).
-    Raises:
-        ConfigError: every problem at once, each naming the volume: no slot mapped, a slot the
-            model lacks, a volume used for two slots, a missing or empty volume, a label map, a
-            volume under a transform, volumes that do not overlap in space.
-    """
-    problems: list[str] = []
-    used: dict[str, list[str]] = {}
-    pairs: list[tuple[str, slicer.vtkMRMLScalarVolumeNode]] = []
-    for slot, node_id in mapping.items():
-        if not node_id:
-            continue
-        node = scene.GetNodeByID(node_id)
-        if node is None:
-            problems.append(f"slot {slot}: volume {node_id} is no longer in the scene")
-            continue
-        name = node.GetName()
-        used.setdefault(node_id, []).append(slot)
-        if slot not in modelSlots:
-            problems.append(f"volume '{name}' is mapped to slot {slot}, which the model does not have (its slots: {', '.join(modelSlots)})")
-            continue
-        if node.IsA("vtkMRMLLabelMapVolumeNode"):
-            problems.append(f"volume '{name}' is a label map, not an image")
-        elif node.GetImageData() is None:
-            problems.append(f"volume '{name}' has no image data")
-        elif node.GetParentTransformNode() is not None:
-            problems.append(f"volume '{name}' is under transform '{node.GetParentTransformNode().GetName()}': harden or remove it first")
-        else:
-            pairs.append((slot, node))
-    for node_id, slots in used.items():
-        if len(slots) > 1:
-            problems.append(f"volume '{scene.GetNodeByID(node_id).GetName()}' is mapped to {len(slots)} slots ({', '.join(slots)}): use each volume once")
-    if not used:
-        problems.append(f"no volume is mapped: choose a volume for at least one of the model's slots ({', '.join(modelSlots)})")
-    pairs.sort(key=lambda p: list(modelSlots).index(p[0]))
-    pairs = [p for i, p in enumerate(pairs) if p[1] not in [q[1] for q in pairs[:i]]]
-    if pairs:
-        reference = pairs[0][1]
-        for slot, node in pairs[1:]:
-            fraction = overlapFraction(reference, node)
-            if fraction < MIN_OVERLAP:
-                problems.append(
-                    f"volume '{node.GetName()}' ({slot}) covers only {fraction:.0%} of the space of '{reference.GetName()}' "
-                    f"({pairs[0][0]}): are they the same patient and session?"
-                )
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return pairs
 
 
 def readSlotMapping(parameterNode: slicer.vtkMRMLNode, slots: Sequence[str]) -> dict[str, str | None]:
@@ -201,41 +54,21 @@ def writeSlotMapping(parameterNode: slicer.vtkMRMLNode, mapping: Mapping[str, st
         parameterNode.SetNodeReferenceID(SLOT_REFERENCE_ROLE + slot, node_id or None)
 
 
-def writeVolumes(pairs: Sequence[tuple[str, slicer.vtkMRMLScalarVolumeNode]], folder: Path) -> dict[str, Path]:
-    """Write each mapped volume to ``folder/<slot>.nrrd`` with storage nodes kept out of the scene."""
-    paths = {}
-    for slot, node in pairs:
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        path = folder / f"{slot}.nrrd"
-        storage.SetFileName(str(path))
-        storage.SetUseCompression(False)  # a temporary file: speed over size
-        if not storage.WriteData(node) or not path.is_file():
-            raise ConfigError(f"volume '{node.GetName()}' could not be written to {path}")
-        paths[slot] = path
-    return paths
+def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, device: str = "auto") -> SegmentOptions:
+    """The ``magms segment`` options of one subset, with progress lines for the runner."""
+    return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
+                          device=device, progress="lines", overwrite=True)
 
 
-def segmentCommand(python: str, bundle: Path, inputs: Mapping[str, Path], output: Path, device: str = "auto") -> list[str]:
-    """The ``magms segment`` command line for one subset, with progress lines for the runner."""
-    command = [python, "-m", "magms", "segment", "--model", str(bundle)]
-    for slot, path in inputs.items():
-        command += ["--input", f"{slot}={path}"]
-    return command + ["--output", str(output), "--device", device, "--progress", "lines", "--overwrite"]
+def segmentCommand(python: str, options: SegmentOptions, configFile: Path) -> list[str]:
+    """Write ``options`` to ``configFile`` and return the command line that runs them."""
+    options.save(configFile)
+    return [python, "-m", "magms", "segment", "--config", str(configFile)]
 
 
 def segmentationName(reference: slicer.vtkMRMLScalarVolumeNode, model: str, subset: Sequence[str]) -> str:
     """``<reference> MAGMS <model> (<slot>+<slot>)``."""
     return f"{reference.GetName()} MAGMS {model} ({'+'.join(subset)})"
-
-
-def ensureSegmentationConverters() -> None:
-    """Register the segmentation conversion rules if nobody has (the Slicer application does at
-    start-up; plain MRML from ``slicer-core`` does not, and then cannot make empty segments)."""
-    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    if factory.GetConverterRules():
-        return
-    for rule in ("vtkBinaryLabelmapToClosedSurfaceConversionRule", "vtkClosedSurfaceToBinaryLabelmapConversionRule"):
-        factory.RegisterConverterRule(getattr(slicer, rule)())
 
 
 def importSegmentation(
@@ -281,7 +114,7 @@ def describeBundle(info: BundleInfo) -> str:
     """What a user should see before running: slots, labels, the validation table."""
     lines = [
         f"Slots: {', '.join(info.slots)}",
-        f"Labels ({info.labels.key}): {', '.join(label.name for label in info.labels.labels if label.value != 0)}",
+        f"Labels ({info.scheme.key}): {', '.join(label.name for label in info.scheme.labels if label.value != 0)}",
         f"Backbone: {info.network.backbone}; written by magms {info.versions.get('magms')} on {info.created or 'an unknown date'}",
     ]
     if info.validation:
@@ -292,14 +125,6 @@ def describeBundle(info: BundleInfo) -> str:
     else:
         lines.append("No validation table in this bundle.")
     return "\n".join(lines)
-
-
-def childEnvironment() -> dict[str, str]:
-    # Inside Slicer, ``magms`` ships next to the module, which a plain child process does not know.
-    env = dict(os.environ)
-    package_parent = str(Path(magms.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
-    return env
 
 
 class SegmentationJob:
@@ -318,7 +143,7 @@ class SegmentationJob:
 
     def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None) -> None:
         self.scene = scene
-        self.python = python or sys.executable
+        self.python = python or childPython()
         self.runner = runner or ProcessRunner()
         self.progress = Signal(float, str)
         self.finished = Signal(list)
@@ -385,8 +210,9 @@ class SegmentationJob:
 
     def _startNext(self) -> None:
         subset = self._queue[0]
-        output = self.folder / f"{'+'.join(subset)}.seg.nrrd"
-        command = segmentCommand(self.python, self.bundle, {s: self.inputs[s] for s in subset}, output, self.device)
+        name = "+".join(subset)
+        options = segmentOptions(self.bundle, {s: self.inputs[s] for s in subset}, self.folder / f"{name}.seg.nrrd", self.device)
+        command = segmentCommand(self.python, options, self.folder / f"{name}.json")
         self.progress.emit(len(self._done) / self._total, f"segmenting from {' + '.join(subset)}")
         self.runner.start(command, env=childEnvironment())
 
@@ -436,7 +262,7 @@ class SegmentationJob:
             for subset, path in self._done:
                 reference = self.nodes[subset[0]]  # magms segment writes on the first present slot's grid
                 name = segmentationName(reference, self.modelName, subset)
-                created.append(importSegmentation(self.scene, path, reference, self.info.labels, name))
+                created.append(importSegmentation(self.scene, path, reference, self.info.scheme, name))
         except Exception as err:  # noqa: BLE001 - reported to the user, the partial import undone
             for node in created:
                 self.scene.RemoveNode(node)

@@ -2,7 +2,7 @@
 
 Data come from a folder in any layout ``magms train`` reads, or from the scene: cases of volumes
 plus one segmentation each, exported to a temporary manifest. Training is a separate
-``magms train`` process (:class:`~MAGMSSegmenterLib.runner.ProcessRunner`). Its ``metrics.csv`` is
+``magms train`` process (:class:`~MAGMSCommonLib.runner.ProcessRunner`). Its ``metrics.csv`` is
 read as it grows into a table node and plot series, so the curves are live Slicer plots. Stop asks
 the process to save a checkpoint and exit; Resume continues from it. A finished bundle is
 registered in the Segmenter's model list.
@@ -16,23 +16,20 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import slicer
 import vtk
-
-from magms.bundle import METADATA_FILE
-from magms.errors import ConfigError, MAGMSError
-from magms.labels import LabelScheme, get_scheme
-from MAGMSSegmenterLib import models
-from MAGMSSegmenterLib.logic import (
-    MIN_OVERLAP,
+from MAGMSCommonLib import models
+from MAGMSCommonLib.child import childEnvironment, childPython
+from MAGMSCommonLib.runner import ProcessRunner, RunState
+from MAGMSCommonLib.signal import Signal
+from MAGMSCommonLib.volumes import (
     checkMapping,
-    childEnvironment,
     ensureSegmentationConverters,
     guessMapping,
     overlapFraction,
@@ -40,24 +37,31 @@ from MAGMSSegmenterLib.logic import (
     seriesDescriptionAttribute,
     writeVolumes,
 )
-from MAGMSSegmenterLib.runner import ProcessRunner, RunState
-from MAGMSSegmenterLib.signal import Signal
+
+from magms.bundle import METADATA_FILE
+from magms.commands import TrainOptions
+from magms.errors import ConfigError, MAGMSError
+from magms.labels import LabelScheme, get_scheme
+from magms.modalities import default_slots
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP
 
 __all__ = [
     "SceneCase",
-    "TrainingOptions",
     "segmentValues",
     "guessSceneCases",
     "checkSceneCases",
     "exportSceneCases",
+    "sceneSlots",
     "preflightFolder",
+    "trainingOptions",
     "trainCommand",
     "TrainingJob",
 ]
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.csv"  # as magms.training (not imported: it needs torch)
+#: The options of a run started here, written into its output folder and passed as ``--config``.
+TRAIN_OPTIONS_FILE = "train_options.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +199,11 @@ def exportSceneCases(scene: slicer.vtkMRMLScene, cases: Sequence[SceneCase], slo
     return manifest
 
 
+def sceneSlots(cases: Sequence[SceneCase]) -> tuple[str, ...]:
+    """The slots a model trained on scene cases gets when none are given: every mapped slot."""
+    return default_slots(slot for case in cases for slot, nodeID in case.volumes.items() if nodeID)
+
+
 def preflightFolder(data: str | os.PathLike[str], labels: str, slots: Sequence[str] | None = None) -> tuple[list[str], int]:
     """Check a data folder or manifest as ``magms train`` will (same messages).
 
@@ -203,59 +212,31 @@ def preflightFolder(data: str | os.PathLike[str], labels: str, slots: Sequence[s
     Raises:
         MAGMSError: the layout cannot be read, or every bad case (ImageError, one line each).
     """
-    from magms.data.cases import find_cases
-    from magms.modalities import MODALITIES
+    from magms.data.cases import find_cases, slots_of
     from magms.data.dataset import check_cases
 
     cases = find_cases(data, slots)
-    if slots is None:
-        found = {s for c in cases for s in c.images}
-        slots = [s for s in MODALITIES if s in found]
+    slots = slots or slots_of(cases)
     check_cases(cases, slots, get_scheme(labels))
     return list(slots), len(cases)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingOptions:
-    """What the Training module asks; the defaults suit a first model on a workstation."""
+def trainingOptions(data: str | os.PathLike[str], out: str | os.PathLike[str], settings: Mapping[str, Any],
+                    resume: bool = False) -> TrainOptions:
+    """The ``magms train`` options of a run: the module's ``settings`` (any :class:`TrainOptions`
+    field but data and out), with progress lines for the runner.
 
-    labels: str = "msd_task01"
-    slots: tuple[str, ...] = ()  # empty: every slot the data has
-    backbone: str = "unet"
-    epochs: int = 300
-    maxMinutes: float | None = 60.0
-    patch: int = 64
-    spacing: float = 2.0
-    distill: bool = True
-    klWeight: float = 1.0
-    featureWeight: float = 1.0
-    policy: str = "paper"
-    device: str = "auto"
-    valFraction: float = 0.2
-    channels: str = ""  # U-Net widths, e.g. "16,32,64,128" (empty: the default)
-    init: str | None = None  # a bundle to fine-tune from
+    Raises:
+        ConfigError: an unknown setting, or a value of the wrong type or out of range (named).
+    """
+    values = {**settings, "data": str(data), "out": str(out), "progress": "lines", "resume": resume}
+    return TrainOptions.from_dict(values, where="MAGMS Training")
 
 
-def trainCommand(python: str, data: Path, out: Path, options: TrainingOptions, resume: bool = False) -> list[str]:
-    command = [python, "-m", "magms", "train", "--data", str(data), "--out", str(out), "--labels", options.labels,
-               "--backbone", options.backbone, "--epochs", str(options.epochs), "--patch", str(options.patch),
-               "--spacing", str(options.spacing), "--policy", options.policy, "--device", options.device,
-               "--val-fraction", str(options.valFraction), "--progress", "lines"]
-    if options.slots:
-        command += ["--slots", ",".join(options.slots)]
-    if options.channels:
-        command += ["--channels", options.channels]
-    if options.maxMinutes:
-        command += ["--max-minutes", str(options.maxMinutes)]
-    if not options.distill:
-        command.append("--no-distill")
-    else:
-        command += ["--kl-weight", str(options.klWeight), "--feature-weight", str(options.featureWeight)]
-    if options.init:
-        command += ["--init", options.init]
-    if resume:
-        command.append("--resume")
-    return command
+def trainCommand(python: str, options: TrainOptions, configFile: Path) -> list[str]:
+    """Write ``options`` to ``configFile`` and return the command line that runs them."""
+    options.save(configFile)
+    return [python, "-m", "magms", "train", "--config", str(configFile)]
 
 
 class TrainingJob:
@@ -272,7 +253,7 @@ class TrainingJob:
     def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None,
                  localModels: Path | None = None) -> None:
         self.scene = scene
-        self.python = python or sys.executable
+        self.python = python or childPython()
         self.runner = runner or ProcessRunner()
         self.localModels = localModels
         self.progress = Signal(float, str)
@@ -294,45 +275,50 @@ class TrainingJob:
     def running(self) -> bool:
         return self.runner.running
 
-    def start(self, data: str | os.PathLike[str], out: str | os.PathLike[str], options: TrainingOptions) -> None:
+    def start(self, data: str | os.PathLike[str], out: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
         """Start training on ``data`` (a folder or manifest) into ``out`` (a new folder).
 
+        Args:
+            settings: :class:`~magms.commands.TrainOptions` fields other than data and out.
         Raises:
-            ConfigError: ``out`` holds a run already (use :meth:`resume`).
+            ConfigError: ``out`` holds a run already (use :meth:`resume`), or a bad setting.
         """
         out = Path(out)
-        if (out / "checkpoint").exists() or (out / METADATA_FILE).exists():
+        if (out / CHECKPOINT_DIR).exists() or (out / METADATA_FILE).exists():
             raise ConfigError(f"{out}: holds a run already (resume it, or choose another folder)")
-        self._launch(Path(data), out, options, resume=False)
+        self._launch(trainingOptions(data, out, settings))
 
-    def startFromScene(self, cases: Sequence[SceneCase], out: str | os.PathLike[str], options: TrainingOptions) -> Path:
+    def startFromScene(self, cases: Sequence[SceneCase], out: str | os.PathLike[str], settings: Mapping[str, Any]) -> Path:
         """Export the scene cases to a temporary manifest, then :meth:`start`. Returns the manifest."""
-        scheme = get_scheme(options.labels)
-        slots = options.slots or tuple(dict.fromkeys(s for c in cases for s, v in c.volumes.items() if v))
+        scheme = get_scheme(settings["labels"])
+        slots = tuple(settings.get("slots") or ()) or sceneSlots(cases)
         folder = Path(tempfile.mkdtemp(prefix="magms-train-data-"))
         try:
             manifest = exportSceneCases(self.scene, cases, slots, scheme, folder)
-            self.start(manifest, out, dataclasses.replace(options, slots=tuple(slots)))
+            self.start(manifest, out, {**settings, "slots": slots})
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self._exported = folder
         return manifest
 
-    def resume(self, data: str | os.PathLike[str], out: str | os.PathLike[str], options: TrainingOptions) -> None:
-        """Continue the run in ``out`` from its checkpoint (the same data and options)."""
+    def resume(self, data: str | os.PathLike[str], out: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
+        """Continue the run in ``out`` from its checkpoint (the same data and settings)."""
         out = Path(out)
-        if not (out / "checkpoint" / "state.json").is_file():
+        if not (out / CHECKPOINT_DIR / CHECKPOINT_STATE_FILE).is_file():
             raise ConfigError(f"{out}: no checkpoint to resume from")
-        self._launch(Path(data), out, options, resume=True)
+        self._launch(trainingOptions(data, out, settings, resume=True))
 
-    def _launch(self, data: Path, out: Path, options: TrainingOptions, resume: bool) -> None:
+    def _launch(self, options: TrainOptions) -> None:
         if self.running:
             raise RuntimeError("a training run is going on already")
-        self.out, self.options, self._started = out, options, time.monotonic()
-        self._ensurePlots(out.name)
+        self.out, self.options, self._started = options.out, options, time.monotonic()
+        self._ensurePlots(options.out.name)
         self._readMetrics()
-        self.runner.start(trainCommand(self.python, data, out, options, resume), env=childEnvironment())
+        options.out.mkdir(parents=True, exist_ok=True)
+        # the run's options stay beside its results: what was trained, and how to do it again
+        command = trainCommand(self.python, options, options.out / TRAIN_OPTIONS_FILE)
+        self.runner.start(command, env=childEnvironment())
 
     def stop(self) -> None:
         """Ask the process to write its checkpoint and exit; ``stopped`` follows."""
@@ -411,8 +397,8 @@ class TrainingJob:
     def _onProgress(self, step: int, total: int) -> None:
         elapsed = time.monotonic() - self._started
         fraction = step / max(total, 1)
-        if self.options.maxMinutes:
-            fraction = max(fraction, min(1.0, elapsed / (60 * self.options.maxMinutes)))
+        if self.options.max_minutes:
+            fraction = max(fraction, min(1.0, elapsed / (60 * self.options.max_minutes)))
         left = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
         self.progress.emit(fraction, f"step {step}, about {left / 60:.0f} min left")
 

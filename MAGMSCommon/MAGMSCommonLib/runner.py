@@ -2,7 +2,7 @@
 
 The caller polls (the widget from a ``qt.QTimer``, tests in a loop): a reader thread queues the
 child's stderr lines, :meth:`ProcessRunner.poll` turns them into signals. ``progress DONE/TOTAL``
-lines (``--progress lines``) become :attr:`ProcessRunner.progress`; the last other line is the
+lines (``--progress lines``, :mod:`magms.protocol`) become :attr:`ProcessRunner.progress`; the last other line is the
 error message if the process fails. Cancel ends the whole process tree and is reported as
 cancelled, not as a failure.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -20,11 +19,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+from magms.protocol import parse_progress
+
 from .signal import Signal
 
 __all__ = ["RunState", "ProcessRunner"]
-
-_PROGRESS = re.compile(r"^progress (\d+)/(\d+)(?:\s|$)")  # `magms train` adds "epoch E/N loss L"
 
 
 class RunState(enum.Enum):
@@ -97,9 +96,9 @@ class ProcessRunner:
             if line is None:
                 ended = True
                 break
-            match = _PROGRESS.match(line)
-            if match:
-                self.progress.emit(int(match[1]), int(match[2]))
+            progress = parse_progress(line)
+            if progress is not None:
+                self.progress.emit(progress.done, progress.total)
             elif line.strip():
                 self.lines.append(line)
                 self.output.emit(line)

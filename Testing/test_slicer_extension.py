@@ -242,3 +242,52 @@ def test_devices_say_what_was_found(monkeypatch):
         assert all(d.key.startswith("cuda:") and "GiB" in d.description for d in devices[:-1])
     monkeypatch.setattr(magms.devices.importlib.util, "find_spec", lambda name: None)
     assert magms.devices.describe_devices() == [magms.devices.Device("cpu", "CPU (PyTorch is not installed yet)")]
+
+
+# ---------------------------------------------------------------------------------------------
+# the Pythons of the supported Slicer versions
+
+SLICER_PYTHONS = {"5.8": "3.9", "5.10": "3.12"}
+# What the Slicer side imports from the core and MAGMSCommonLib before torch may be installed.
+TORCH_FREE = ("magms.commands", "magms.options", "magms.config", "magms.bundle", "magms.labels", "magms.modalities",
+              "magms.protocol", "magms.files", "magms.devices", "magms.data.geometry", "magms.errors", "magms.cli",
+              "MAGMSCommonLib.runner", "MAGMSCommonLib.signal", "MAGMSCommonLib.models", "MAGMSCommonLib.dependencies",
+              "MAGMSCommonLib.child")
+
+
+def _python(version: str):
+    import os
+    import shutil
+    from pathlib import Path
+
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = sorted(root.glob(f"{version}.*/bin/python{version}"), key=lambda p: [int(x) for x in p.parts[-3].split(".")])
+    return str(found[-1]) if found else shutil.which(f"python{version}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slicer_version", SLICER_PYTHONS)
+def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version, tmp_path):
+    import subprocess
+
+    version = SLICER_PYTHONS[slicer_version]
+    python = _python(version)
+    if python is None:
+        pytest.skip(f"no Python {version} (Slicer {slicer_version}'s) on this machine")
+    files = [p for folder in ("magms", "MAGMSCommon", "MAGMSSegmenter", "MAGMSTraining") for p in (REPO / folder).rglob("*.py")]
+    compile_all = "import sys\nfor path in sys.argv[1:]:\n    compile(open(path, encoding='utf-8').read(), path, 'exec')"
+    result = subprocess.run([python, "-c", compile_all, *map(str, files)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the torch-free imports, in a fresh environment with numpy only (as before the dependencies are installed)
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy"], capture_output=True, text=True)
+    if pip.returncode != 0:
+        pytest.skip(f"numpy could not be installed for Python {version}: {pip.stderr.strip().splitlines()[-1:]}")
+    code = (f"import sys, importlib\nfor name in {TORCH_FREE!r}: importlib.import_module(name)\n"
+            "heavy = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]\nassert not heavy, heavy\n"
+            "from magms.commands import TrainOptions\n"
+            "TrainOptions.from_dict({'data': 'd', 'labels': 'brats2013', 'out': 'o', 'max_minutes': 3, 'slots': ['flair']})")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{REPO / 'MAGMSCommon'}"}
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]

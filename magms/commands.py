@@ -41,7 +41,7 @@ def _schemes() -> tuple[str, ...]:
     return tuple(SCHEMES)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class InferenceOptions(Options):
     """Where and how the network runs: shared by the commands that segment."""
 
@@ -50,7 +50,7 @@ class InferenceOptions(Options):
     amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class SegmentOptions(InferenceOptions):
     """``magms segment``: one case from any subset of the model's slots, or many (``batch``)."""
 
@@ -76,7 +76,7 @@ class SegmentOptions(InferenceOptions):
     progress: str = option("bar", "progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none", choices=PROGRESS_STYLES)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class EvaluateOptions(InferenceOptions):
     """``magms evaluate``: Dice and HD95 for every subset on labelled cases."""
 
@@ -97,7 +97,7 @@ class EvaluateOptions(InferenceOptions):
     progress: str = option("lines", "a line per case and subset on stderr", choices=("lines", "none"))
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class TrainOptions(Options):
     """``magms train``: the data, the model's shape, the training loop and where it all goes."""
 
@@ -165,7 +165,7 @@ class TrainOptions(Options):
         return overrides
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class DemoOptions(Options):
     """``magms demo``: the main job on the real sample data."""
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 from magms.errors import ConfigError
 from magms.options import option
+from magms.typehints import field_types, split_optional, tuple_item
 
 __all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES"]
 
@@ -82,7 +82,7 @@ class _Record:
         where = where or cls._where
         fields = _stored_fields(cls)
         _check_keys(data, fields, where)
-        hints = _field_types(cls)
+        hints = field_types(cls)
         kwargs = {name: _parse(value, hints[name], fields[name], where) for name, value in data.items()}
         try:
             return cls(**kwargs)
@@ -90,15 +90,9 @@ class _Record:
             raise ConfigError(f"{where}: {err}") from err
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def _stored_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init}
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
-    # the modules use postponed annotations: resolve the strings once per class
-    return typing.get_type_hints(cls)
 
 
 def _check_keys(data: Any, fields: Mapping[str, dataclasses.Field[Any]], where: str) -> None:
@@ -118,13 +112,13 @@ def _check_keys(data: Any, fields: Mapping[str, dataclasses.Field[Any]], where: 
 
 def _parse(value: Any, hint: Any, field: dataclasses.Field[Any], where: str) -> Any:
     """A JSON value as the field's type: checked scalars, tuples, records; others pass as they are."""
-    hint, optional = _split_optional(hint)
+    hint, optional = split_optional(hint)
     if value is None and optional:
         return None
     if isinstance(hint, type) and issubclass(hint, _Record):
         return hint.from_dict(value, f"{where} {field.name}")
     if typing.get_origin(hint) is tuple:
-        item = _item_type(hint)
+        item = tuple_item(hint)
         if not isinstance(value, (list, tuple)):
             raise _type_error(value, hint, field, where)
         if isinstance(item, type) and issubclass(item, _Record):
@@ -135,23 +129,6 @@ def _parse(value: Any, hint: Any, field: dataclasses.Field[Any], where: str) -> 
     if not _fits(value, hint):
         raise _type_error(value, hint, field, where)
     return value
-
-
-def _split_optional(hint: Any) -> tuple[Any, bool]:
-    """``X | None`` -> ``(X, True)``; any other type -> ``(type, False)``."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
-        arms = [a for a in args if a is not type(None)]
-        # several non-None arms: no check here, the constructor decides
-        return (arms[0] if len(arms) == 1 else Any), True
-    return hint, False
-
-
-def _item_type(hint: Any) -> Any:
-    args = typing.get_args(hint)
-    # tuple[X, ...] or tuple[X, X, X]: lengths are checked by __post_init__, with its own words
-    same = (len(args) == 2 and args[1] is Ellipsis) or len(set(args)) == 1
-    return args[0] if same else Any
 
 
 def _scalar(hint: Any) -> type | None:
@@ -173,7 +150,7 @@ def _type_error(value: Any, hint: Any, field: dataclasses.Field[Any], where: str
 
 def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
-        item = _item_type(hint)
+        item = tuple_item(hint)
         if isinstance(item, type) and issubclass(item, _Record):
             return f"a list of {item._where} objects"
         kind = _scalar(item)

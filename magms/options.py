@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from magms.errors import ConfigError
 from magms.files import atomic_write_text
+from magms.typehints import field_types, split_optional, tuple_item
 
 __all__ = ["Option", "option", "same_as", "Options", "add_arguments", "from_command_line", "check_option_ranges"]
 
@@ -48,6 +48,7 @@ class Option:
         separator: a tuple given as one comma-separated word (``--slots flair,t1c``).
         repeat: a tuple given by repeating the flag (``--input a=1 --input b=2``).
         cli: False for options only a config file or a program sets.
+        required: the option has no default; the user gives it (flag or config file).
     """
 
     help: str
@@ -60,6 +61,7 @@ class Option:
     separator: str | None = None
     repeat: bool = False
     cli: bool = True
+    required: bool = False
 
     def allowed(self) -> tuple[str, ...] | None:
         if self.choices is None:
@@ -68,8 +70,15 @@ class Option:
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002 - argparse's word
-    """A dataclass field with its :class:`Option` (no ``default``: the option is required)."""
-    return dataclasses.field(default=default, metadata={"option": Option(help=help, **kwargs)})
+    """A dataclass field with its :class:`Option`.
+
+    Without ``default`` the option is required. Its field still defaults to None, so that records
+    can inherit fields in any order (``dataclass(kw_only=True)`` needs Python 3.10; Slicer 5.8 has
+    3.9); :meth:`Options.from_dict` refuses a record that lacks it.
+    """
+    required = default is dataclasses.MISSING
+    spec = Option(help=help, required=required, **kwargs)
+    return dataclasses.field(default=None if required else default, metadata={"option": spec})
 
 
 def same_as(record: type, name: str, **changes: Any) -> Any:
@@ -106,29 +115,14 @@ def check_option_ranges(record: Any) -> None:
             raise ConfigError(f"{field.name} must be {relation} {spec.maximum:g}, got {value}")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _base(hint: Any) -> tuple[Any, bool]:
-    """``float | None`` -> (float, True); ``tuple[int, ...]`` -> (tuple[int, ...], False)."""
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], len(rest) < len(args)
-    return hint, False
-
-
 def _item_type(hint: Any) -> Any:
-    base, _ = _base(hint)
-    if typing.get_origin(base) is tuple:
-        return typing.get_args(base)[0]
-    return base
+    base, _ = split_optional(hint)
+    return tuple_item(base) if typing.get_origin(base) is tuple else base
 
 
 def _coerce(field: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
     """A JSON or CLI value as the field's type (lists -> tuples, strings -> paths)."""
-    base, optional = _base(hint)
+    base, optional = split_optional(hint)
     if value is None:
         if optional:
             return None
@@ -192,9 +186,9 @@ class Options:
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ConfigError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))} (known: {', '.join(fields)})")
-        hints = _hints(cls)
+        hints = field_types(cls)
         values = {name: _coerce(fields[name], hints[name], value, where) for name, value in data.items()}
-        missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING]
+        missing = [n for n, f in fields.items() if values.get(n) is None and _is_required(f)]
         if missing:
             flags = ", ".join(_flag(fields[n]) for n in missing)
             raise ConfigError(f"{where}: {flags} {'is' if len(missing) == 1 else 'are'} required")
@@ -232,12 +226,17 @@ class Options:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Every option that has a default, with it (the Slicer modules start from these)."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}  # type: ignore[arg-type]
+        return {f.name: f.default for f in dataclasses.fields(cls) if not _is_required(f)}  # type: ignore[arg-type]
 
     @classmethod
     def spec(cls, name: str) -> Option:
         """The :class:`Option` of field ``name``."""
         return next(spec_of(f) for f in dataclasses.fields(cls) if f.name == name)  # type: ignore[arg-type]
+
+
+def _is_required(field: dataclasses.Field) -> bool:
+    spec = spec_of(field)
+    return spec is not None and spec.required
 
 
 def _flag(field: dataclasses.Field) -> str:
@@ -254,7 +253,7 @@ def _help(field: dataclasses.Field, spec: Option) -> str:
     allowed = spec.allowed()
     if allowed is not None and "{choices}" in text:
         text = text.replace("{choices}", ", ".join(allowed))
-    if field.default is dataclasses.MISSING:
+    if spec.required:
         return text + " (required, here or in --config)"
     if field.default in (None, (), "", False, True) or "(default" in text:
         return text
@@ -270,13 +269,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Options]) -> None:
     """
     parser.add_argument("--config", type=Path, metavar="FILE", default=None,
                         help=f"a JSON file of {cls.command} options (the names below with _ for -); flags given here win")
-    hints = _hints(cls)
+    hints = field_types(cls)
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         spec = spec_of(field)
         if spec is None or not spec.cli:
             continue
         kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": _help(field, spec)}
-        base, _ = _base(hints[field.name])
+        base, _ = split_optional(hints[field.name])
         if base is bool:
             kwargs["action"] = "store_false" if field.default is True else "store_true"
         else:

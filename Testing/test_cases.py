@@ -14,7 +14,7 @@ from magms.errors import ConfigError, ImageError
 from magms.data.inputs import prepare_inputs
 from magms.data.io import read_image
 from magms.labels import get_scheme
-from magms.data.dataset import check_cases
+from magms.data.checks import check_cases
 
 SHAPE = (10, 11, 12)  # z, y, x
 

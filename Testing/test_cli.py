@@ -60,3 +60,39 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_devices_lists_the_cpu_and_the_versions_as_json(tmp_path, capsys):
+    import json
+
+    assert main(["devices"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["devices"][-1]["key"] == "cpu" and report["versions"]["torch"] and report["versions"]["magms"]
+    assert main(["devices", "--output", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text()) == report
+
+
+def test_train_check_only_checks_every_case_and_writes_nothing(sample_data, tmp_path, capsys):
+    out = tmp_path / "never"
+    argv = ["train", "--data", str(sample_data / "brats_flair_t1c"), "--labels", "brats2013", "--out", str(out), "--check-only"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == "2 case(s) are fine; slots flair, t1c"
+    (sample_data / "brats_flair_t1c" / "p2" / "OTMultiClass.nii.gz").unlink()
+    assert main(argv) == 2
+    assert "p2: no label file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_config_file_gives_the_options_and_flags_win(sample_data, tmp_path, capsys):
+    import json
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"data": str(sample_data / "brats_flair_t1c"), "labels": "brats2013", "out": str(tmp_path / "o"),
+                                  "check_only": True, "slots": ["flair"]}))
+    assert main(["train", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "2 case(s) are fine; slots flair"
+    assert main(["train", "--config", str(config), "--slots", "flair,t1c"]) == 0
+    assert capsys.readouterr().out.strip().endswith("slots flair, t1c")
+    config.write_text(json.dumps({"data": "d", "labels": "brats2013", "out": "o", "epoch": 3}))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "unknown option(s) 'epoch'" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def _cli_flags(command: str) -> list[str]:
     return [flag for action in sub._actions for flag in action.option_strings if flag.startswith("--") and flag != "--help"]
 
 
-@pytest.mark.parametrize("command", ["demo", "segment", "evaluate", "train"])
+@pytest.mark.parametrize("command", ["demo", "segment", "evaluate", "train", "devices"])
 def test_readme_documents_every_flag_of_every_command(command):
     readme = (REPO / "README.md").read_text()
     missing = [flag for flag in _cli_flags(command) if f"`{flag}" not in readme and f"{flag}`" not in readme and f" {flag} " not in readme]
@@ -74,16 +74,18 @@ def test_training_defaults_are_one_in_the_core_the_cli_and_the_module():
     assert parsed.train_config() == TrainConfig()  # the loop's defaults are the core's
     defaults = TrainOptions.defaults()
     assert all(getattr(parsed, name) == value for name, value in defaults.items())
-    # the Training module's parameter node starts from the same values
-    tree = ast.parse((REPO / "MAGMSTraining" / "MAGMSTraining.py").read_text())
-    node_class = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "MAGMSTrainingParameterNode")
-    fields = {f.target.id: f.value for f in node_class.body if isinstance(f, ast.AnnAssign) and f.value is not None}
-    module_defaults = {name: eval(compile(ast.Expression(value), "MAGMSTraining.py", "eval"), {"TRAIN_DEFAULTS": defaults})
-                       for name, value in fields.items()}
-    expected = {"epochs": defaults["epochs"], "maxMinutes": defaults["max_minutes"] or 0.0, "patch": defaults["patch"][0],
-                "distill": defaults["distill"], "klWeight": defaults["kl_weight"], "featureWeight": defaults["feature_weight"]}
-    assert {k: module_defaults[k] for k in expected} == expected
-    # and every setting the widget passes is an option of magms train
-    settings = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_settings")
-    keys = {k.value for d in ast.walk(settings) if isinstance(d, ast.Dict) for k in d.keys}
+    # the Training module's settings start from the same values, under the same names
+    from MAGMSTrainingLib.controller import DEFAULTS, TrainingController
+
+    expected = {"epochs": defaults["epochs"], "max_minutes": defaults["max_minutes"] or 0.0, "patch": defaults["patch"][0],
+                "distill": defaults["distill"], "kl_weight": defaults["kl_weight"], "feature_weight": defaults["feature_weight"],
+                "backbone": defaults["backbone"], "device": defaults["device"]}
+    assert {k: DEFAULTS[k] for k in expected} == expected
+    source = (REPO / "MAGMSTraining" / "MAGMSTraining.py").read_text()
+    assert "parameterNodeWrapper" not in source and "TRAIN_DEFAULTS" not in source  # no second set of defaults
+    # and every setting the panel passes is an option of magms train
+    settings_source = ast.parse((REPO / "MAGMSTraining" / "MAGMSTrainingLib" / "controller.py").read_text())
+    method = next(n for n in ast.walk(settings_source) if isinstance(n, ast.FunctionDef) and n.name == "settings")
+    keys = {k.value for d in ast.walk(method) if isinstance(d, ast.Dict) for k in d.keys}
     assert keys <= set(defaults) | {"labels"}, keys - set(defaults)
+    assert TrainingController.settings  # the method the test read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import hashlib
 import json
 import re
@@ -87,17 +88,88 @@ def test_catalog_entry_follows_the_current_schema_and_agrees_with_cmake():
     assert entry["scm_url"].startswith("https://github.com/") and entry["build_subdirectory"] == "."
 
 
+# What the code does with a widget, by the end of its name -> the classes that can do it.
+_EXPECTED_CLASS = (
+    ("PathLineEdit", {"ctkPathLineEdit"}), ("LineEdit", {"QLineEdit"}), ("DoubleSpinBox", {"QDoubleSpinBox", "ctkDoubleSpinBox"}),
+    ("SpinBox", {"QSpinBox", "QDoubleSpinBox"}), ("ComboBox", {"QComboBox"}), ("RadioButton", {"QRadioButton"}),
+    ("CheckBox", {"QCheckBox"}), ("CollapsibleButton", {"ctkCollapsibleButton"}), ("Button", {"QPushButton"}),
+    ("ProgressBar", {"QProgressBar"}), ("Label", {"QLabel"}), ("Text", {"QPlainTextEdit"}), ("Table", {"QTableWidget"}),
+    ("PlotWidget", {"qMRMLPlotWidget"}), ("FormLayout", {"QFormLayout"}),
+)
+
+
+def _ui(module: str) -> dict[str, tuple[str, ET.Element]]:
+    tree = ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui")
+    found = {w.get("name"): (w.get("class"), w) for w in tree.iter("widget")}
+    return found | {lay.get("name"): (lay.get("class"), lay) for lay in tree.iter("layout")}
+
+
 @pytest.mark.parametrize("module", MODULES)
-def test_widget_uses_only_widgets_the_ui_file_has(module):
-    ui = ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui")
-    names = {w.get("name") for w in ui.iter("widget")} | {lay.get("name") for lay in ui.iter("layout")}
+def test_widget_uses_only_widgets_the_ui_file_has_with_the_expected_class(module):
+    ui = _ui(module)
     source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    assert used and used <= names, used - names
-    parameters = {p.find("string").text for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
-    fields = set(re.findall(r"^    (\w+): ", source, re.M))
-    assert parameters and parameters <= fields, parameters - fields
+    assert used and used <= set(ui), used - set(ui)
+    for name in used:
+        expected = next(classes for suffix, classes in _EXPECTED_CLASS if name.lower().endswith(suffix.lower()))
+        assert ui[name][0] in expected, (name, ui[name][0], expected)
     ast.parse(source)  # at least valid Python; it runs inside Slicer only
+    assert "SlicerParameterName" not in (REPO / module / "Resources" / "UI" / f"{module}.ui").read_text()
+
+
+def _number(element: ET.Element, name: str):
+    prop = next((p for p in element.iter("property") if p.get("name") == name), None)
+    return None if prop is None else float(next(iter(prop)).text)
+
+
+def test_every_number_of_the_training_panel_has_the_range_of_its_magms_train_option():
+    from MAGMSTrainingLib.controller import NUMBERS, numberRange
+
+    from magms.commands import TrainOptions
+    from magms.typehints import field_types, split_optional, tuple_item
+
+    ui = _ui("MAGMSTraining")
+    widgets = {"epochs": "epochsSpinBox", "max_minutes": "minutesSpinBox", "patch": "patchSpinBox",
+               "kl_weight": "klWeightSpinBox", "feature_weight": "featureWeightSpinBox"}
+    assert set(widgets) == set(NUMBERS)
+    types = field_types(TrainOptions)
+    for option, widget in widgets.items():
+        low, high = numberRange(option)
+        assert low is not None and high is not None, f"{option} has no range"
+        cls, element = ui[widget]
+        assert (_number(element, "minimum") or 0.0, _number(element, "maximum")) == (low, high), option
+        kind, _ = split_optional(types[option])
+        kind = tuple_item(kind) if getattr(kind, "__origin__", None) is tuple else kind
+        assert cls == ("QSpinBox" if kind is int else "QDoubleSpinBox"), (option, cls)
+
+
+def test_the_folders_are_browsed_as_folders_and_the_plot_gets_the_scene():
+    ui = _ui("MAGMSTraining")
+    for name in ("dataPathLineEdit", "outPathLineEdit", "initPathLineEdit"):
+        filters = next(p for p in ui[name][1].iter("property") if p.get("name") == "filters")
+        assert "ctkPathLineEdit::Dirs" in ET.tostring(filters, encoding="unicode") and "Files" not in ET.tostring(filters, encoding="unicode"), name
+    tree = ET.parse(REPO / "MAGMSTraining" / "Resources" / "UI" / "MAGMSTraining.ui")
+    connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot")) for c in tree.iter("connection")}
+    assert ("MAGMSTraining", "mrmlSceneChanged(vtkMRMLScene*)", "plotWidget", "setMRMLScene(vtkMRMLScene*)") in connections
+
+
+def test_the_extension_has_the_licence_the_package_declares():
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0" in text
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_self_tests_install_and_train_only_when_asked(module):
+    """The extension build machines run the self-tests with every dialog answered: no install there."""
+    tree = ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
+    run_test = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "runTest")
+    text = ast.unparse(run_test)
+    gate = text.index("MAGMS_HEAVY_SELF_TESTS")
+    heavy = [text.index(call) for call in ("test_tiny_training", "test_segment_MRBrainTumor1") if call in text]
+    assert heavy and all(gate < position for position in heavy)
+    assert "ensureDependencies" not in text
 
 
 def _imports(path) -> set[str]:
@@ -217,16 +289,61 @@ def test_registry_errors_name_the_entry(tmp_path):
 # dependencies and devices, as the module shows them
 
 
+def _installed(monkeypatch, **versions):
+    """Pretend these versions are installed (None: missing); the others as they are."""
+    import magms.devices
+
+    real = magms.devices.installed_versions()
+    monkeypatch.setattr(magms.devices, "installed_versions", lambda: {**real, **versions})
+
+
 def test_missing_dependencies_are_listed_with_their_pip_specifiers(monkeypatch):
     from MAGMSCommonLib import dependencies
 
-    import magms.devices
+    _installed(monkeypatch, torch=None, monai=None)
+    missing = dependencies.unmet()
+    assert [s.requirement.module for s in missing] == ["torch", "monai"]
+    text = dependencies.describeUnmet(missing, extension=True)
+    assert "torch>=2.4,<2.14" in text and "monai>=1.4,<1.7" in text and "PyTorch extension" in text and "Install them now?" in text
 
-    monkeypatch.setattr(magms.devices.importlib.util, "find_spec", lambda name: None if name in ("torch", "monai") else object())
-    missing = dependencies.missing()
-    assert [r.module for r in missing] == ["torch", "monai"]
-    text = dependencies.describeMissing(missing)
-    assert "torch>=2.4,<2.14" in text and "monai>=1.4,<1.7" in text and "PyTorch Utils" in text and "Install them now?" in text
+
+def test_a_torch_outside_the_tested_range_is_unmet_and_never_replaced_by_pip(monkeypatch):
+    from MAGMSCommonLib import dependencies
+
+    _installed(monkeypatch, torch="2.1.2", monai="1.3.0")
+    states = dependencies.unmet()
+    assert [(s.requirement.module, s.installed) for s in states] == [("torch", "2.1.2"), ("monai", "1.3.0")]
+    text = dependencies.describeUnmet(states, extension=True)
+    assert "PyTorch 2.1.2 is installed, but MAGMS is tested with torch>=2.4,<2.14" in text and "PyTorch Utils" in text
+    assert "Install them now?" not in text
+    calls = []
+    with pytest.raises(ConfigError, match="PyTorch Utils module"):
+        dependencies.installInSlicer(states, pipInstall=calls.append, installTorch=calls.append)
+    assert calls == []
+
+
+def test_without_the_pytorch_extension_torch_is_not_installed_with_pip(monkeypatch):
+    from MAGMSCommonLib import dependencies
+
+    _installed(monkeypatch, torch=None)
+    monkeypatch.setattr(dependencies, "pyTorchExtensionPresent", lambda: False)
+    states = dependencies.unmet()
+    assert "install 'PyTorch' in the Extensions Manager" in dependencies.describeUnmet(states)
+    pip = []
+    with pytest.raises(ConfigError, match="Extensions Manager"):
+        dependencies.installInSlicer(states, pipInstall=pip.append)
+    assert pip == []
+
+
+def test_torch_through_the_extension_and_the_rest_pinned_through_pip(monkeypatch):
+    from MAGMSCommonLib import dependencies
+
+    _installed(monkeypatch, torch=None, monai=None)
+    torch_specs, pip = [], []
+    restart = dependencies.installInSlicer(dependencies.unmet(), pipInstall=pip.append,
+                                           installTorch=lambda spec: torch_specs.append(spec) or "torch module")
+    assert torch_specs == [">=2.4,<2.14"] and pip == [["monai>=1.4,<1.7"]]
+    assert restart == any(m in sys.modules for m in ("torch", "monai"))  # an imported package needs a restart
 
 
 def test_devices_say_what_was_found(monkeypatch):
@@ -291,3 +408,16 @@ def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{REPO / 'MAGMSCommon'}"}
     result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_child_python_is_slicers_launcher_when_it_is_on_the_path(tmp_path, monkeypatch):
+    """Inside Slicer, sys.executable is the PythonSlicer launcher already (qSlicerCoreApplication sets
+    it); PythonSlicer on PATH, as slicer.util runs Python modules, is preferred all the same."""
+    from MAGMSCommonLib.child import childEnvironment, childPython
+
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert childPython() == str(launcher)
+    assert childEnvironment()["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import magms
-from magms.commands import DemoOptions, EvaluateOptions, SegmentOptions, TrainOptions
+from magms.commands import DemoOptions, DevicesOptions, EvaluateOptions, SegmentOptions, TrainOptions
 from magms.errors import ConfigError, MAGMSError
 from magms.options import Options, add_arguments, from_command_line
 from magms.protocol import format_progress
@@ -197,6 +197,12 @@ def _cmd_evaluate(options: EvaluateOptions) -> int:
 
 
 def _cmd_train(options: TrainOptions) -> int:
+    if options.check_only:
+        from magms.data.checks import check_data
+
+        slots, count = check_data(options.data, options.labels, options.slots or None)
+        print(f"{count} case(s) are fine; slots {', '.join(slots)}")
+        return 0
     from magms.training import train_from_options
 
     progress = ProgressReporter(options.progress, "step")
@@ -223,6 +229,21 @@ def _cmd_demo(options: DemoOptions) -> int:
                  patch=options.patch, channels=options.channels, progress=progress.training_step)
     finally:
         progress.close()
+    return 0
+
+
+def _cmd_devices(options: DevicesOptions) -> int:
+    import json
+
+    from magms.devices import describe_devices, installed_versions
+    from magms.files import atomic_write_text
+
+    report = {"devices": [{"key": d.key, "description": d.description} for d in describe_devices()], "versions": installed_versions()}
+    text = json.dumps(report, indent=1)
+    if options.output is None:
+        print(text)
+    else:
+        atomic_write_text(options.output, text + "\n")
     return 0
 
 
@@ -253,7 +274,11 @@ _COMMANDS: tuple[tuple[type[Options], Callable[[Any], int], str, str], ...] = (
      "Train a MAG-MS model on labelled cases (an MSD task folder, an nnU-Net v2 raw data set, case folders or a CSV "
      "manifest: see --data). Every case is checked first and all problems are reported at once. Writes "
      "OUT/checkpoint every epoch, OUT/metrics.csv, and the model bundle into OUT at the end. Ctrl-C or SIGTERM "
-     "saves a checkpoint and exits; --resume continues exactly there."),
+     "saves a checkpoint and exits; --resume continues exactly there. --check-only checks the data and stops."),
+    (DevicesOptions, _cmd_devices,
+     "the devices (CUDA GPUs, CPU) and package versions this Python would run with, as JSON",
+     "List the CUDA devices and the CPU that --device can name, and the installed versions of magms, torch and "
+     "MONAI, as JSON. The Slicer modules run it in a child process, so that Slicer itself never imports torch."),
 )
 
 

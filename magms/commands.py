@@ -20,7 +20,7 @@ from magms.errors import ConfigError
 from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
 
-__all__ = ["DATA_HELP", "default_sample_data", "SegmentOptions", "EvaluateOptions", "TrainOptions", "DemoOptions"]
+__all__ = ["DATA_HELP", "default_sample_data", "SegmentOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
 
 DATA_HELP = (
     "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
@@ -112,7 +112,7 @@ class TrainOptions(Options):
     channels: tuple[int, ...] = option((), "U-Net widths, e.g. 16,32,64,128 (default)", separator=",", metavar="A,B,C,D")
     checkpointing: bool = option(False, "activation checkpointing: less memory, slower")
     spacing: float = option(2.0, "working spacing in mm, 0 keeps each case's", minimum=0)
-    patch: tuple[int, ...] = option((64,), "patch size in working voxels: one or three numbers", minimum=1, metavar="N")
+    patch: tuple[int, ...] = option((64,), "patch size in working voxels: one or three numbers", minimum=8, maximum=256, metavar="N")
     overlap: float = option(PreprocessConfig.overlap, "sliding-window overlap for validation and later inference",
                             minimum=0, maximum=1, exclusive_maximum=True)
     epochs: int = same_as(TrainConfig, "epochs")
@@ -130,6 +130,7 @@ class TrainOptions(Options):
     val_cases: tuple[str, ...] = same_as(TrainConfig, "val_cases")
     val_every: int = same_as(TrainConfig, "val_every")
     amp: bool = same_as(TrainConfig, "amp", help="full precision on CUDA")
+    check_only: bool = option(False, "check every case as training would, report every problem, then stop (nothing is written)")
     resume: bool = option(False, "continue the run in --out from its checkpoint")
     init: Path | None = option(None, "start from this bundle's weights (fine-tuning; same architecture)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
@@ -182,3 +183,12 @@ class DemoOptions(Options):
     channels: tuple[int, ...] = option((16, 32, 64, 128), "U-Net widths", separator=",", metavar="A,B,C,D")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     progress: str = option("bar", "training progress on stderr", choices=PROGRESS_STYLES)
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicesOptions(Options):
+    """``magms devices``: what this Python can run on, and the versions it would run with."""
+
+    command = "devices"
+
+    output: Path | None = option(None, "write the JSON to this file (default: stdout)")

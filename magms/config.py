@@ -336,16 +336,16 @@ class TrainConfig(_Record):
 
     _where: ClassVar[str] = "training config"
 
-    epochs: int = option(50, "epochs: passes over the training cases", minimum=1)
-    max_minutes: float | None = option(None, "stop cleanly and write the bundle after this many minutes", minimum=0)
+    epochs: int = option(50, "epochs: passes over the training cases", minimum=1, maximum=100000)
+    max_minutes: float | None = option(None, "stop cleanly and write the bundle after this many minutes", minimum=0, maximum=100000)
     lr: float = option(1e-3, "AdamW learning rate, cosine schedule", minimum=0)
     weight_decay: float = option(1e-5, "AdamW weight decay", minimum=0)
     batch_size: int = option(2, "cases per step", minimum=1)
     samples_per_case: int = option(2, "patches per case and step", minimum=1)
     policy: str = option("paper", "subset policy: {choices}", choices=POLICIES)
     distill: bool = option(True, "no self-distillation: DiceCE on every output only (the baseline)")
-    kl_weight: float = option(1.0, "weight of each fused -> modality KL term", minimum=0)
-    feature_weight: float = option(1.0, "weight of each fused -> modality feature MSE term", minimum=0)
+    kl_weight: float = option(1.0, "weight of each fused -> modality KL term", minimum=0, maximum=100)
+    feature_weight: float = option(1.0, "weight of each fused -> modality feature MSE term", minimum=0, maximum=100)
     seed: int = option(0, "seed of weights, split, order and augmentation")
     val_fraction: float = option(0.2, "fraction of cases held out for validation", minimum=0, maximum=1, exclusive_maximum=True)
     val_cases: tuple[str, ...] = option((), "explicit validation cases by name (overrides --val-fraction)", separator=",", metavar="NAME,NAME")

@@ -15,7 +15,7 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "Requirement", "missing_requirements", "Device", "describe_devices", "resolve_device"]
+__all__ = ["REQUIREMENTS", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,76 @@ REQUIREMENTS = (
 )
 
 
-def missing_requirements() -> list[Requirement]:
-    """The requirements whose module cannot be imported here (found without importing it)."""
-    return [r for r in REQUIREMENTS if importlib.util.find_spec(r.module) is None]
+def _release(version: str) -> tuple[int, ...]:
+    """``"2.13.0+cpu"`` -> ``(2, 13, 0)``; pre-release letters end a part (``"1rc1"`` -> 1)."""
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = ""
+        for char in piece:
+            if not char.isdigit():
+                break
+            digits += char
+        parts.append(int(digits or 0))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def satisfies(version: str, specifier: str) -> bool:
+    """Whether ``version`` meets a specifier such as ``">=2.4,<2.14"`` (the forms pyproject.toml uses)."""
+    have = _release(version)
+    checks = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b,
+              "!=": lambda a, b: a != b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+    for clause in filter(None, (c.strip() for c in specifier.split(","))):
+        op = next(o for o in checks if clause.startswith(o))
+        if not checks[op](have, _release(clause[len(op):])):
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class RequirementState:
+    """A requirement and the version installed (None: not installed)."""
+
+    requirement: Requirement
+    installed: str | None
+
+    @property
+    def specifier(self) -> str:
+        return self.requirement.spec[len(self.requirement.module):]
+
+    @property
+    def ok(self) -> bool:
+        return self.installed is not None and satisfies(self.installed, self.specifier)
+
+    def describe(self) -> str:
+        if self.installed is None:
+            return f"{self.requirement.spec}: not installed"
+        return f"{self.requirement.spec}: {self.installed} is installed" + ("" if self.ok else ", which is outside that range")
+
+
+def unmet_requirements() -> list[RequirementState]:
+    """The requirements that are missing or installed in a version outside the tested range.
+
+    Read from the package metadata: nothing is imported (Slicer asks before torch may exist).
+    """
+    versions = installed_versions()
+    states = [RequirementState(r, versions[r.module]) for r in REQUIREMENTS]
+    return [s for s in states if not s.ok]
+
+
+def installed_versions() -> dict[str, str | None]:
+    """magms and each requirement's installed version (None: not installed), read from the package
+    metadata, so nothing is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import magms
+
+    found: dict[str, str | None] = {"magms": magms.__version__}
+    for requirement in REQUIREMENTS:
+        try:
+            found[requirement.module] = version(requirement.module)
+        except PackageNotFoundError:
+            found[requirement.module] = None
+    return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ __all__ = [
     "METRICS_FILE",
     "CHECKPOINT_DIR",
     "CHECKPOINT_STATE_FILE",
+    "STOP_REQUEST_FILE",
     "MIN_OVERLAP",
     "ProgressLine",
     "format_progress",
@@ -25,6 +26,10 @@ METRICS_FILE = "metrics.csv"
 #: The training checkpoint folder inside a run's output folder, and the file that marks it complete.
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.json"
+#: A file in a run's output folder that asks ``magms train`` to save a checkpoint and stop. The trainer
+#: looks for it between steps: a request through the file system reaches it through any launcher
+#: (PythonSlicer does not forward signals to python-real) and the same way on every platform.
+STOP_REQUEST_FILE = "stop-requested"
 
 #: Smallest fraction of an input's world box that must lie inside the reference input's box.
 MIN_OVERLAP = 0.5

@@ -50,7 +50,8 @@ from magms.bundle import load_bundle, save_bundle
 from magms.config import NetConfig, PreprocessConfig, TrainConfig
 from magms.commands import TrainOptions
 from magms.data.cases import Case, find_cases, slots_of
-from magms.data.dataset import case_transforms, check_cases, patch_transforms
+from magms.data.checks import check_cases
+from magms.data.dataset import case_transforms, patch_transforms
 from magms.data.preprocessing import run_in_foreground
 from magms.devices import resolve_device
 from magms.errors import ConfigError
@@ -60,7 +61,7 @@ from magms.losses import MAGMSLoss
 from magms.metrics import case_metrics
 from magms.modalities import subsets_of
 from magms.networks import build_network
-from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, STOP_REQUEST_FILE
 
 __all__ = ["train", "train_from_options"]
 
@@ -296,7 +297,9 @@ def train(
         nonlocal stop_requested
         stop_requested = True
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGBREAK: Ctrl-Break in a Windows console (signal.SIGBREAK exists on Windows only)
+    stop_signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {s: signal.signal(s, on_signal) for s in stop_signals}
     started = time.monotonic() - state["seconds"]
     last_validation: dict[str, float] = {}
     metrics_path = out_dir / METRICS_FILE
@@ -419,8 +422,10 @@ def train_from_options(options: TrainOptions, progress: Callable[[dict[str, Any]
 
     slots = tuple(canonical_slot(s) for s in options.slots) or None
     cases = find_cases(options.data, slots)
+    stop_file = Path(options.out) / STOP_REQUEST_FILE
+    stop_file.unlink(missing_ok=True)  # a request left by an earlier run
     return train(
         cases, options.out, options.labels, slots or slots_of(cases), net_overrides=options.net_overrides(),
         preprocessing=options.preprocessing(), config=options.train_config(), device=options.device,
-        resume=options.resume, init=options.init, progress=progress,
+        resume=options.resume, init=options.init, stop=lambda step: stop_file.exists(), progress=progress,
     )

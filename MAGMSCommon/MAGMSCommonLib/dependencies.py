@@ -1,74 +1,129 @@
-"""What ``magms`` needs that this Python lacks, and how to install it inside Slicer.
+"""What ``magms`` needs that Slicer's Python lacks, and how it is installed inside Slicer.
 
-Nothing is installed at import time: the widget lists :func:`missing` to the user, asks, and then
-calls :func:`installInSlicer`. torch comes from the PyTorch Utils extension when it is installed
-(it picks the build that fits the computer's CUDA), else from pip.
+Nothing is installed at import time, and nothing heavy is imported to find out: versions come from
+the package metadata (:func:`magms.devices.unmet_requirements`). The widget shows
+:func:`describeUnmet`, asks, then calls :func:`installInSlicer`.
+
+PyTorch comes only from the PyTorch extension (``PyTorchUtils``), which picks the build that fits
+the computer's GPU; plain pip would bring a CUDA build of its own choosing on Linux, so there is no
+pip fallback. A torch outside the tested range is not replaced inside a running Slicer: the message
+says how to change it in the PyTorch Utils module. MONAI and the rest are installed with pip, pinned
+to the ranges the core is tested with (``magms.devices.REQUIREMENTS``, equal to pyproject.toml).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from collections.abc import Callable, Sequence
 
-from magms.devices import Requirement, missing_requirements
+from magms.devices import RequirementState, unmet_requirements
+from magms.errors import ConfigError
 
-__all__ = ["missing", "describeMissing", "installInSlicer", "ensureInSlicer"]
+__all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer"]
 
-
-def missing() -> list[Requirement]:
-    """The run-time requirements that cannot be imported here."""
-    return missing_requirements()
+PYTORCH_EXTENSION_MODULE = "PyTorchUtils"
 
 
-def describeMissing(requirements: list[Requirement]) -> str:
-    """The confirmation text: what will be installed, and from where."""
-    lines = ["MAGMS needs these Python packages, which are not installed yet:"]
-    lines += [f"  {r.spec}" for r in requirements]
-    if any(r.module == "torch" for r in requirements):
-        lines.append("PyTorch comes from the PyTorch Utils extension if it is installed (it picks the build for your GPU), else from pip.")
-    lines.append("Install them now? This can take several minutes and may need a restart of Slicer.")
+def unmet() -> list[RequirementState]:
+    """The requirements that are missing or outside the tested version range."""
+    return unmet_requirements()
+
+
+def pyTorchExtensionPresent() -> bool:
+    """Whether the PyTorch extension's module can be imported (found without importing it)."""
+    return importlib.util.find_spec(PYTORCH_EXTENSION_MODULE) is not None
+
+
+def _torchAdvice(state: RequirementState, extension: bool) -> str:
+    if not extension:
+        return ("PyTorch comes from the PyTorch extension, which is not installed: install 'PyTorch' in the "
+                "Extensions Manager, restart Slicer, then try again.")
+    if state.installed is None:
+        return "PyTorch will be installed by the PyTorch extension (it picks the build for your GPU)."
+    return (f"PyTorch {state.installed} is installed, but MAGMS is tested with {state.requirement.spec}: "
+            f"install a version in that range in the PyTorch Utils module (Utilities), restart Slicer, then try again.")
+
+
+def describeUnmet(states: Sequence[RequirementState], extension: bool | None = None) -> str:
+    """The text shown before installing: what is missing or outside its range, and what will happen."""
+    extension = pyTorchExtensionPresent() if extension is None else extension
+    lines = ["MAGMS needs these Python packages:"] + [f"  {s.describe()}" for s in states]
+    torch = next((s for s in states if s.requirement.module == "torch"), None)
+    if torch is not None:
+        lines.append(_torchAdvice(torch, extension))
+    if installable(states, extension):
+        lines.append("Install them now? This can take several minutes and may need a restart of Slicer.")
     return "\n".join(lines)
 
 
-def installInSlicer(requirements: list[Requirement]) -> bool:
-    """Install ``requirements`` in Slicer's Python. Returns True when a restart is needed.
+def installable(states: Sequence[RequirementState], extension: bool) -> bool:
+    """Whether :func:`installInSlicer` can fix ``states`` (torch only when missing and the extension is there)."""
+    torch = next((s for s in states if s.requirement.module == "torch"), None)
+    return torch is None or (extension and torch.installed is None)
 
-    A restart is needed when a package of the same name was imported already (the new version
-    cannot replace it in a running Slicer).
+
+def installInSlicer(
+    states: Sequence[RequirementState],
+    pipInstall: Callable[[list[str]], None] | None = None,
+    installTorch: Callable[[str], object] | None = None,
+) -> bool:
+    """Install what ``states`` lack. Returns True when Slicer must restart to use them.
+
+    Args:
+        pipInstall: installs pip requirement strings (default: ``slicer.util.pip_install``).
+        installTorch: installs torch for a specifier, returns None when the user declined
+            (default: the PyTorch extension's ``installTorch``).
+    Raises:
+        ConfigError: torch cannot be installed here (no PyTorch extension, or a version outside
+            the range is installed); the message says what to do.
     """
-    import slicer  # Slicer only: never imported by the logic tests
-
-    restart = any(r.module in sys.modules for r in requirements)
-    rest = [r for r in requirements if r.module != "torch"]
-    if len(rest) < len(requirements):
-        torch_spec = next(r.spec for r in requirements if r.module == "torch")
-        try:
-            import PyTorchUtils  # the PyTorch extension's module
-
-            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=torch_spec[len("torch"):])
-        except ImportError:
-            slicer.util.pip_install([torch_spec])
+    torch = next((s for s in states if s.requirement.module == "torch"), None)
+    if torch is not None:
+        extension = installTorch is not None or pyTorchExtensionPresent()
+        if not installable([torch], extension):
+            raise ConfigError(_torchAdvice(torch, extension))
+        if (installTorch or _extensionInstallTorch)(torch.specifier) is None:
+            raise ConfigError("PyTorch was not installed (declined or failed): MAGMS cannot run without it")
+    rest = [s.requirement.spec for s in states if s.requirement.module != "torch"]
     if rest:
-        slicer.util.pip_install([r.spec for r in rest])
+        (pipInstall or _slicerPipInstall)(rest)
     importlib.invalidate_caches()
-    return restart
+    # a package imported before cannot be replaced in a running Slicer
+    return any(s.requirement.module in sys.modules for s in states)
+
+
+def _extensionInstallTorch(specifier: str) -> object:
+    module = importlib.import_module(PYTORCH_EXTENSION_MODULE)
+    return module.PyTorchUtilsLogic().installTorch(askConfirmation=True, torchVersionRequirement=specifier)
+
+
+def _slicerPipInstall(requirements: list[str]) -> None:
+    import slicer  # the Slicer application only
+
+    slicer.util.pip_install(requirements)
 
 
 def ensureInSlicer() -> bool:
-    """In Slicer: True when nothing is missing; else ask, install, and offer a restart when needed.
+    """In Slicer: True when nothing is unmet; else ask, install, and offer a restart when needed.
 
     Never called at import time: the modules call it when the user starts work.
     """
     import slicer
 
-    needed = missing()
-    if not needed:
+    states = unmet()
+    if not states:
         return True
-    if not slicer.util.confirmOkCancelDisplay(describeMissing(needed)):
+    extension = pyTorchExtensionPresent()
+    if not installable(states, extension):
+        slicer.util.errorDisplay(describeUnmet(states, extension))
+        return False
+    if not slicer.util.confirmOkCancelDisplay(describeUnmet(states, extension)):
         return False
     with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
-        if installInSlicer(needed):
+        if installInSlicer(states):
             if slicer.util.confirmYesNoDisplay("Slicer must restart to use the new packages. Restart now?"):
                 slicer.util.restart()
             return False
-    return not missing()
+    return not unmet()

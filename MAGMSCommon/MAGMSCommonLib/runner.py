@@ -62,18 +62,28 @@ class ProcessRunner:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, command: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
-        """Start ``command``; raises RuntimeError if a process is still running."""
+    def start(self, command: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None,
+              stdout: str | os.PathLike[str] | None = None) -> None:
+        """Start ``command``; raises RuntimeError if a process is still running.
+
+        Args:
+            stdout: a file for the child's standard output (its results); by default it is discarded.
+        """
         if self.running:
             raise RuntimeError("a process is still running")
         self.state, self.lines, self._cancelled = RunState.RUNNING, [], False
         self._queue = queue.Queue()
         # A new process group (session) so that cancel reaches every process the child starts.
         group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32" else {"start_new_session": True}
-        self._process = subprocess.Popen(
-            list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, encoding="utf-8", errors="replace", env=dict(env) if env is not None else None, cwd=cwd, **group,
-        )
+        out = open(stdout, "w", encoding="utf-8") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+        try:
+            self._process = subprocess.Popen(
+                list(command), stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, encoding="utf-8", errors="replace", env=dict(env) if env is not None else None, cwd=cwd, **group,
+            )
+        finally:
+            if stdout is not None:
+                out.close()  # the child has its own handle
         threading.Thread(target=self._read, args=(self._process, self._queue), daemon=True).start()
 
     @staticmethod
@@ -111,7 +121,7 @@ class ProcessRunner:
             self.state, message = RunState.SUCCEEDED, ""
         else:
             self.state = RunState.FAILED
-            message = self.lines[-1] if self.lines else f"the process ended with exit status {code}"
+            message = _errorMessage(self.lines) or f"the process ended with exit status {code}"
         self.finished.emit(self.state, message)
         return self.state
 
@@ -123,15 +133,6 @@ class ProcessRunner:
                 raise TimeoutError(f"the process did not end within {timeout} s")
             time.sleep(interval)
         return self.state
-
-    def requestStop(self) -> None:
-        """Ask the child to stop on its own (SIGTERM to the child only; ``magms train`` then writes a
-        checkpoint and exits 0). Keep polling: ``finished`` comes when it has ended."""
-        if self.running and self._process is not None:
-            if sys.platform == "win32":
-                self._process.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                self._process.send_signal(signal.SIGTERM)
 
     def cancel(self, grace: float = 5.0) -> None:
         """End the child and everything it started: SIGTERM to its group, SIGKILL after ``grace`` s."""
@@ -150,6 +151,13 @@ class ProcessRunner:
             _signal_group(process.pid, signal.SIGKILL)  # also children that outlived the parent
         process.wait()
         self.wait(timeout=grace + 5)
+
+
+def _errorMessage(lines: Sequence[str]) -> str:
+    """The child's error: from its last ``magms ...: error:`` line to the end (a list of bad cases
+    spans several lines), else its last line."""
+    starts = [i for i, line in enumerate(lines) if ": error: " in line]
+    return "\n".join(lines[starts[-1]:]) if starts else (lines[-1] if lines else "")
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import slicer
 
-__all__ = ["volumeSelector"]
+__all__ = ["volumeSelector", "fillComboBox"]
 
 
 def volumeSelector(nodeID: str | None = None):
@@ -16,3 +16,14 @@ def volumeSelector(nodeID: str | None = None):
     selector.setMRMLScene(slicer.mrmlScene)
     selector.setCurrentNodeID(nodeID or "")
     return selector
+
+
+def fillComboBox(combo, items, current: str | None = None) -> None:
+    """Replace a combo box's items by ``(data, text)`` pairs and select ``current`` (else the first),
+    without emitting: what the controller shows is not a user's choice."""
+    wasBlocked = combo.blockSignals(True)
+    combo.clear()
+    for data, text in items:
+        combo.addItem(text, data)
+    combo.currentIndex = max(combo.findData(current), 0) if current is not None else 0
+    combo.blockSignals(wasBlocked)

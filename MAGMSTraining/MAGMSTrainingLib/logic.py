@@ -43,7 +43,7 @@ from magms.commands import TrainOptions
 from magms.errors import ConfigError, MAGMSError
 from magms.labels import LabelScheme, get_scheme
 from magms.modalities import default_slots
-from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP, STOP_REQUEST_FILE
 
 __all__ = [
     "SceneCase",
@@ -213,7 +213,7 @@ def preflightFolder(data: str | os.PathLike[str], labels: str, slots: Sequence[s
         MAGMSError: the layout cannot be read, or every bad case (ImageError, one line each).
     """
     from magms.data.cases import find_cases, slots_of
-    from magms.data.dataset import check_cases
+    from magms.data.checks import check_cases
 
     cases = find_cases(data, slots)
     slots = slots or slots_of(cases)
@@ -321,11 +321,13 @@ class TrainingJob:
         self.runner.start(command, env=childEnvironment())
 
     def stop(self) -> None:
-        """Ask the process to write its checkpoint and exit; ``stopped`` follows."""
-        self.runner.requestStop()
+        """Ask ``magms train`` to write its checkpoint and exit (a request file it looks for between
+        steps, which no launcher can swallow); ``stopped`` follows when it has."""
+        if self.running and self.out is not None:
+            (self.out / STOP_REQUEST_FILE).touch()
 
     def cancel(self) -> None:
-        """End the process at once (the last epoch's checkpoint stays)."""
+        """End the whole process tree at once (the last epoch's checkpoint stays)."""
         self.runner.cancel()
 
     def poll(self) -> None:

@@ -1,8 +1,8 @@
-"""From labelled cases to training patches: the checks, and the MONAI transforms.
+"""From labelled cases to training patches: the MONAI transforms.
 
-:func:`check_cases` reads every case as training will and reports every problem at once, so a run
-never fails on case 40 after an hour. :func:`case_transforms` is the deterministic part (cached
-once per run), :func:`patch_transforms` the random part (patches, flips, intensity jitter).
+:func:`case_transforms` is the deterministic part (cached once per run), :func:`patch_transforms`
+the random part (patches, flips, intensity jitter). The cases were checked before
+(:func:`magms.data.checks.check_cases`).
 """
 
 from __future__ import annotations
@@ -29,57 +29,13 @@ from monai.transforms import (
 )
 
 from magms.config import PreprocessConfig
-from magms.data.cases import Case
 from magms.data.inputs import prepare_inputs
-from magms.data.io import overlap_fraction, resample_like, same_grid
+from magms.data.io import resample_like, same_grid
 from magms.data.preprocessing import NormalizeForegroundd
 from magms.data.tensors import RAS_AXES, sitk_to_metatensor
-from magms.errors import ImageError, MAGMSError
 from magms.labels import LabelScheme
-from magms.protocol import MIN_OVERLAP
 
-__all__ = ["check_cases", "LoadCased", "case_transforms", "patch_transforms"]
-
-
-def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme) -> None:
-    """Check every case before training; report ALL bad cases at once.
-
-    Raises:
-        ImageError: one line per problem, each naming the case and file.
-    """
-    problems: list[str] = []
-    for case in cases:
-        if case.label is None:
-            problems.append(f"{case.name}: no label file")
-            continue
-        images = {s: p for s, p in case.images.items() if s in slots}
-        if not images:
-            problems.append(f"{case.name}: none of the slots {', '.join(slots)}")
-            continue
-        try:
-            prepared = prepare_inputs(images, tuple(slots))
-        except MAGMSError as err:
-            problems.append(f"{case.name}: {err}")
-            continue
-        if not case.label.is_file():
-            problems.append(f"{case.name}: {case.label}: no such label file")
-            continue
-        try:
-            label = sitk.ReadImage(str(case.label))
-        except RuntimeError:
-            problems.append(f"{case.name}: {case.label.name}: cannot be read as an image")
-            continue
-        if label.GetDimension() != 3:
-            problems.append(f"{case.name}: {case.label.name}: {label.GetDimension()}-D label, 3-D expected")
-            continue
-        values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
-        bad = sorted(values - set(scheme.values))
-        if bad:
-            problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {scheme.key!r} ({scheme.values})")
-        if not same_grid(label, prepared.reference) and overlap_fraction(prepared.reference, label) < MIN_OVERLAP:
-            problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
-    if problems:
-        raise ImageError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
+__all__ = ["LoadCased", "case_transforms", "patch_transforms"]
 
 
 class LoadCased(MapTransform):

@@ -1,0 +1,273 @@
+"""What the MAGMS Training panel does, without Qt: settings, enabling, messages, what to run.
+
+The widget (``MAGMSTraining.py``) only binds: each handler makes one call here, and it shows what
+this controller tells its :class:`TrainingView`. The settings live on the module's parameter node
+under the names of ``magms train``'s options (:class:`magms.commands.TrainOptions`), with its
+defaults and ranges. Heavy work runs in child processes: the folder check (``magms train
+--check-only``), the device list (``magms devices``) and training itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from MAGMSCommonLib.child import childEnvironment, childPython
+from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery
+from MAGMSCommonLib.parameters import Parameters
+from MAGMSCommonLib.runner import ProcessRunner, RunState
+
+from magms.commands import TrainOptions
+from magms.errors import ConfigError, MAGMSError
+from magms.labels import SCHEMES, get_scheme
+from magms.modalities import canonical_slot
+
+from .logic import SceneCase, TrainingJob, checkSceneCases, guessSceneCases, sceneSlots, trainCommand, trainingOptions
+
+__all__ = ["TrainingView", "TrainingController", "DEFAULTS", "NUMBERS", "PLOT_VIEW_TAG"]
+
+_TRAIN = TrainOptions.defaults()
+#: The panel's settings on the parameter node: magms train's option names and defaults, plus where
+#: the data comes from. ``max_minutes`` 0 means no limit (a spin box has no "none").
+DEFAULTS: dict[str, Any] = {
+    "source": "folder", "data": "", "out": "", "init": "", "labels": next(iter(SCHEMES)), "slots": "",
+    "backbone": _TRAIN["backbone"], "epochs": _TRAIN["epochs"], "max_minutes": _TRAIN["max_minutes"] or 0.0,
+    "patch": _TRAIN["patch"][0], "distill": _TRAIN["distill"], "kl_weight": _TRAIN["kl_weight"],
+    "feature_weight": _TRAIN["feature_weight"], "device": _TRAIN["device"],
+}
+#: The numeric settings, whose spin boxes take magms train's ranges.
+NUMBERS = ("epochs", "max_minutes", "patch", "kl_weight", "feature_weight")
+PLOT_VIEW_TAG = "MAGMSTraining"
+NO_PATH = ("", ".")
+
+
+def numberRange(name: str) -> tuple[float, float]:
+    """The (minimum, maximum) of a numeric setting: its magms train option's range."""
+    spec = TrainOptions.spec(name)
+    return spec.minimum, spec.maximum
+
+
+class TrainingView(Protocol):
+    """What the controller asks the panel to show."""
+
+    def showSettings(self, values: dict[str, Any]) -> None: ...
+    def showDevices(self, items: Sequence[tuple[str, str]], current: str) -> None: ...
+    def showSceneCases(self, cases: Sequence[SceneCase], slots: Sequence[str]) -> None: ...
+    def showButtons(self, start: bool, stop: bool, resume: bool) -> None: ...
+    def showPlot(self, viewNode) -> None: ...
+    def showProgress(self, fraction: float) -> None: ...
+    def showStatus(self, text: str) -> None: ...
+    def showError(self, text: str) -> None: ...
+
+
+class TrainingController:
+    """The Training panel's behaviour.
+
+    Args:
+        scene: the MRML scene.
+        parameterNode: the module's ``vtkMRMLScriptedModuleNode``.
+        view: the panel.
+        newJob: makes a :class:`~MAGMSTrainingLib.logic.TrainingJob` (tests inject one).
+        newRunner: makes the runner of the data check (tests inject one).
+        devices: makes the device query; None lists only what needs no answer.
+    """
+
+    def __init__(self, scene, parameterNode, view: TrainingView, newJob: Callable[[], TrainingJob],
+                 newRunner: Callable[[], ProcessRunner] = ProcessRunner,
+                 devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery, python: str | None = None) -> None:
+        self.scene, self.view, self.newJob, self.newRunner = scene, view, newJob, newRunner
+        self.python = python or childPython()
+        self.devices = list(KNOWN_WITHOUT_ASKING)
+        self.deviceQuery = devices(self._onDevices) if devices is not None else None
+        self.job: TrainingJob | None = None
+        self.check: tuple[ProcessRunner, Path] | None = None
+        self.exported: Path | None = None  # a scene data set written for the run
+        self.setParameterNode(parameterNode)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def setParameterNode(self, parameterNode) -> None:
+        self.parameters = Parameters(parameterNode, DEFAULTS) if parameterNode is not None else None
+        if self.parameters is not None:
+            self.view.showSettings(self.parameters.values())
+            self.view.showDevices(self.devices, self.parameters.get("device"))
+        self._updateButtons()
+
+    def enter(self) -> None:
+        if self.deviceQuery is not None and self.deviceQuery.folder is None:
+            self.deviceQuery.start()
+
+    def sceneClosing(self) -> None:
+        """The scene closes: the run's table and plot nodes go with it, so the run ends too."""
+        self.cancel()
+        self.parameters = None
+
+    def cleanup(self) -> None:
+        """The module is closed or Slicer exits: end every child process tree."""
+        self.cancel()
+        if self.check is not None:
+            self.check[0].cancel()
+
+    # --- settings --------------------------------------------------------------------------
+
+    def set(self, name: str, value: Any) -> None:
+        """The user changed one setting."""
+        if self.parameters is not None:
+            self.parameters.set(name, value)
+
+    def _slots(self) -> tuple[str, ...]:
+        return tuple(canonical_slot(s) for s in self.parameters.get("slots").split(",") if s.strip())
+
+    def settings(self) -> dict[str, Any]:
+        """The run's magms train options (all but data and out) from the parameter node."""
+        values = self.parameters.values()
+        return {
+            "labels": values["labels"], "slots": self._slots(), "backbone": values["backbone"], "epochs": values["epochs"],
+            "max_minutes": values["max_minutes"] or None, "patch": (values["patch"],), "distill": values["distill"],
+            "kl_weight": values["kl_weight"], "feature_weight": values["feature_weight"], "device": values["device"],
+            "init": values["init"] if values["init"] not in NO_PATH else None,
+        }
+
+    def _path(self, name: str, what: str) -> Path:
+        value = self.parameters.get(name) if self.parameters is not None else ""
+        if value in NO_PATH:
+            raise ConfigError(f"choose {what} first")
+        return Path(value)
+
+    def _onDevices(self, devices: list[tuple[str, str]], problem: str) -> None:
+        self.devices = devices
+        self.view.showDevices(devices, self.parameters.get("device") if self.parameters else "auto")
+        if problem:
+            self.view.showStatus(f"Only auto and CPU are listed: {problem}")
+
+    # --- data ------------------------------------------------------------------------------
+
+    def findCases(self) -> None:
+        """One case per segmentation node of the scene, its volumes guessed."""
+        if self.parameters is None:  # the scene is closing
+            return
+        slots = self._slots() or ("flair", "t1", "t1c", "t2")
+        cases = guessSceneCases(self.scene, slots)
+        self.set("source", "scene" if cases else "folder")
+        self.view.showSceneCases(cases, slots)
+        self.view.showSettings(self.parameters.values())
+        self.view.showStatus(f"{len(cases)} case(s) found: check the volume of each slot")
+
+    def checkData(self, sceneCases: Sequence[SceneCase] = ()) -> None:
+        """Check the data as training will: scene cases here (MRML only), a folder in a child process."""
+        if self.parameters is None:  # the scene is closing
+            return
+        try:
+            if self.parameters.get("source") == "scene":
+                slots = self._slots() or sceneSlots(sceneCases)
+                checkSceneCases(self.scene, sceneCases, slots, get_scheme(self.parameters.get("labels")))
+                self.view.showStatus(f"{len(sceneCases)} scene case(s) are fine")
+                return
+            data = self._path("data", "the data folder")
+            options = trainingOptions(data, Path(tempfile.gettempdir()), {**self.settings(), "check_only": True})
+        except MAGMSError as err:
+            self.view.showError(f"The data has problems:\n{err}")
+            return
+        self._startCheck(options)
+
+    def _startCheck(self, options: TrainOptions) -> None:
+        """``magms train --check-only`` in a child: reading every case needs SimpleITK, and the checks
+        are those of training itself."""
+        folder = Path(tempfile.mkdtemp(prefix="magms-check-"))
+        runner = self.newRunner()
+        runner.finished.connect(lambda state, message: self._onChecked(state, message, folder))
+        runner.start(trainCommand(self.python, options, folder / "check.json"), env=childEnvironment(), stdout=folder / "result.txt")
+        self.check = (runner, folder)
+        self.view.showStatus("Checking every case...")
+
+    def _onChecked(self, state: RunState, message: str, folder: Path) -> None:
+        result = (folder / "result.txt").read_text(encoding="utf-8").strip() if (folder / "result.txt").is_file() else ""
+        shutil.rmtree(folder, ignore_errors=True)
+        self.check = None
+        if state is RunState.SUCCEEDED:
+            self.view.showStatus(result or "The data is fine")
+        elif state is RunState.FAILED:
+            self.view.showError(f"The data has problems:\n{message}")
+
+    # --- training --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.running
+
+    def _updateButtons(self) -> None:
+        ready = self.parameters is not None and not self.running
+        self.view.showButtons(ready, self.running, ready)
+
+    def start(self, sceneCases: Sequence[SceneCase] = (), resume: bool = False,
+              ensureDependencies: Callable[[], bool] = lambda: True) -> None:
+        """Start (or resume) training with the panel's settings; errors are shown, nothing raised."""
+        if self.running or self.parameters is None or not ensureDependencies():
+            return
+        try:
+            out = self._path("out", "an output folder for the model")
+            job = self.job if self.job is not None else self._newJob()
+            if resume:
+                job.resume(self.exported or self._path("data", "the data folder"), out, self.settings())
+            elif self.parameters.get("source") == "scene":
+                self.exported = job.startFromScene(sceneCases, out, self.settings())
+            else:
+                self.exported = None
+                job.start(self._path("data", "the data folder"), out, self.settings())
+        except MAGMSError as err:
+            self.view.showError(f"Cannot start training: {err}")
+            return
+        self.view.showPlot(self.plotView())
+        self.view.showStatus("Resuming..." if resume else "Starting...")
+        self._updateButtons()
+
+    def _newJob(self) -> TrainingJob:
+        self.job = self.newJob()
+        self.job.progress.connect(lambda fraction, text: (self.view.showProgress(fraction), self.view.showStatus(text)))
+        self.job.finished.connect(lambda bundle: self._ended(f"Finished: {bundle} (listed in MAGMS Segmenter)"))
+        self.job.stopped.connect(lambda: self._ended("Stopped; press Resume to continue from the checkpoint"))
+        self.job.failed.connect(self._onFailed)
+        return self.job
+
+    def plotView(self):
+        """The panel's own plot view node (one per scene, found by its tag), showing the run's chart."""
+        view = self.scene.GetSingletonNode(PLOT_VIEW_TAG, "vtkMRMLPlotViewNode")
+        if view is None:
+            view = self.scene.CreateNodeByClass("vtkMRMLPlotViewNode")
+            view.SetSingletonTag(PLOT_VIEW_TAG)
+            view.SetName("MAGMS training plot")
+            view = self.scene.AddNode(view)
+        view.SetPlotChartNodeID(self.job.chart.GetID())
+        return view
+
+    def stop(self) -> None:
+        """Ask the run to save its checkpoint and stop; Resume continues from there."""
+        if self.running:
+            self.job.stop()
+            self.view.showStatus("Stopping: the checkpoint is being written...")
+
+    def cancel(self) -> None:
+        if self.running:
+            self.job.cancel()
+
+    def poll(self) -> None:
+        """Called by the panel's timer."""
+        for runner in ([self.check[0]] if self.check else []):
+            runner.poll()
+        if self.deviceQuery is not None:
+            self.deviceQuery.poll()
+        if self.job is not None:
+            self.job.poll()
+        self._updateButtons()
+
+    def _ended(self, text: str) -> None:
+        self.view.showStatus(text)
+        self._updateButtons()
+
+    def _onFailed(self, message: str) -> None:
+        self._updateButtons()
+        self.view.showError(f"Training failed: {message}")
+

@@ -1,0 +1,324 @@
+"""The panels' controllers on the real MRML of `slicer-core`, with stand-in views: each test
+reproduces what a user of the real Slicer panel hit (the findings read against Slicer's source)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
+
+from conftest import REPO, tiny_config  # noqa: E402
+from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
+from MAGMSCommonLib.signal import Signal  # noqa: E402
+from MAGMSSegmenterLib.controller import SegmenterController  # noqa: E402
+from MAGMSTrainingLib import logic as training  # noqa: E402
+from MAGMSTrainingLib.controller import PLOT_VIEW_TAG, TrainingController  # noqa: E402
+
+SHAPE = (20, 22, 24)
+
+
+class View:
+    """Records what a controller shows; ``on`` hooks let a test act like Qt would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+        self.on: dict = {}
+
+    def __getattr__(self, name):
+        if not name.startswith("show"):
+            raise AttributeError(name)
+
+        def record(*args):
+            self.calls.append((name, args))
+            if name in self.on:
+                self.on[name](*args)
+
+        return record
+
+    def last(self, name):
+        return next((args for n, args in reversed(self.calls) if n == name), None)
+
+
+def parameter_node(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "MAGMS parameters")
+    return node
+
+
+def add_volume(scene, name: str, array: np.ndarray):
+    from vtk.util import numpy_support
+    import vtk
+
+    image = vtk.vtkImageData()
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.astype(np.float32).ravel(), deep=True, array_type=vtk.VTK_FLOAT))
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetAndObserveImageData(image)
+    return node
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    from magms.bundle import save_bundle
+    from magms.config import PreprocessConfig
+    from magms.labels import get_scheme
+    from magms.networks import build_network
+
+    config = tiny_config("unet", slots=("flair", "t1c"), out_channels=4)
+    folder = tmp_path / "bundle"
+    save_bundle(folder, build_network(config), config, get_scheme("msd_task01"), PreprocessConfig(patch_size=(16, 16, 16)))
+    return folder
+
+
+# --- Segmenter -----------------------------------------------------------------------------------
+
+
+def test_choosing_a_bundle_with_volumes_loaded_keeps_it(bundle, tmp_path):
+    """Finding 1. In Slicer, writing the slot mapping modified the parameter node, the GUI was then
+    refreshed from the node's OLD bundle path, and the path field re-emitted it: the choice snapped back.
+    The stand-in view does what Qt and the node observer did: re-emit the stored path on every
+    modification of the parameter node."""
+    scene = slicer.vtkMRMLScene()
+    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    add_volume(scene, "T1 POST GAD", np.random.default_rng(1).normal(size=SHAPE))
+    node = parameter_node(scene)
+    view = View()
+    controller = SegmenterController(scene, node, view, newJob=lambda: None, localBundles=lambda: [], devices=None)
+    shown = {"path": ""}
+
+    def gui_refresh(caller, event):  # the wrapper's observer + ctkPathLineEdit::setCurrentPath
+        stored = controller.bundlePath
+        if stored != shown["path"]:
+            shown["path"] = stored
+            controller.chooseBundle(stored)
+
+    node.AddObserver("ModifiedEvent", gui_refresh)
+    controller.chooseBundle(str(bundle))
+    assert controller.bundlePath == str(bundle)
+    assert controller.info is not None and controller.info.slots == ("flair", "t1c")
+    mapping = view.last("showMapping")[0]
+    assert {slot: scene.GetNodeByID(i).GetName() for slot, i in mapping.items()} == {"flair": "AX FLAIR", "t1c": "T1 POST GAD"}
+    assert view.last("showApply") == ("Apply", True)
+    controller.chooseBundle(".")  # an emptied path field
+    assert controller.bundlePath == "" and controller.info is None and view.last("showApply") == ("Apply", False)
+
+
+def test_a_scene_closed_and_reopened_gets_a_working_panel(bundle):
+    """Finding 8: after Close Scene every button raised until the module was entered again."""
+    scene = slicer.vtkMRMLScene()
+    view = View()
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None)
+    controller.chooseBundle(str(bundle))
+    controller.sceneClosing()
+    scene.Clear()
+    controller.guess(), controller.applyOrCancel(), controller.poll()  # nothing raises while closed
+    controller.setParameterNode(parameter_node(scene))
+    assert controller.bundlePath == "" and view.last("showBundle")[0] == ""
+    controller.chooseBundle(str(bundle))
+    assert controller.info is not None
+
+
+def test_opening_either_panel_imports_no_torch():
+    """Finding 12: listing devices imported torch into Slicer just to open a module."""
+    code = """
+import sys
+sys.path[:0] = [{common!r}, {segmenter!r}, {training!r}]
+import slicer
+from MAGMSSegmenterLib.controller import SegmenterController
+from MAGMSTrainingLib.controller import TrainingController
+from MAGMSCommonLib.runner import ProcessRunner
+
+class View:
+    def __getattr__(self, name):
+        return lambda *args: None
+
+scene = slicer.vtkMRMLScene()
+node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+segmenter = SegmenterController(scene, node, View(), newJob=lambda: None, localBundles=lambda: [])
+trainer = TrainingController(scene, node, View(), newJob=lambda: None)
+segmenter.enter(), trainer.enter()
+while segmenter.deviceQuery.runner.running or trainer.deviceQuery.runner.running:
+    segmenter.poll(), trainer.poll()
+heavy = [m for m in ("torch", "monai") if m in sys.modules]
+assert not heavy, heavy
+print([key for key, _ in segmenter.devices])
+""".format(common=str(REPO / "MAGMSCommon"), segmenter=str(REPO / "MAGMSSegmenter"), training=str(REPO / "MAGMSTraining"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'cpu'" in result.stdout  # the child answered: magms devices
+
+
+# --- Training ------------------------------------------------------------------------------------
+
+
+class FakeRunner:
+    """A runner that starts nothing: what would run is recorded."""
+
+    def __init__(self) -> None:
+        self.progress, self.output, self.finished = Signal(int, int), Signal(str), Signal(RunState, str)
+        self.commands: list = []
+        self.running = False
+
+    def start(self, command, env=None, cwd=None, stdout=None):
+        self.commands.append(command)
+        self.running = True
+
+    def poll(self):
+        return RunState.RUNNING
+
+    def cancel(self):
+        self.running = False
+
+
+def training_controller(scene, tmp_path, **kw):
+    view = View()
+    runner = FakeRunner()
+    newJob = kw.pop("newJob", lambda: training.TrainingJob(scene, python="python", runner=runner, localModels=tmp_path / "l.json"))
+    return TrainingController(scene, parameter_node(scene), view, newJob=newJob, devices=None, **kw), view, runner
+
+
+def test_start_without_an_output_folder_is_refused(tmp_path):
+    """Finding 6: an empty output folder meant Slicer's working directory."""
+    scene = slicer.vtkMRMLScene()
+    controller, view, runner = training_controller(scene, tmp_path)
+    controller.set("data", str(tmp_path))
+    controller.start()
+    assert "choose an output folder for the model first" in view.last("showError")[0]
+    assert runner.commands == [] and not controller.running
+    controller.set("out", ".")  # what an emptied path field holds
+    controller.start()
+    assert runner.commands == []
+
+
+def test_the_curves_chart_and_table_reach_the_views_scene(tmp_path):
+    """Finding 3: the plot widget never got the scene; the chart also went to the layout's first plot view."""
+    scene = slicer.vtkMRMLScene()
+    layout_view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", "PlotView1")  # the layout's
+    controller, view, runner = training_controller(scene, tmp_path)
+    controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "out")), controller.set("labels", "brats2013")
+    controller.start()
+    plot_view = view.last("showPlot")[0]
+    assert plot_view is not layout_view and scene.GetSingletonNode(PLOT_VIEW_TAG, "vtkMRMLPlotViewNode") is plot_view
+    chart = scene.GetNodeByID(plot_view.GetPlotChartNodeID())
+    assert chart is controller.job.chart and scene.GetNodeByID(controller.job.table.GetID()) is controller.job.table
+    assert layout_view.GetPlotChartNodeID() is None
+    assert runner.commands[0][-2:] == ["--config", str(tmp_path / "out" / training.TRAIN_OPTIONS_FILE)]
+
+
+def test_check_the_data_runs_in_a_child_with_the_checks_of_magms_train(tmp_path):
+    """Finding 4: "Check the data" imported magms.training (torch, MONAI) into Slicer, and failed
+    before the dependencies were installed. Now it is ``magms train --check-only`` in a child."""
+    rng = np.random.default_rng(0)
+    label = np.zeros(SHAPE, np.uint8)
+    label[5:12, 6:14, 7:15] = 2
+    for k in range(3):
+        case = tmp_path / "data" / f"c{k}"
+        case.mkdir(parents=True)
+        sitk.WriteImage(sitk.GetImageFromArray((label + rng.normal(5, 1, SHAPE)).astype(np.float32)), str(case / "Flair.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(case / "OTMultiClass.nii.gz"))
+    scene = slicer.vtkMRMLScene()
+    runners = []
+    controller, view, _ = training_controller(scene, tmp_path, newRunner=lambda: runners.append(ProcessRunner()) or runners[-1],
+                                              python=sys.executable)
+    controller.set("data", str(tmp_path / "data")), controller.set("labels", "brats2013")
+    controller.checkData()
+    assert runners and runners[0].pid is not None  # a child process, not Slicer's
+    while runners[0].running:
+        controller.poll()
+        time.sleep(0.05)
+    assert view.last("showStatus") == ("3 case(s) are fine; slots flair",)
+    (tmp_path / "data" / "c1" / "OTMultiClass.nii.gz").unlink()
+    controller.checkData()
+    while runners[1].running:
+        controller.poll()
+        time.sleep(0.05)
+    assert "c1: no label file" in view.last("showError")[0]
+
+
+def test_after_a_scene_close_every_button_works(tmp_path):
+    """Finding 8, Training: after Close Scene every button raised."""
+    scene = slicer.vtkMRMLScene()
+    controller, view, runner = training_controller(scene, tmp_path)
+    controller.sceneClosing()
+    scene.Clear()
+    controller.start(), controller.stop(), controller.poll(), controller.checkData()  # closed: nothing happens, nothing raises
+    controller.setParameterNode(parameter_node(scene))
+    controller.findCases()
+    controller.start()
+    assert "choose an output folder" in view.last("showError")[0]
+    assert view.last("showButtons") == (True, False, True)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    rng = np.random.default_rng(0)
+    label = np.zeros(SHAPE, np.uint8)
+    label[5:12, 6:14, 7:15] = 2
+    label[7:10, 8:11, 9:12] = 4
+    for k in range(3):
+        case = tmp_path / "data" / f"c{k}"
+        case.mkdir(parents=True)
+        sitk.WriteImage(sitk.GetImageFromArray((label + rng.normal(5, 1, SHAPE)).astype(np.float32)), str(case / "Flair.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(case / "OTMultiClass.nii.gz"))
+    return tmp_path / "data"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in launcher is a POSIX shell script")
+def test_stop_reaches_the_trainer_through_a_launcher_that_forwards_no_signal(tiny_data, tmp_path):
+    """Finding 2: PythonSlicer does not forward SIGTERM to python-real, so Stop did not stop training,
+    the run was reported as failed and no bundle was registered. The stand-in launcher is a shell
+    that runs Python as its child and forwards nothing."""
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nexit $?\n')
+    launcher.chmod(0o755)
+    out = tmp_path / "model"
+    settings = {"labels": "brats2013", "epochs": 500, "patch": (16,), "spacing": 0.0, "channels": (4, 8, 16),
+                "device": "cpu", "val_fraction": 0.0, "batch_size": 1}
+    job = training.TrainingJob(slicer.vtkMRMLScene(), python=str(launcher), localModels=tmp_path / "l.json")
+    stopped, failed, steps = [], [], []
+    job.stopped.connect(lambda: stopped.append(True))
+    job.failed.connect(failed.append)
+    job.runner.progress.connect(lambda step, total: steps.append(step))
+    job.start(tiny_data, out, settings)
+    deadline = time.monotonic() + 240
+    while job.running and len(steps) < 3:
+        job.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job.stop()
+    while job.running:
+        job.poll()
+        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
+        time.sleep(0.05)
+    job.poll()
+    assert stopped == [True] and failed == []  # stopped, not failed
+    import json
+
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] >= 3
+    assert _processes_mentioning(str(out)) == []
+    # cancel (and module cleanup, which cancels) ends the whole tree: launcher and Python
+    job.resume(tiny_data, out, settings)
+    while job.running and not _processes_mentioning(f"{sys.executable} -m magms"):
+        job.poll()
+        time.sleep(0.05)
+    job.cancel()
+    assert _processes_mentioning(str(out)) == []

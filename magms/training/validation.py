@@ -1,0 +1,74 @@
+"""Validation during training: Dice of every modality subset on the held-out cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from magms.config import PreprocessConfig
+from magms.data.preprocessing import run_in_foreground
+from magms.labels import LabelScheme
+from magms.metrics import case_metrics
+from magms.modalities import subsets_of
+
+__all__ = ["validate"]
+
+
+def validate(
+    model: torch.nn.Module,
+    val_ds: Iterable[Mapping[str, Any]],
+    slots: Sequence[str],
+    scheme: LabelScheme,
+    pre: PreprocessConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean Dice per subset and region (labels for schemes without regions) on the working grid.
+
+    Every subset of the modalities a case has is segmented as inference would: sliding windows
+    over the foreground's box only.
+
+    Args:
+        model: the bare network; it is put in eval mode and back in train mode.
+        val_ds: prepared cases (``image``, ``label``, ``foreground``, ``present``), as training reads them.
+        slots: the network's modality slots, in order.
+        scheme: label scheme of the labels.
+        pre: patch size, overlap and blend mode of the sliding windows.
+        device: where the network runs.
+    Returns:
+        ``"<slot>+<slot>:<region or label>"`` -> mean Dice over the cases that have the subset.
+    """
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    kind = "region" if scheme.regions else "label"
+    with torch.inference_mode():
+        for item in val_ds:
+            present = [s for s, p in zip(slots, item["present"].tolist()) if p]
+            truth = scheme.decode(item["label"][0].numpy().astype(np.int64))
+            x = item["image"].as_tensor()[None].to(device)
+            foreground = item["foreground"].as_tensor()[0] > 0.5
+            for subset in subsets_of(present):
+                probs = _segment_subset(model, x, foreground, list(subset), pre, len(scheme.labels))
+                pred = scheme.decode(probs[0].argmax(0).numpy())
+                for row in case_metrics(pred, truth, scheme, (1.0, 1.0, 1.0)):
+                    if row["kind"] == kind:
+                        sums.setdefault(f"{'+'.join(subset)}:{row['target']}", []).append(float(row["dice"]))
+    model.train()
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def _segment_subset(
+    model: torch.nn.Module, x: torch.Tensor, foreground: torch.Tensor, subset: list[str], pre: PreprocessConfig, classes: int
+) -> torch.Tensor:
+    """(1, classes, X, Y, Z) probabilities from the modalities ``subset`` of ``x``, on the CPU."""
+
+    def windows(crop: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            crop, pre.patch_size, 2, lambda w: torch.softmax(model(w, present=subset), 1),
+            overlap=pre.overlap, mode=pre.blend_mode,
+        )
+
+    return run_in_foreground(x, foreground, windows, classes)

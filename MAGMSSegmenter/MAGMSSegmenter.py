@@ -7,11 +7,10 @@ Cancel ends it at once.
 
 from __future__ import annotations
 
-import os
 import time
+import unittest
 from pathlib import Path
 
-import qt
 import slicer
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import (
@@ -25,7 +24,15 @@ from slicer.util import VTKObservationMixin
 from MAGMSCommonLib import dependencies, models
 from MAGMSCommonLib.child import childPython
 from MAGMSCommonLib.volumes import seriesDescriptionAttribute
-from MAGMSCommonLib.widgets import fillComboBox, volumeSelector
+from MAGMSCommonLib.widgets import (
+    HEAVY_SELF_TESTS,
+    ControllerPanel,
+    checkPanelOpensWithoutTorch,
+    fillComboBox,
+    heavySelfTestsWanted,
+    runSelfTests,
+    volumeSelector,
+)
 from MAGMSSegmenterLib import logic
 from MAGMSSegmenterLib.controller import SegmenterController
 
@@ -52,7 +59,7 @@ class MAGMSSegmenter(ScriptedLoadableModule):
         )
 
 
-class MAGMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the panel to :class:`~MAGMSSegmenterLib.controller.SegmenterController`: each handler is
     one call, and the ``show*`` methods are the controller's view."""
 
@@ -61,8 +68,6 @@ class MAGMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.controller = None
         self._slotSelectors: dict = {}
-        self._timer = qt.QTimer()
-        self._timer.setInterval(200)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -75,8 +80,6 @@ class MAGMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob, registry=self.logic.registry(),
             describeVolume=dicomSeriesDescription,
         )
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.controller.sceneClosing())
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.chooseBundle(path))
         self.ui.registryComboBox.connect("activated(int)", lambda i: self.controller.chooseListed(self.ui.registryComboBox.itemData(i) or ""))
         self.ui.downloadButton.connect("clicked(bool)", lambda: self.controller.download(self.ui.registryComboBox.currentData or "", slicer.app.processEvents))
@@ -84,21 +87,7 @@ class MAGMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("activated(int)", lambda i: self.controller.setDevice(self.ui.deviceComboBox.itemData(i)))
         self.ui.compareSubsetsCheckBox.connect("toggled(bool)", lambda on: self.controller.setCompareSubsets(on))
         self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureInSlicer))
-        self._timer.timeout.connect(lambda: self.controller.poll())
-        self._timer.start()
-
-    def cleanup(self) -> None:
-        self._timer.stop()
-        if self.controller is not None:
-            self.controller.cleanup()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.controller.enter()
-
-    def onSceneEndClose(self, caller, event) -> None:
-        # the template's pattern: the scene's new parameter node once the old scene is gone
-        self.controller.setParameterNode(self.logic.getParameterNode())
+        self.startControllerPanel(pollMilliseconds=200)
 
     # --- the view ------------------------------------------------------------------------------
 
@@ -194,21 +183,10 @@ class MAGMSSegmenterTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        slicer.mrmlScene.Clear()
-        self.test_panel_opens_without_torch()
-        # Installing PyTorch and MONAI and running a network is not for the extension build machines
-        # (their --testing runs answer every dialog): opt in with MAGMS_HEAVY_SELF_TESTS=1.
-        if os.environ.get("MAGMS_HEAVY_SELF_TESTS") != "1":
-            self.delayDisplay("Heavy test skipped: set MAGMS_HEAVY_SELF_TESTS=1 to install the dependencies and run it")
-            return
-        self.test_segment_MRBrainTumor1()
+        runSelfTests(self, "MAGMSSegmenter", heavy=self.test_segment_MRBrainTumor1)
 
     def test_panel_opens_without_torch(self) -> None:
-        import sys
-
-        loaded = "torch" in sys.modules  # another extension may have imported it
-        slicer.util.selectModule("MAGMSSegmenter")
-        self.assertEqual("torch" in sys.modules, loaded)  # devices and data checks run in child processes
+        checkPanelOpensWithoutTorch(self, "MAGMSSegmenter")
 
     def _tinyBundle(self, folder: Path) -> Path:
         from magms.bundle import save_bundle
@@ -221,6 +199,7 @@ class MAGMSSegmenterTest(ScriptedLoadableModuleTest):
                     PreprocessConfig(spacing=(4.0, 4.0, 4.0), patch_size=(16, 16, 16), overlap=0.0))
         return folder
 
+    @unittest.skipUnless(heavySelfTestsWanted(), f"installs PyTorch and MONAI: set {HEAVY_SELF_TESTS}=1")
     def test_segment_MRBrainTumor1(self) -> None:
         import tempfile
 

@@ -7,8 +7,8 @@ Resume continues from it.
 
 from __future__ import annotations
 
-import os
 import time
+import unittest
 from pathlib import Path
 
 import qt
@@ -24,7 +24,15 @@ from slicer.util import VTKObservationMixin
 
 from MAGMSCommonLib import dependencies
 from MAGMSCommonLib.child import childPython
-from MAGMSCommonLib.widgets import fillComboBox, volumeSelector
+from MAGMSCommonLib.widgets import (
+    HEAVY_SELF_TESTS,
+    ControllerPanel,
+    checkPanelOpensWithoutTorch,
+    fillComboBox,
+    heavySelfTestsWanted,
+    runSelfTests,
+    volumeSelector,
+)
 from MAGMSTrainingLib import logic
 from MAGMSTrainingLib.controller import NUMBERS, TrainingController, numberRange
 
@@ -47,7 +55,7 @@ class MAGMSTraining(ScriptedLoadableModule):
         self.parent.acknowledgementText = _("MAG-MS: He, Summerfield, Dong, Glide-Hurst, ISBI 2024 (arXiv 2306.03730).")
 
 
-class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the panel to :class:`~MAGMSTrainingLib.controller.TrainingController`: each handler is one
     call, and the ``show*`` methods are the controller's view."""
 
@@ -56,8 +64,6 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.controller = None
         self._caseRows: list = []
-        self._timer = qt.QTimer()
-        self._timer.setInterval(500)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -72,10 +78,7 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._numberWidget(name).setRange(*numberRange(name))
         self.controller = TrainingController(slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob)
         self._connect()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.controller.sceneClosing())
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self._timer.timeout.connect(lambda: self.controller.poll())
-        self._timer.start()
+        self.startControllerPanel(pollMilliseconds=500)
 
     def _numberWidget(self, name: str):
         return {"epochs": self.ui.epochsSpinBox, "max_minutes": self.ui.minutesSpinBox, "patch": self.ui.patchSpinBox,
@@ -100,19 +103,6 @@ class MAGMSTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.startButton.connect("clicked(bool)", lambda: self.controller.start(self._sceneCases(), False, dependencies.ensureInSlicer))
         self.ui.resumeButton.connect("clicked(bool)", lambda: self.controller.start(self._sceneCases(), True, dependencies.ensureInSlicer))
         self.ui.stopButton.connect("clicked(bool)", lambda: self.controller.stop())
-
-    def cleanup(self) -> None:
-        self._timer.stop()
-        if self.controller is not None:
-            self.controller.cleanup()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.controller.enter()
-
-    def onSceneEndClose(self, caller, event) -> None:
-        # the template's pattern: the new scene's parameter node once the old scene is gone
-        self.controller.setParameterNode(self.logic.getParameterNode())
 
     def _sceneCases(self) -> list:
         return [logic.SceneCase(case.name, {s: (sel.currentNodeID or None) for s, sel in selectors.items()}, case.segmentationID)
@@ -189,22 +179,12 @@ class MAGMSTrainingTest(ScriptedLoadableModuleTest):
     """Inside Slicer: a tiny data set made here trains for 2 epochs through the widget's logic."""
 
     def runTest(self) -> None:
-        slicer.mrmlScene.Clear()
-        self.test_panel_opens_without_torch()
-        # Installing PyTorch and MONAI and running a network is not for the extension build machines
-        # (their --testing runs answer every dialog): opt in with MAGMS_HEAVY_SELF_TESTS=1.
-        if os.environ.get("MAGMS_HEAVY_SELF_TESTS") != "1":
-            self.delayDisplay("Heavy test skipped: set MAGMS_HEAVY_SELF_TESTS=1 to install the dependencies and run it")
-            return
-        self.test_tiny_training()
+        runSelfTests(self, "MAGMSTraining", heavy=self.test_tiny_training)
 
     def test_panel_opens_without_torch(self) -> None:
-        import sys
+        checkPanelOpensWithoutTorch(self, "MAGMSTraining")
 
-        loaded = "torch" in sys.modules  # another extension may have imported it
-        slicer.util.selectModule("MAGMSTraining")
-        self.assertEqual("torch" in sys.modules, loaded)  # devices and data checks run in child processes
-
+    @unittest.skipUnless(heavySelfTestsWanted(), f"installs PyTorch and MONAI: set {HEAVY_SELF_TESTS}=1")
     def test_tiny_training(self) -> None:
         import tempfile
 

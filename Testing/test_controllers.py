@@ -3,7 +3,6 @@ reproduces what a user of the real Slicer panel hit (the findings read against S
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -322,3 +321,56 @@ def test_stop_reaches_the_trainer_through_a_launcher_that_forwards_no_signal(tin
         time.sleep(0.05)
     job.cancel()
     assert _processes_mentioning(str(out)) == []
+
+
+def test_the_panels_plot_takes_no_other_chart_and_a_new_run_gets_new_curves(tmp_path):
+    """Review findings: chart selection of other modules is propagated to every plot view that allows
+    it, and a second Start appended its rows to the first run's table."""
+    scene = slicer.vtkMRMLScene()
+    controller, view, runner = training_controller(scene, tmp_path)
+    controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "a")), controller.set("labels", "brats2013")
+    controller.start()
+    first_job, first_table = controller.job, controller.job.table
+    plot_view = view.last("showPlot")[0]
+    assert not plot_view.GetDoPropagatePlotChartSelection()
+    assert plot_view.GetParentLayoutNode() is controller.parameters.node  # not one of the layout's views
+    controller.job.runner.running = False
+    controller.set("out", str(tmp_path / "b"))
+    controller.start()
+    assert controller.job is not first_job and controller.job.table is not first_table
+    assert scene.GetNodeByID(plot_view.GetPlotChartNodeID()) is controller.job.chart
+    controller.sceneClosing()
+    assert view.last("showSceneCases") == ([], ()) and controller.job is None
+
+
+def test_a_loaded_scene_reaches_the_panel(tmp_path):
+    """Review finding: loading a scene copies its values into the existing parameter node without a
+    close event; the panel showed the old values while Start read the loaded ones."""
+    from MAGMSCommonLib.widgets import ControllerPanel
+
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLScriptedModuleNode()
+    node.SetSingletonTag("MAGMSTraining")  # as ScriptedLoadableModuleLogic.getParameterNode makes it
+    node = scene.AddNode(node)
+    saved = slicer.vtkMRMLScene()
+    other = slicer.vtkMRMLScriptedModuleNode()
+    other.SetSingletonTag("MAGMSTraining")
+    other.SetParameter("epochs", "200")
+    saved.AddNode(other)
+    saved.SetURL(str(tmp_path / "saved.mrml"))
+    assert saved.Commit()
+
+    class Panel(ControllerPanel):
+        def addObserver(self, obj, event, callback):
+            obj.AddObserver(event, lambda caller, e: callback(caller, e))
+
+    panel = Panel()
+    view = View()
+    panel.controller = TrainingController(scene, node, view, newJob=lambda: None, devices=None)
+    panel.logic = type("Logic", (), {"getParameterNode": lambda self: scene.GetSingletonNode("MAGMSTraining", "vtkMRMLScriptedModuleNode")})()
+    panel.observeScene(scene)
+    assert view.last("showSettings")[0]["epochs"] == 50
+    scene.SetURL(str(tmp_path / "saved.mrml"))
+    assert scene.Import()
+    assert view.last("showSettings")[0]["epochs"] == 200
+    scene.RemoveAllObservers()  # the panel goes before the scene

@@ -161,15 +161,32 @@ def test_the_extension_has_the_licence_the_package_declares():
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_self_tests_install_and_train_only_when_asked(module):
+def test_self_tests_install_and_train_only_when_asked(module, monkeypatch):
     """The extension build machines run the self-tests with every dialog answered: no install there."""
+    import types
+
     tree = ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
     run_test = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "runTest")
-    text = ast.unparse(run_test)
-    gate = text.index("MAGMS_HEAVY_SELF_TESTS")
-    heavy = [text.index(call) for call in ("test_tiny_training", "test_segment_MRBrainTumor1") if call in text]
-    assert heavy and all(gate < position for position in heavy)
-    assert "ensureDependencies" not in text
+    assert "runSelfTests" in ast.unparse(run_test) and "ensureDependencies" not in ast.unparse(run_test)
+    # CTest's loader runs every test_* method, not runTest: each heavy one must skip unless asked for
+    test_class = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == f"{module}Test")
+    methods = [n for n in test_class.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")]
+    assert "test_panel_opens_without_torch" in [m.name for m in methods]
+    for method in methods:
+        if method.name != "test_panel_opens_without_torch":
+            assert any("skipUnless(heavySelfTestsWanted()" in ast.unparse(d) for d in method.decorator_list), method.name
+    from MAGMSCommonLib import widgets
+
+    ran, shown = [], []
+    fake_util = types.SimpleNamespace(selectModule=lambda name: None)
+    monkeypatch.setattr(widgets, "slicer", types.SimpleNamespace(util=fake_util, mrmlScene=types.SimpleNamespace(Clear=lambda: None)))
+    test = types.SimpleNamespace(assertEqual=lambda a, b, msg=None: None, delayDisplay=shown.append)
+    monkeypatch.delenv(widgets.HEAVY_SELF_TESTS, raising=False)
+    widgets.runSelfTests(test, module, heavy=lambda: ran.append(True))
+    assert ran == [] and "Heavy test skipped" in shown[0]
+    monkeypatch.setenv(widgets.HEAVY_SELF_TESTS, "1")
+    widgets.runSelfTests(test, module, heavy=lambda: ran.append(True))
+    assert ran == [True]
 
 
 def _imports(path) -> set[str]:

@@ -121,9 +121,15 @@ def ensureInSlicer() -> bool:
         return False
     if not slicer.util.confirmOkCancelDisplay(describeUnmet(states, extension)):
         return False
-    with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
-        if installInSlicer(states):
-            if slicer.util.confirmYesNoDisplay("Slicer must restart to use the new packages. Restart now?"):
-                slicer.util.restart()
-            return False
+    try:
+        restart = installInSlicer(states)
+    except Exception as err:  # noqa: BLE001 - shown to the user; tryWithErrorDisplay would re-raise into a Qt slot
+        slicer.util.errorDisplay(f"Installing the Python packages failed: {err}")
+        return False
+    # the PyTorch extension imports torch once it is installed, and a module imported before cannot
+    # be replaced in a running Slicer: both need a restart
+    if restart or "torch" in sys.modules:
+        if slicer.util.confirmYesNoDisplay("Slicer must restart to use the new packages. Restart now?"):
+            slicer.util.restart()
+        return False
     return not unmet()

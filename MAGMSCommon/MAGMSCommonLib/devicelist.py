@@ -16,7 +16,7 @@ from pathlib import Path
 from .child import childEnvironment, childPython
 from .runner import ProcessRunner, RunState
 
-__all__ = ["KNOWN_WITHOUT_ASKING", "DeviceQuery"]
+__all__ = ["KNOWN_WITHOUT_ASKING", "DeviceQuery", "showDeviceList"]
 
 #: What the device list shows before the child has answered (and if it cannot).
 KNOWN_WITHOUT_ASKING = [("auto", "auto (CUDA if present)"), ("cpu", "CPU")]
@@ -60,3 +60,10 @@ class DeviceQuery:
             return
         found = [(d["key"], f"{d['key']}: {d['description']}") for d in report["devices"]]
         self.done([KNOWN_WITHOUT_ASKING[0], *found], "")
+
+
+def showDeviceList(view, devices: list[tuple[str, str]], current: str, problem: str) -> None:
+    """What a panel shows when the device list has come: the list, and why it is short if it is."""
+    view.showDevices(devices, current)
+    if problem:
+        view.showStatus(f"Only auto and CPU are listed: {problem}")

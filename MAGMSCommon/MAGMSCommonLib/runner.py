@@ -74,7 +74,9 @@ class ProcessRunner:
         self.state, self.lines, self._cancelled = RunState.RUNNING, [], False
         self._queue = queue.Queue()
         # A new process group (session) so that cancel reaches every process the child starts.
-        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32" else {"start_new_session": True}
+        # On Windows also no console window, as slicer.util.launchConsoleProcess hides it.
+        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+                 if sys.platform == "win32" else {"start_new_session": True})
         out = open(stdout, "w", encoding="utf-8") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
         try:
             self._process = subprocess.Popen(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from MAGMSCommonLib import models
-from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery
+from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
 from MAGMSCommonLib.parameters import Parameters
 from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, seriesDescriptionAttribute
 
@@ -189,9 +189,7 @@ class SegmenterController:
 
     def _onDevices(self, devices: list[tuple[str, str]], problem: str) -> None:
         self.devices = devices
-        self.view.showDevices(devices, self.parameters.get("device") if self.parameters else "auto")
-        if problem:
-            self.view.showStatus(f"Only auto and CPU are listed: {problem}")
+        showDeviceList(self.view, devices, self.parameters.get("device") if self.parameters else "auto", problem)
 
     # --- run -------------------------------------------------------------------------------
 

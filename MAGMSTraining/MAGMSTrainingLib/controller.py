@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import slicer
 from MAGMSCommonLib.child import childEnvironment, childPython
-from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery
+from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
 from MAGMSCommonLib.parameters import Parameters
 from MAGMSCommonLib.runner import ProcessRunner, RunState
 
@@ -101,9 +102,11 @@ class TrainingController:
             self.deviceQuery.start()
 
     def sceneClosing(self) -> None:
-        """The scene closes: the run's table and plot nodes go with it, so the run ends too."""
+        """The scene closes: the run's table and plot nodes go with it, so the run ends too, and the
+        scene cases shown refer to nodes that are gone (their IDs are given to new nodes)."""
         self.cancel()
-        self.parameters = None
+        self.parameters, self.job, self.exported = None, None, None
+        self.view.showSceneCases([], ())
 
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end every child process tree."""
@@ -139,9 +142,7 @@ class TrainingController:
 
     def _onDevices(self, devices: list[tuple[str, str]], problem: str) -> None:
         self.devices = devices
-        self.view.showDevices(devices, self.parameters.get("device") if self.parameters else "auto")
-        if problem:
-            self.view.showStatus(f"Only auto and CPU are listed: {problem}")
+        showDeviceList(self.view, devices, self.parameters.get("device") if self.parameters else "auto", problem)
 
     # --- data ------------------------------------------------------------------------------
 
@@ -209,7 +210,8 @@ class TrainingController:
             return
         try:
             out = self._path("out", "an output folder for the model")
-            job = self.job if self.job is not None else self._newJob()
+            # a new run gets a new job: its own table and curves (a resume continues the same ones)
+            job = self.job if resume and self.job is not None else self._newJob()
             if resume:
                 job.resume(self.exported or self._path("data", "the data folder"), out, self.settings())
             elif self.parameters.get("source") == "scene":
@@ -233,13 +235,22 @@ class TrainingController:
         return self.job
 
     def plotView(self):
-        """The panel's own plot view node (one per scene, found by its tag), showing the run's chart."""
+        """The panel's own plot view node (one per scene, found by its tag), showing the run's chart.
+
+        Its parent layout node is the module's parameter node, so the layout does not count it as one
+        of its views, and it takes no chart another module shows (chart selection is propagated to
+        every plot view that allows it, vtkMRMLApplicationLogic::PropagatePlotChartSelection). Close
+        Scene resets the node, so both are set again at every call.
+        """
         view = self.scene.GetSingletonNode(PLOT_VIEW_TAG, "vtkMRMLPlotViewNode")
         if view is None:
-            view = self.scene.CreateNodeByClass("vtkMRMLPlotViewNode")
+            view = slicer.vtkMRMLPlotViewNode()
             view.SetSingletonTag(PLOT_VIEW_TAG)
             view.SetName("MAGMS training plot")
             view = self.scene.AddNode(view)
+        view.SetDoPropagatePlotChartSelection(False)
+        if self.parameters is not None:
+            view.SetAndObserveParentLayoutNodeID(self.parameters.node.GetID())
         view.SetPlotChartNodeID(self.job.chart.GetID())
         return view
 

@@ -340,7 +340,7 @@ class TrainingJob:
     # --- live metrics ------------------------------------------------------------------------
 
     def _ensurePlots(self, name: str) -> None:
-        if self.table is not None and self.scene.GetNodeByID(self.table.GetID()) is not None:
+        if self.table is not None and self.scene.IsNodePresent(self.table):  # IDs are reused after Close Scene
             return
         self.table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(f"MAGMS training {name}"))
         self.chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.scene.GenerateUniqueName(f"MAGMS training {name}"))

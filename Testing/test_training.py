@@ -157,3 +157,57 @@ def test_cases_of_different_sizes_with_air_train_in_batches(tmp_path):
         cases.append(Case(f"c{k}", images, _write(folder / "OTMultiClass.nii.gz", np.pad(label, pad))))
     config = TrainConfig(epochs=1, batch_size=2, samples_per_case=2, val_fraction=0.0)
     assert train(cases, tmp_path / "model", config=config, **{**KW, "slots": ("flair",)}) is not None
+
+
+def _metrics(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("share", [0.15, 1.0])
+def test_validation_keeps_to_its_time_budget_when_every_epoch_is_short(data, tmp_path, share):
+    """With one step per epoch, validating every epoch took most of a run (15 s of every 19 on
+    real data). The budget skips due validations while their share of the time is above it."""
+    _, cases = data
+    out = tmp_path / "m"
+    config = TrainConfig(epochs=24, batch_size=4, samples_per_case=1, val_fraction=0.25, val_share=share)
+    train(cases, out, config=config, **KW)
+    rows = _metrics(out / "metrics.csv")
+    validated = [i for i, r in enumerate(rows) if r.get("val_dice:flair:wt")]
+    assert validated[0] == 0 and validated[-1] == len(rows) - 1  # the first and the last always
+    if share == 1.0:
+        assert len(validated) == len(rows)  # the old behaviour: every epoch
+        return
+    assert len(validated) < len(rows) / 2
+    for i in validated[1:-1]:  # each one started within the budget (the decision came before rows[i]'s seconds)
+        before = float(rows[i - 1]["val_seconds"])
+        assert before <= share * float(rows[i]["seconds"]) + 0.2  # seconds are rounded to 0.1 in the file
+    final = rows[-1]
+    one_validation = float(rows[0]["val_seconds"])
+    assert float(final["val_seconds"]) <= share * float(final["seconds"]) + 2 * one_validation + 0.2
+
+
+def test_the_progress_total_follows_the_time_limit(data, tmp_path):
+    from magms.cli import expected_steps
+
+    _, cases = data
+    seen = []
+    config = TrainConfig(epochs=10_000, batch_size=4, samples_per_case=1, val_fraction=0.25, max_minutes=0.1)
+    train(cases, tmp_path / "m", config=config, progress=seen.append, **KW)
+    totals = [expected_steps(info) for info in seen]
+    assert seen[-1]["total_steps"] == 10_000 * 1
+    done = seen[-1]["step"]
+    assert totals[-1] < 10_000 and 0.5 * done <= totals[-1] <= 2 * done  # the limit's steps, not the epochs'
+    assert expected_steps({**seen[-1], "max_seconds": None}) == 10_000
+
+
+def test_metrics_columns_that_come_later_extend_the_header(tmp_path):
+    from magms.training.metrics_log import append_metrics
+
+    path = tmp_path / "metrics.csv"
+    append_metrics(path, {"epoch": 1, "loss": 0.5})
+    append_metrics(path, {"epoch": 2, "loss": 0.25, "val_dice:flair:wt": 0.75})
+    append_metrics(path, {"epoch": 3, "loss": 0.125})
+    assert path.read_text().splitlines() == ["epoch,loss,val_dice:flair:wt", "1,0.5,", "2,0.25,0.75", "3,0.125,"]

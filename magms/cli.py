@@ -43,17 +43,29 @@ class ProgressReporter:
 
                 self.bar = tqdm(total=total, initial=max(done - 1, 0), desc=self.label or None, unit=self.unit,
                                 file=sys.stderr, leave=self.unit == "step")
+            if self.bar.total != total:
+                self.bar.total = total  # an estimate that follows the time limit
             if detail:
                 self.bar.set_postfix_str(detail)
             self.bar.update(done - self.bar.n)
 
     def training_step(self, info: dict[str, Any]) -> None:
-        """Adapter for the trainer's per-step callback."""
-        self(info["step"], info["total_steps"], f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}")
+        """Adapter for the trainer's per-step callback: with a time limit, the total is the steps
+        the limit allows at the pace so far (so the bar's time left is the limit's)."""
+        self(info["step"], expected_steps(info), f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def expected_steps(info: dict[str, Any]) -> int:
+    """The steps a training run will have done at its end: all of them, or those ``max_seconds`` allows
+    at the pace so far, whichever comes first."""
+    total, step, seconds, limit = info["total_steps"], info["step"], info.get("seconds"), info.get("max_seconds")
+    if limit is None or not seconds:
+        return total
+    return max(step, min(total, round(step * limit / seconds)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ class TrainOptions(Options):
     val_fraction: float = same_as(TrainConfig, "val_fraction")
     val_cases: tuple[str, ...] = same_as(TrainConfig, "val_cases")
     val_every: int = same_as(TrainConfig, "val_every")
+    val_share: float = same_as(TrainConfig, "val_share")
     amp: bool = same_as(TrainConfig, "amp", help="full precision on CUDA")
     check_only: bool = option(False, "check every case as training would, report every problem, then stop (nothing is written)")
     resume: bool = option(False, "continue the run in --out from its checkpoint")

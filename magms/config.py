@@ -331,6 +331,9 @@ class TrainConfig(_Record):
         val_fraction: fraction of the cases held out for validation (at least one when > 0).
         val_cases: names of the validation cases (an explicit split; overrides ``val_fraction``).
         val_every: validate every this many epochs (and always after the last one).
+        val_share: the validation budget: a due validation is skipped while the time spent validating
+            so far exceeds this share of the run's time (the last epoch is always validated). With
+            short epochs, validating each one would take most of the run.
         amp: mixed precision on CUDA.
     """
 
@@ -350,6 +353,10 @@ class TrainConfig(_Record):
     val_fraction: float = option(0.2, "fraction of cases held out for validation", minimum=0, maximum=1, exclusive_maximum=True)
     val_cases: tuple[str, ...] = option((), "explicit validation cases by name (overrides --val-fraction)", separator=",", metavar="NAME,NAME")
     val_every: int = option(1, "validate every N epochs, and after the last", minimum=1)
+    val_share: float = option(
+        0.1, "largest share of the wall time spent validating: an epoch end that is due skips validation while the "
+        "share so far is above it (the last epoch is always validated)", minimum=0, maximum=1,
+    )
     amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
 
     def __post_init__(self) -> None:

@@ -357,31 +357,38 @@ class TrainingJob:
         if not rows:
             return
         header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]  # a row being written is skipped
-        table = self.table.GetTable()
-        if not self._columns:
-            self._columns = header
-            for name in header:
-                column = vtk.vtkDoubleArray()
-                column.SetName(name)
-                table.AddColumn(column)
-            validation = [n for n in header if n.startswith("val_dice:")]
-            # whole tumour per subset where the scheme has it, else every validation column
-            for name in ["loss", *([n for n in validation if n.endswith(":wt")] or validation)]:
-                if name in header:
-                    self._addSeries(name)
+        if header != self._columns:  # first read, or the header grew (the first validation came later)
+            self._resetTable(header)
         new = body[self._rowsRead:]
+        table = self.table.GetTable()
         for row in new:
             index = table.InsertNextBlankRow()
             for col, cell in enumerate(row):
                 try:
                     table.SetValue(index, col, vtk.vtkVariant(float(cell)))
-                except ValueError:
+                except ValueError:  # an empty cell: an epoch without validation
                     table.SetValue(index, col, vtk.vtkVariant(float("nan")))
         if new:
             self._rowsRead += len(new)
             table.Modified()
             self.table.Modified()
             self.metricsAdded.emit(len(new))
+
+    def _resetTable(self, header: list[str]) -> None:
+        """Columns for ``header``, rows read again from the start; a plot series for the loss and
+        the whole-tumour Dice of each subset (every validation column for schemes without regions)."""
+        table = self.table.GetTable()
+        table.Initialize()
+        for name in header:
+            column = vtk.vtkDoubleArray()
+            column.SetName(name)
+            table.AddColumn(column)
+        self._columns, self._rowsRead = header, 0
+        validation = [n for n in header if n.startswith("val_dice:")]
+        shown = set(self.seriesNames())
+        for name in ["loss", *([n for n in validation if n.endswith(":wt")] or validation)]:
+            if name in header and name not in shown:
+                self._addSeries(name)
 
     def _addSeries(self, column: str) -> None:
         series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{self.table.GetName()} {column}")

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from magms.files import atomic_write
+
 __all__ = ["EpochLosses", "append_metrics"]
 
 
@@ -41,22 +43,32 @@ class EpochLosses:
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
     """Append ``row`` to the CSV file ``path``, writing the header first when the file is new.
 
-    The first row fixes the columns; a later row's keys outside them are dropped, missing ones
-    stay empty. Floats are written with 6 significant digits.
+    A row with columns the header lacks (the first validation after epochs without one) extends the
+    header at its end: the file is rewritten once, atomically, with the earlier rows' new cells
+    empty. Missing cells stay empty. Floats are written with 6 significant digits.
 
     Args:
         path: the ``metrics.csv`` of the run.
         row: column -> value.
     """
-    new = not path.exists()
-    if new:
-        header = list(row)
-    else:
-        with open(path, encoding="utf-8") as f:
-            header = next(csv.reader(f))
+    cells = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+    if not path.exists():
+        _write(path, list(row), [cells])
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, rows = list(reader.fieldnames or []), list(reader)
+    added = [k for k in row if k not in header]
+    if added:
+        atomic_write(path, lambda tmp: _write(tmp, header + added, [*rows, cells]))
+        return
     with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        csv.DictWriter(f, fieldnames=header).writerow(cells)
         f.flush()  # a reader following the file sees each row as soon as the epoch ends
+
+
+def _write(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)

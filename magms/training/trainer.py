@@ -126,7 +126,7 @@ class Trainer:
     step_module: torch.nn.Module
     amp: bool
     scaler: torch.amp.GradScaler
-    state: dict[str, Any]  # epoch and step done, step in the epoch, seconds: what the checkpoint keeps
+    state: dict[str, Any]  # epoch and step done, step in the epoch, seconds (validating: val_seconds): what the checkpoint keeps
     # set by run() and train_epoch()
     started: float  # time.monotonic() at which the run would have started, had it never stopped
     losses: EpochLosses
@@ -244,7 +244,7 @@ class Trainer:
 
     def _load_state(self) -> None:
         """The loop's state: from the checkpoint when resuming (weights, optimiser, RNG too), else a fresh one."""
-        self.state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "seconds": 0.0}
+        self.state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "seconds": 0.0, "val_seconds": 0.0}
         if self.job.resume:
             self.state = read_checkpoint(self.checkpoint_dir, self.model, self.optimizer)
             logger.info("resuming at epoch %d, step %d", self.state["epoch"] + 1, self.state["step"])
@@ -304,7 +304,8 @@ class Trainer:
         """Tell the caller's ``progress`` about the step just done (rank 0 only: one report per step)."""
         if self.job.progress is not None and self.ranks.is_main:
             self.job.progress({"epoch": self.state["epoch"] + 1, "epochs": self.config.epochs, "step": self.state["step"],
-                               "total_steps": self.total_steps, "loss": loss})
+                               "total_steps": self.total_steps, "loss": loss, "seconds": self._seconds(),
+                               "max_seconds": None if self.config.max_minutes is None else 60 * self.config.max_minutes})
 
     def _set_learning_rate(self) -> None:
         """The schedule's rate for the coming step, by steps done and, with a time limit, by time spent."""
@@ -325,16 +326,23 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "step": self.state["step"], "lr": lr, **self.losses.means()}
         last = epoch == self.config.epochs or time_up or self._time_up()
-        if self.ranks.is_main and self.val_ds and (last or epoch % self.config.val_every == 0):
+        if self.ranks.is_main and self.val_ds and (last or (epoch % self.config.val_every == 0 and self._within_validation_budget())):
+            started = time.monotonic()
             row.update({f"{_VAL_PREFIX}{k}": v for k, v in self.validate().items()})
+            self.state["val_seconds"] = self.state.get("val_seconds", 0.0) + time.monotonic() - started
         if any(k.startswith(_VAL_PREFIX) for k in row):
             self.last_validation = {k: v for k, v in row.items() if k.startswith(_VAL_PREFIX)}
         self.state.update(epoch=epoch, step_in_epoch=0, seconds=self._seconds())
         row["seconds"] = round(self.state["seconds"], 1)
+        row["val_seconds"] = round(self.state.get("val_seconds", 0.0), 1)
         if self.ranks.is_main:
             append_metrics(self.out_dir / METRICS_FILE, row)
             write_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.state)
         self.ranks.barrier()  # no rank runs ahead into the next epoch while rank 0 validates and writes
+
+    def _within_validation_budget(self) -> bool:
+        """Whether the time spent validating so far is within ``val_share`` of the run's time."""
+        return self.state.get("val_seconds", 0.0) <= self.config.val_share * self._seconds()
 
     def validate(self) -> dict[str, float]:
         """Mean Dice per subset and region on the validation cases (see :func:`magms.training.validation.validate`)."""

@@ -1,0 +1,86 @@
+"""Which training recipe learns most per CPU minute: four-sequence MAG-MS on the real BraTS 2018 cases.
+
+Run by hand (never by pytest), on an otherwise idle machine:
+
+    python Testing/benchmarks/bench_recipe.py --minutes 12
+    python Testing/benchmarks/bench_recipe.py --minutes 12 --recipes old,budget
+
+Each recipe is one ``magms train`` subprocess on ten of the twelve ``brats18`` cases (FLAIR, T1, T1c,
+T2; BraTS 2018 labels), with the same time limit, validating on the two named cases. The table
+gives, per recipe: the steps trained, the share of the wall time spent validating, and the final
+validation Dice (working grid) as the mean over the 15 subsets and with all four sequences.
+
+Recipes (``--recipes``):
+    old     the defaults before the validation budget: validate every epoch (``--val-share 1``)
+    budget  today's defaults (validation budget 0.1 of the wall time)
+    patch48 the budget, and 48-voxel patches instead of 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("MAGMS_TEST_DATA", REPO.parent / "shared" / "data")) / "brats18"
+VALIDATION = ("Brats18_CBICA_AQR_1", "Brats18_TCIA05_396_1")
+RECIPES = {
+    "old": ["--val-share", "1"],
+    "budget": [],
+    "patch48": ["--patch", "48"],
+}
+
+
+def run(name: str, args: list[str], minutes: float, out: Path, threads: int) -> dict:
+    folder = out / name
+    command = [sys.executable, "-m", "magms", "train", "--data", str(DATA), "--labels", "brats2021", "--out", str(folder),
+               "--slots", "flair,t1,t1c,t2", "--val-cases", ",".join(VALIDATION), "--epochs", "100000",
+               "--max-minutes", str(minutes), "--device", "cpu", "--progress", "none", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    start = time.perf_counter()
+    with open(out / f"{name}.log", "w") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
+    wall = time.perf_counter() - start
+    info = json.loads((folder / "magms.json").read_text())
+    with open(folder / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = info["validation"]
+    def mean(target: str) -> float:
+        return statistics.fmean(v[f"{target}_dice"] for v in table.values())
+    return {
+        "recipe": name, "steps": info["training"]["steps"], "epochs": info["training"]["epochs_done"], "wall": wall,
+        "val_share": float(rows[-1]["val_seconds"]) / float(rows[-1]["seconds"]),
+        "validations": sum(1 for r in rows if r.get("val_dice:flair+t1+t1c+t2:wt")),
+        **{f"mean_{t}": mean(t) for t in ("wt", "tc", "et")},
+        **{f"all4_{t}": table["flair+t1+t1c+t2"][f"{t}_dice"] for t in ("wt", "tc", "et")},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=12.0, help="training time limit of every recipe (default 12)")
+    parser.add_argument("--recipes", default="old,budget,patch48", help=f"comma-separated, of {', '.join(RECIPES)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training process (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/magms-bench-recipe"))
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"{DATA}: no BraTS 2018 cases (set MAGMS_TEST_DATA)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [run(name, RECIPES[name], args.minutes, args.out, args.threads) for name in args.recipes.split(",")]
+    print(f"\n{args.minutes:g} CPU minutes each, {args.threads} threads; validation Dice on {', '.join(VALIDATION)}\n")
+    print("| recipe | steps | epochs | validations | time validating | mean of 15 subsets WT/TC/ET | all four WT/TC/ET | wall s |")
+    print("|---|---:|---:|---:|---:|---|---|---:|")
+    for r in results:
+        print(f"| {r['recipe']} | {r['steps']} | {r['epochs']} | {r['validations']} | {r['val_share']:.0%} | "
+              f"{r['mean_wt']:.2f}/{r['mean_tc']:.2f}/{r['mean_et']:.2f} | {r['all4_wt']:.2f}/{r['all4_tc']:.2f}/{r['all4_et']:.2f} | {r['wall']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

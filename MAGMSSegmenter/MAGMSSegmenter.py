@@ -64,10 +64,10 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
     one call, and the ``show*`` methods are the controller's view."""
 
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        # first: without a parent the base calls setup() itself; it also initialises VTKObservationMixin
         self.controller = None
         self._slotSelectors: dict = {}
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

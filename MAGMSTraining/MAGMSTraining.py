@@ -60,10 +60,10 @@ class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObse
     call, and the ``show*`` methods are the controller's view."""
 
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        # first: without a parent the base calls setup() itself; it also initialises VTKObservationMixin
         self.controller = None
         self._caseRows: list = []
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

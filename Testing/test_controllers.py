@@ -211,29 +211,21 @@ def test_the_curves_chart_and_table_reach_the_views_scene(tmp_path):
     assert runner.commands[0][-2:] == ["--config", str(tmp_path / "out" / training.TRAIN_OPTIONS_FILE)]
 
 
-def test_check_the_data_runs_in_a_child_with_the_checks_of_magms_train(tmp_path):
+def test_check_the_data_runs_in_a_child_with_the_checks_of_magms_train(tiny_data, tmp_path):
     """Finding 4: "Check the data" imported magms.training (torch, MONAI) into Slicer, and failed
     before the dependencies were installed. Now it is ``magms train --check-only`` in a child."""
-    rng = np.random.default_rng(0)
-    label = np.zeros(SHAPE, np.uint8)
-    label[5:12, 6:14, 7:15] = 2
-    for k in range(3):
-        case = tmp_path / "data" / f"c{k}"
-        case.mkdir(parents=True)
-        sitk.WriteImage(sitk.GetImageFromArray((label + rng.normal(5, 1, SHAPE)).astype(np.float32)), str(case / "Flair.nii.gz"))
-        sitk.WriteImage(sitk.GetImageFromArray(label), str(case / "OTMultiClass.nii.gz"))
     scene = slicer.vtkMRMLScene()
     runners = []
     controller, view, _ = training_controller(scene, tmp_path, newRunner=lambda: runners.append(ProcessRunner()) or runners[-1],
                                               python=sys.executable)
-    controller.set("data", str(tmp_path / "data")), controller.set("labels", "brats2013")
+    controller.set("data", str(tiny_data)), controller.set("labels", "brats2013")
     controller.checkData()
     assert runners and runners[0].pid is not None  # a child process, not Slicer's
     while runners[0].running:
         controller.poll()
         time.sleep(0.05)
     assert view.last("showStatus") == ("3 case(s) are fine; slots flair",)
-    (tmp_path / "data" / "c1" / "OTMultiClass.nii.gz").unlink()
+    (tiny_data / "c1" / "OTMultiClass.nii.gz").unlink()
     controller.checkData()
     while runners[1].running:
         controller.poll()

@@ -192,7 +192,7 @@ class _Table:
                     cells.append("-" if n == 0 else f"{mean:.3f} ± {sd:.3f}" + (f" (n={n})" if metric == "hd95" else ""))
                 lines.append(f"| {subset} | " + " | ".join(cells) + " |")
             lines.append("")
-        return lines + ["## Best subset per " + self.kind, ""] + [self._best(t) for t in self.targets if self._best(t)]
+        return lines + ["## Best subset per " + self.kind, ""] + [line for line in map(self._best, self.targets) if line]
 
     def _best(self, target: str) -> str:
         scored = {s: m for s, m in self.means[target].items() if not math.isnan(m)}

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance
 
 from magms.labels import LabelScheme
 
-__all__ = ["binary_metrics", "case_metrics"]
+__all__ = ["dice", "binary_metrics", "case_dice", "case_metrics"]
 
 
 def binary_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
@@ -27,19 +27,30 @@ def binary_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
         pred, truth: boolean arrays, axes in the order of ``spacing``.
         spacing: voxel size per array axis.
     """
-    p_any, t_any = bool(pred.any()), bool(truth.any())
-    if not p_any and not t_any:
-        return 1.0, 0.0
-    if not p_any or not t_any:
-        return 0.0, math.nan
+    overlap = dice(pred, truth)
+    if not pred.any() or not truth.any():
+        return overlap, (0.0 if overlap == 1.0 else math.nan)
     p = torch.from_numpy(np.ascontiguousarray(pred))[None, None].float()
     t = torch.from_numpy(np.ascontiguousarray(truth))[None, None].float()
-    dice = float(compute_dice(p, t, include_background=True)[0, 0])
     with warnings.catch_warnings():
         # MONAI 1.5-1.6 warn about an argument of their own internal call; nothing for our users to do
         warnings.simplefilter("ignore", FutureWarning)
         hd95 = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=list(spacing))[0, 0])
-    return dice, hd95
+    return overlap, hd95
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks of the same shape: 1 when both are empty, 0 when only one is."""
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(pred & truth)) / total
+
+
+def case_dice(pred: np.ndarray, truth: np.ndarray, scheme: LabelScheme) -> dict[str, float]:
+    """Dice per region of ``scheme`` (per non-background label for schemes without regions): what
+    validation during training measures, without the distance computations of :func:`case_metrics`."""
+    if scheme.regions:
+        return {r.key: dice(scheme.region_mask(pred, r.key), scheme.region_mask(truth, r.key)) for r in scheme.regions}
+    return {label.key: dice(pred == label.value, truth == label.value) for label in scheme.labels if label.value != 0}
 
 
 def case_metrics(pred: np.ndarray, truth: np.ndarray, scheme: LabelScheme, spacing: Sequence[float]) -> list[dict[str, object]]:

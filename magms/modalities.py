@@ -26,6 +26,7 @@ __all__ = [
     "guess_slot",
     "guess_slots",
     "canonical_slot",
+    "canonical_slots",
     "slot_display_name",
     "is_label_map_name",
     "subsets_of",
@@ -376,6 +377,11 @@ def canonical_slot(name: str) -> str:
     if key is None:
         raise ConfigError(f"unknown modality {name!r}: known keys are {', '.join(MODALITIES)}")
     return key
+
+
+def canonical_slots(names: Iterable[str]) -> tuple[str, ...]:
+    """:func:`canonical_slot` of each name, in order (``("t2f", "T1ce")`` -> ``("flair", "t1c")``)."""
+    return tuple(canonical_slot(name) for name in names)
 
 
 def slot_display_name(key: str) -> str:

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import magms
+from magms.options import Options
 
-__all__ = ["childEnvironment", "childPython"]
+__all__ = ["childEnvironment", "childPython", "configCommand"]
 
 
 def childEnvironment() -> dict[str, str]:
@@ -31,3 +32,10 @@ def childEnvironment() -> dict[str, str]:
 def childPython() -> str:
     """The Python that runs ``magms``: Slicer's ``PythonSlicer`` launcher when found."""
     return shutil.which("PythonSlicer") or sys.executable
+
+
+def configCommand(python: str, options: Options, configFile: Path) -> list[str]:
+    """Write ``options`` to ``configFile`` and return the command line that runs them:
+    ``python -m magms <command> --config configFile``."""
+    options.save(configFile)
+    return [python, "-m", "magms", options.command, "--config", str(configFile)]

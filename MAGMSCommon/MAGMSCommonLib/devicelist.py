@@ -44,6 +44,14 @@ class DeviceQuery:
         command = [self.python, "-m", "magms", "devices", "--output", str(self.folder / "devices.json")]
         self.runner.start(command, env=childEnvironment())
 
+    def startOnce(self) -> None:
+        """Ask once per panel: the devices do not change while Slicer runs."""
+        if self.folder is None:
+            self.start()
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
     def poll(self) -> None:
         if self.runner.running:
             self.runner.poll()

@@ -74,7 +74,7 @@ class ProcessRunner:
         self.state, self.lines, self._cancelled = RunState.RUNNING, [], False
         self._queue = queue.Queue()
         # A new process group (session) so that cancel reaches every process the child starts.
-        # On Windows also no console window, as slicer.util.launchConsoleProcess hides it.
+        # On Windows also no console window (Slicer has none; launchConsoleProcess hides it too).
         group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
                  if sys.platform == "win32" else {"start_new_session": True})
         out = open(stdout, "w", encoding="utf-8") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
@@ -143,7 +143,8 @@ class ProcessRunner:
         self._cancelled = True
         process = self._process
         if sys.platform == "win32":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
+                           creationflags=subprocess.CREATE_NO_WINDOW)
         else:
             _signal_group(process.pid, signal.SIGTERM)
             try:

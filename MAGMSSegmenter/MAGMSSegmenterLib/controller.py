@@ -89,8 +89,8 @@ class SegmenterController:
         items = [("", "(choose a bundle folder below)")] + [(e.id, f"{e.name} {e.version}") for e in self.registry]
         items += [(f"local:{folder}", f"trained here: {folder.name}") for folder in self.localBundles()]
         self.view.showModels(items)
-        if self.deviceQuery is not None and self.deviceQuery.folder is None:
-            self.deviceQuery.start()
+        if self.deviceQuery is not None:
+            self.deviceQuery.startOnce()
 
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
@@ -100,6 +100,8 @@ class SegmenterController:
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end any child process tree."""
         self.cancel()
+        if self.deviceQuery is not None:
+            self.deviceQuery.cancel()
 
     # --- model -----------------------------------------------------------------------------
 

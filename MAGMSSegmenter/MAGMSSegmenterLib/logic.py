@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import slicer
-from MAGMSCommonLib.child import childEnvironment, childPython
+from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
 from MAGMSCommonLib.runner import ProcessRunner, RunState
 from MAGMSCommonLib.signal import Signal
 from MAGMSCommonLib.volumes import checkMapping, ensureSegmentationConverters, writeVolumes
@@ -31,7 +31,6 @@ __all__ = [
     "readSlotMapping",
     "writeSlotMapping",
     "segmentOptions",
-    "segmentCommand",
     "importSegmentation",
     "segmentationName",
     "describeBundle",
@@ -58,12 +57,6 @@ def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, devic
     """The ``magms segment`` options of one subset, with progress lines for the runner."""
     return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
                           device=device, progress="lines", overwrite=True)
-
-
-def segmentCommand(python: str, options: SegmentOptions, configFile: Path) -> list[str]:
-    """Write ``options`` to ``configFile`` and return the command line that runs them."""
-    options.save(configFile)
-    return [python, "-m", "magms", "segment", "--config", str(configFile)]
 
 
 def segmentationName(reference: slicer.vtkMRMLScalarVolumeNode, model: str, subset: Sequence[str]) -> str:
@@ -212,7 +205,7 @@ class SegmentationJob:
         subset = self._queue[0]
         name = "+".join(subset)
         options = segmentOptions(self.bundle, {s: self.inputs[s] for s in subset}, self.folder / f"{name}.seg.nrrd", self.device)
-        command = segmentCommand(self.python, options, self.folder / f"{name}.json")
+        command = configCommand(self.python, options, self.folder / f"{name}.json")
         self.progress.emit(len(self._done) / self._total, f"segmenting from {' + '.join(subset)}")
         self.runner.start(command, env=childEnvironment())
 

@@ -24,7 +24,7 @@ from MAGMSCommonLib.runner import ProcessRunner, RunState
 from magms.commands import TrainOptions
 from magms.errors import ConfigError, MAGMSError
 from magms.labels import SCHEMES, get_scheme
-from magms.modalities import canonical_slot
+from magms.modalities import canonical_slots
 
 from .logic import SceneCase, TrainingJob, checkSceneCases, guessSceneCases, sceneSlots, trainCommand, trainingOptions
 
@@ -98,8 +98,8 @@ class TrainingController:
         self._updateButtons()
 
     def enter(self) -> None:
-        if self.deviceQuery is not None and self.deviceQuery.folder is None:
-            self.deviceQuery.start()
+        if self.deviceQuery is not None:
+            self.deviceQuery.startOnce()
 
     def sceneClosing(self) -> None:
         """The scene closes: the run's table and plot nodes go with it, so the run ends too, and the
@@ -111,8 +111,10 @@ class TrainingController:
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end every child process tree."""
         self.cancel()
-        if self.check is not None:
-            self.check[0].cancel()
+        for runner in [self.check[0]] if self.check else []:
+            runner.cancel()
+        if self.deviceQuery is not None:
+            self.deviceQuery.cancel()
 
     # --- settings --------------------------------------------------------------------------
 
@@ -122,7 +124,7 @@ class TrainingController:
             self.parameters.set(name, value)
 
     def _slots(self) -> tuple[str, ...]:
-        return tuple(canonical_slot(s) for s in self.parameters.get("slots").split(",") if s.strip())
+        return canonical_slots(s for s in self.parameters.get("slots").split(",") if s.strip())
 
     def settings(self) -> dict[str, Any]:
         """The run's magms train options (all but data and out) from the parameter node."""
@@ -150,7 +152,11 @@ class TrainingController:
         """One case per segmentation node of the scene, its volumes guessed."""
         if self.parameters is None:  # the scene is closing
             return
-        slots = self._slots() or ("flair", "t1", "t1c", "t2")
+        try:
+            slots = self._slots() or ("flair", "t1", "t1c", "t2")
+        except MAGMSError as err:  # an unknown name in the slots field
+            self.view.showError(f"Cannot list the cases: {err}")
+            return
         cases = guessSceneCases(self.scene, slots)
         self.set("source", "scene" if cases else "folder")
         self.view.showSceneCases(cases, slots)
@@ -237,20 +243,24 @@ class TrainingController:
     def plotView(self):
         """The panel's own plot view node (one per scene, found by its tag), showing the run's chart.
 
-        Its parent layout node is the module's parameter node, so the layout does not count it as one
-        of its views, and it takes no chart another module shows (chart selection is propagated to
+        Its parent layout node is the module's parameter node, so the main layout does not make it one
+        of its views when it is added (after a scene load Slicer makes a hidden widget for every view
+        node all the same), and it takes no chart another module shows (chart selection is propagated to
         every plot view that allows it, vtkMRMLApplicationLogic::PropagatePlotChartSelection). Close
         Scene resets the node, so both are set again at every call.
         """
         view = self.scene.GetSingletonNode(PLOT_VIEW_TAG, "vtkMRMLPlotViewNode")
-        if view is None:
+        added = view is None
+        if added:
             view = slicer.vtkMRMLPlotViewNode()
             view.SetSingletonTag(PLOT_VIEW_TAG)
             view.SetName("MAGMS training plot")
-            view = self.scene.AddNode(view)
+        # before AddNode: a view node added without a parent becomes a (hidden) view of the main layout
         view.SetDoPropagatePlotChartSelection(False)
         if self.parameters is not None:
             view.SetAndObserveParentLayoutNodeID(self.parameters.node.GetID())
+        if added:
+            view = self.scene.AddNode(view)
         view.SetPlotChartNodeID(self.job.chart.GetID())
         return view
 

@@ -25,7 +25,7 @@ from typing import Any
 import slicer
 import vtk
 from MAGMSCommonLib import models
-from MAGMSCommonLib.child import childEnvironment, childPython
+from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
 from MAGMSCommonLib.runner import ProcessRunner, RunState
 from MAGMSCommonLib.signal import Signal
 from MAGMSCommonLib.volumes import (
@@ -205,20 +205,20 @@ def sceneSlots(cases: Sequence[SceneCase]) -> tuple[str, ...]:
 
 
 def preflightFolder(data: str | os.PathLike[str], labels: str, slots: Sequence[str] | None = None) -> tuple[list[str], int]:
-    """Check a data folder or manifest as ``magms train`` will (same messages).
+    """Check a data folder or manifest as ``magms train`` will (:func:`magms.data.checks.check_data`).
+
+    The module runs the same check in a child process (``magms train --check-only``); this is for
+    scripts that have SimpleITK.
 
     Returns:
         The slots found (or given) and the number of cases.
     Raises:
         MAGMSError: the layout cannot be read, or every bad case (ImageError, one line each).
     """
-    from magms.data.cases import find_cases, slots_of
-    from magms.data.checks import check_cases
+    from magms.data.checks import check_data
 
-    cases = find_cases(data, slots)
-    slots = slots or slots_of(cases)
-    check_cases(cases, slots, get_scheme(labels))
-    return list(slots), len(cases)
+    found, count = check_data(data, labels, slots)
+    return list(found), count
 
 
 def trainingOptions(data: str | os.PathLike[str], out: str | os.PathLike[str], settings: Mapping[str, Any],
@@ -233,10 +233,8 @@ def trainingOptions(data: str | os.PathLike[str], out: str | os.PathLike[str], s
     return TrainOptions.from_dict(values, where="MAGMS Training")
 
 
-def trainCommand(python: str, options: TrainOptions, configFile: Path) -> list[str]:
-    """Write ``options`` to ``configFile`` and return the command line that runs them."""
-    options.save(configFile)
-    return [python, "-m", "magms", "train", "--config", str(configFile)]
+#: ``trainCommand(python, options, configFile)``: the command line of a run (see :func:`MAGMSCommonLib.child.configCommand`).
+trainCommand = configCommand
 
 
 class TrainingJob:

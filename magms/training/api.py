@@ -10,7 +10,7 @@ from typing import Any
 from magms.commands import TrainOptions
 from magms.config import PreprocessConfig, TrainConfig
 from magms.data.cases import Case, find_cases, slots_of
-from magms.modalities import canonical_slot
+from magms.modalities import canonical_slots
 from magms.protocol import STOP_REQUEST_FILE
 from magms.training.trainer import TrainJob, Trainer
 
@@ -49,7 +49,8 @@ def train(
     Returns:
         The bundle folder, or None when the run stopped before the end (resume later).
     """
-    job = TrainJob(cases, out, labels, slots, net_overrides, preprocessing, config, device, resume, init, stop, progress)
+    job = TrainJob(cases=cases, out=out, labels=labels, slots=slots, net_overrides=net_overrides, preprocessing=preprocessing,
+                   config=config, device=device, resume=resume, init=init, stop=stop, progress=progress)
     return Trainer(job).run()
 
 
@@ -62,7 +63,7 @@ def train_from_options(options: TrainOptions, progress: Callable[[dict[str, Any]
     Returns:
         The bundle folder, or None when the run stopped early (resume later) or on ranks other than 0.
     """
-    slots = tuple(canonical_slot(s) for s in options.slots) or None
+    slots = canonical_slots(options.slots) or None
     cases = find_cases(options.data, slots)
     stop_file = Path(options.out) / STOP_REQUEST_FILE
     stop_file.unlink(missing_ok=True)  # a request left by an earlier run

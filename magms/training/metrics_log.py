@@ -56,10 +56,11 @@ def append_metrics(path: Path, row: dict[str, Any]) -> None:
         _write(path, list(row), [cells])
         return
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header, rows = list(reader.fieldnames or []), list(reader)
+        header = next(csv.reader(f), [])
     added = [k for k in row if k not in header]
     if added:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
         atomic_write(path, lambda tmp: _write(tmp, header + added, [*rows, cells]))
         return
     with open(path, "a", newline="", encoding="utf-8") as f:

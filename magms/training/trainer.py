@@ -247,6 +247,7 @@ class Trainer:
         self.state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "seconds": 0.0, "val_seconds": 0.0}
         if self.job.resume:
             self.state = read_checkpoint(self.checkpoint_dir, self.model, self.optimizer)
+            self.state.setdefault("val_seconds", 0.0)  # checkpoints written before the validation budget
             logger.info("resuming at epoch %d, step %d", self.state["epoch"] + 1, self.state["step"])
 
     # ----------------------------------------------------------------------------------------
@@ -328,13 +329,12 @@ class Trainer:
         last = epoch == self.config.epochs or time_up or self._time_up()
         if self.ranks.is_main and self.val_ds and (last or (epoch % self.config.val_every == 0 and self._within_validation_budget())):
             started = time.monotonic()
-            row.update({f"{_VAL_PREFIX}{k}": v for k, v in self.validate().items()})
-            self.state["val_seconds"] = self.state.get("val_seconds", 0.0) + time.monotonic() - started
-        if any(k.startswith(_VAL_PREFIX) for k in row):
-            self.last_validation = {k: v for k, v in row.items() if k.startswith(_VAL_PREFIX)}
+            self.last_validation = {f"{_VAL_PREFIX}{k}": v for k, v in self.validate().items()}
+            row.update(self.last_validation)
+            self.state["val_seconds"] += time.monotonic() - started
         self.state.update(epoch=epoch, step_in_epoch=0, seconds=self._seconds())
         row["seconds"] = round(self.state["seconds"], 1)
-        row["val_seconds"] = round(self.state.get("val_seconds", 0.0), 1)
+        row["val_seconds"] = round(self.state["val_seconds"], 1)
         if self.ranks.is_main:
             append_metrics(self.out_dir / METRICS_FILE, row)
             write_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.state)
@@ -342,7 +342,7 @@ class Trainer:
 
     def _within_validation_budget(self) -> bool:
         """Whether the time spent validating so far is within ``val_share`` of the run's time."""
-        return self.state.get("val_seconds", 0.0) <= self.config.val_share * self._seconds()
+        return self.state["val_seconds"] <= self.config.val_share * self._seconds()
 
     def validate(self) -> dict[str, float]:
         """Mean Dice per subset and region on the validation cases (see :func:`magms.training.validation.validate`)."""

@@ -12,7 +12,7 @@ from monai.inferers import sliding_window_inference
 from magms.config import PreprocessConfig
 from magms.data.preprocessing import run_in_foreground
 from magms.labels import LabelScheme
-from magms.metrics import case_metrics
+from magms.metrics import case_dice
 from magms.modalities import subsets_of
 
 __all__ = ["validate"]
@@ -43,7 +43,6 @@ def validate(
     """
     model.eval()
     sums: dict[str, list[float]] = {}
-    kind = "region" if scheme.regions else "label"
     with torch.inference_mode():
         for item in val_ds:
             present = [s for s, p in zip(slots, item["present"].tolist()) if p]
@@ -53,9 +52,8 @@ def validate(
             for subset in subsets_of(present):
                 probs = _segment_subset(model, x, foreground, list(subset), pre, len(scheme.labels))
                 pred = scheme.decode(probs[0].argmax(0).numpy())
-                for row in case_metrics(pred, truth, scheme, (1.0, 1.0, 1.0)):
-                    if row["kind"] == kind:
-                        sums.setdefault(f"{'+'.join(subset)}:{row['target']}", []).append(float(row["dice"]))
+                for target, value in case_dice(pred, truth, scheme).items():
+                    sums.setdefault(f"{'+'.join(subset)}:{target}", []).append(value)
     model.train()
     return {k: float(np.mean(v)) for k, v in sums.items()}
 

@@ -96,3 +96,9 @@ def test_a_config_file_gives_the_options_and_flags_win(sample_data, tmp_path, ca
     config.write_text(json.dumps({"data": "d", "labels": "brats2013", "out": "o", "epoch": 3}))
     assert main(["train", "--config", str(config)]) == 2
     assert "unknown option(s) 'epoch'" in capsys.readouterr().err
+
+
+def test_check_only_reads_slot_aliases_as_training_does(sample_data, capsys):
+    argv = ["train", "--data", str(sample_data / "brats_flair_t1c"), "--labels", "brats2013", "--out", "o", "--check-only"]
+    assert main([*argv, "--slots", "t2f,T1ce"]) == 0  # aliases of flair and t1c
+    assert capsys.readouterr().out.strip() == "2 case(s) are fine; slots flair, t1c"

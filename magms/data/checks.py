@@ -18,6 +18,7 @@ from magms.data.inputs import prepare_inputs
 from magms.data.io import overlap_fraction, same_grid
 from magms.errors import ImageError, MAGMSError
 from magms.labels import LabelScheme, get_scheme
+from magms.modalities import canonical_slots
 from magms.protocol import MIN_OVERLAP
 
 __all__ = ["check_cases", "check_data"]
@@ -68,11 +69,12 @@ def check_data(data: str | os.PathLike[str], labels: str, slots: Sequence[str] |
     """Find and check the cases of a data folder or manifest as ``magms train`` will.
 
     Returns:
-        The model's slots (given, or every slot the data has) and the number of cases.
+        The model's slots (given, as keys or aliases, or every slot the data has) and the number of cases.
     Raises:
         MAGMSError: the layout cannot be read, or every bad case (:class:`ImageError`, one line each).
     """
-    cases = find_cases(data, slots)
-    slots = tuple(slots or slots_of(cases))
+    slots = canonical_slots(slots or ())
+    cases = find_cases(data, slots or None)
+    slots = slots or slots_of(cases)
     check_cases(cases, slots, get_scheme(labels))
     return slots, len(cases)

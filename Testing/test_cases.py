@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -186,3 +187,38 @@ def test_training_options_out_of_range_are_refused_in_one_line(tmp_path, capsys)
     for flags, message in ((["--kl-weight", "-1"], "kl_weight and feature_weight must be >= 0"), (["--epochs", "0"], "epochs must be >= 1")):
         assert main(["train", "--data", str(tmp_path), "--labels", "msd_task01", "--out", str(tmp_path / "m"), *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_manifest_scheme_column_maps_each_case_into_the_run_scheme(tmp_path):
+    """A BraTS 2013 case (label 3, non-enhancing) trains a BraTS 2021 model: 3 -> 1 through the registry."""
+    from magms.data.dataset import LoadCased
+
+    label13 = _label()  # values 0, 1, 3: brats2013; 3 is not a brats2021 value
+    _write(tmp_path / "a" / "flair.nii.gz", _volume(0))
+    _write(tmp_path / "a" / "seg.nii.gz", label13)
+    _write(tmp_path / "b" / "flair.nii.gz", _volume(1))
+    _write(tmp_path / "b" / "seg.nii.gz", (label13 == 1).astype(np.uint8) * 4)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case,flair,label,scheme\na,a/flair.nii.gz,a/seg.nii.gz,brats2013\nb,b/flair.nii.gz,b/seg.nii.gz,\n")
+    cases = find_cases(manifest)
+    assert [c.scheme for c in cases] == ["brats2013", None]
+    brats2021 = get_scheme("brats2021")
+    check_cases(cases, ["flair"], brats2021)  # label 3 is fine: it is brats2013's
+    with pytest.raises(ImageError, match=r"a: seg.nii.gz: label values \[3\] are not in scheme 'brats2021'"):
+        check_cases([dataclasses.replace(cases[0], scheme=None)], ["flair"], brats2021)
+    with pytest.raises(ImageError, match="a: cannot map label scheme msd_task01 to brats2013"):
+        check_cases([dataclasses.replace(cases[0], scheme="msd_task01")], ["flair"], get_scheme("brats2013"))
+
+    loaded = LoadCased(["flair"], brats2021)({"name": "a", "images": {"flair": str(cases[0].images["flair"])},
+                                              "label": str(cases[0].label), "scheme": "brats2013"})
+    indices = loaded["label"][0].numpy().transpose(2, 1, 0).astype(np.int64)  # back to (z, y, x)
+    expected = brats2021.encode(np.where(label13 == 3, 1, label13).astype(np.int64))
+    np.testing.assert_array_equal(indices, expected)
+
+
+def test_manifest_with_an_unknown_scheme_names_the_line(tmp_path):
+    _write(tmp_path / "a" / "flair.nii.gz", _volume(0))
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case,flair,label,scheme\na,a/flair.nii.gz,a/seg.nii.gz,brats1999\n")
+    with pytest.raises(ConfigError, match=r"cases.csv, line 2: case 'a': .*brats1999"):
+        find_cases(manifest)

@@ -61,6 +61,11 @@ def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
     net, info = load_bundle(out)
     assert info.slots == ("flair", "t1c") and info.labels.key == "brats2013"
     assert info.training["epochs_done"] == 2 and len(info.training["validation_cases"]) == 1
+    # provenance enough to reproduce the run: the command, the code, when, on what
+    assert info.training["options"]["out"] == str(out) and info.training["options"]["epochs"] == 2
+    assert info.training["started_utc"] <= info.training["finished_utc"]
+    assert info.training["hardware"]["device"] == "cpu" and info.training["hardware"]["cpu_count"] >= 1
+    assert "commit" in info.training and info.training["versions"]["torch"] == torch.__version__
     assert set(info.validation) <= {"flair", "t1c", "flair+t1c"} and info.validation
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,step,lr,loss")

@@ -7,8 +7,9 @@
   that modality is missing for that case.
 * A folder of case folders (or one case folder), each file's slot guessed from its name by
   :mod:`magms.modalities`, the label file found by name.
-* A CSV manifest whose header is ``case,<slot>,...[,label]``; paths are relative to the CSV and an
-  empty cell means that modality is missing for that case.
+* A CSV manifest whose header is ``case,<slot>,...[,label][,scheme]``; paths are relative to the CSV,
+  an empty cell means that modality is missing for that case, and ``scheme`` names the label scheme
+  of that case's label file when it is not the run's (its labels are mapped through the registry).
 
 Modality names in ``dataset.json`` files go through the same alias registry as file names.
 """
@@ -26,23 +27,27 @@ from pathlib import Path
 
 from magms.errors import ConfigError, ImageError
 from magms.data.io import is_image_path, volume_ref
+from magms.labels import get_scheme
 from magms.modalities import SlotGuess, canonical_slot, default_slots, guess_slot, guess_slots, is_label_map_name
 
 __all__ = ["Case", "case_from_folder", "read_manifest", "read_msd", "read_nnunet", "find_cases", "slots_of", "DATASET_JSON"]
 
 DATASET_JSON = "dataset.json"
+_NON_SLOT_COLUMNS = ("label", "scheme")
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One case: slot -> image path, and the label file if one was found."""
+    """One case: slot -> image path, the label file if one was found, and its label scheme when it
+    is not the run's (a registry key; None: the run's ``labels``)."""
 
     name: str
     images: dict[str, Path]
     label: Path | None = None
     guesses: tuple[SlotGuess, ...] = ()
+    scheme: str | None = None
 
 
 def case_from_folder(folder: str | os.PathLike[str], slots: Sequence[str] | None = None) -> Case:
@@ -69,11 +74,11 @@ def case_from_folder(folder: str | os.PathLike[str], slots: Sequence[str] | None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[Case]:
-    """Read a CSV manifest ``case,<slot>,...[,label]``.
+    """Read a CSV manifest ``case,<slot>,...[,label][,scheme]``.
 
     Raises:
         ConfigError: missing file, bad header (unknown column, no slot column, duplicate slot),
-            duplicate case names, or a case without any image.
+            duplicate case names, a case without any image, or an unknown label scheme.
     """
     csv_path = Path(path)
     if not csv_path.is_file():
@@ -84,8 +89,8 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Case]:
         raise ConfigError(f"{csv_path}: the header must start with 'case', then one column per modality (and 'label')")
     columns: list[str] = []
     for name in (c.strip() for c in rows[0][1:]):
-        if name.lower() == "label":
-            columns.append("label")
+        if name.lower() in ("label", "scheme"):
+            columns.append(name.lower())
             continue
         try:
             slot = canonical_slot(name)
@@ -94,7 +99,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Case]:
         if slot in columns:
             raise ConfigError(f"{csv_path}: two columns name the modality {slot!r}")
         columns.append(slot)
-    if not [c for c in columns if c != "label"]:
+    if not [c for c in columns if c not in _NON_SLOT_COLUMNS]:
         raise ConfigError(f"{csv_path}: no modality column in the header")
     cases, seen = [], set()
     for line, row in enumerate(rows[1:], start=2):
@@ -105,11 +110,16 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Case]:
             raise ConfigError(f"{csv_path}, line {line}: case {name!r} appears twice")
         seen.add(name)
         cells = dict(zip(columns, (c.strip() for c in row[1:])))
-        images = {s: csv_path.parent / p for s, p in cells.items() if s != "label" and p}
+        images = {s: csv_path.parent / p for s, p in cells.items() if s not in _NON_SLOT_COLUMNS and p}
         if not images:
             raise ConfigError(f"{csv_path}, line {line}: case {name!r} has no image")
-        label = cells.get("label")
-        cases.append(Case(name, images, csv_path.parent / label if label else None))
+        label, scheme = cells.get("label"), cells.get("scheme") or None
+        if scheme is not None:
+            try:
+                get_scheme(scheme)
+            except ConfigError as err:
+                raise ConfigError(f"{csv_path}, line {line}: case {name!r}: {err}") from err
+        cases.append(Case(name, images, csv_path.parent / label if label else None, scheme=scheme))
     return cases
 
 

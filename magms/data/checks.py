@@ -17,7 +17,7 @@ from magms.data.cases import Case, find_cases, slots_of
 from magms.data.inputs import prepare_inputs
 from magms.data.io import overlap_fraction, same_grid
 from magms.errors import ImageError, MAGMSError
-from magms.labels import LabelScheme, get_scheme
+from magms.labels import LabelScheme, get_scheme, label_map
 from magms.modalities import canonical_slots
 from magms.protocol import MIN_OVERLAP
 
@@ -56,9 +56,15 @@ def check_cases(cases: Sequence[Case], slots: Sequence[str], scheme: LabelScheme
             problems.append(f"{case.name}: {case.label.name}: {label.GetDimension()}-D label, 3-D expected")
             continue
         values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
-        bad = sorted(values - set(scheme.values))
+        own = get_scheme(case.scheme) if case.scheme else scheme
+        bad = sorted(values - set(own.values))
         if bad:
-            problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {scheme.key!r} ({scheme.values})")
+            problems.append(f"{case.name}: {case.label.name}: label values {bad} are not in scheme {own.key!r} ({own.values})")
+        elif own.key != scheme.key:
+            try:
+                label_map(own, scheme)
+            except MAGMSError as err:
+                problems.append(f"{case.name}: {err}")
         if not same_grid(label, prepared.reference) and overlap_fraction(prepared.reference, label) < MIN_OVERLAP:
             problems.append(f"{case.name}: {case.label.name} does not overlap the images in space")
     if problems:

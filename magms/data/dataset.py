@@ -33,7 +33,7 @@ from magms.data.inputs import prepare_inputs
 from magms.data.io import resample_like, same_grid
 from magms.data.preprocessing import NormalizeForegroundd
 from magms.data.tensors import RAS_AXES, sitk_to_metatensor
-from magms.labels import LabelScheme
+from magms.labels import LabelScheme, map_labels
 
 __all__ = ["LoadCased", "case_transforms", "patch_transforms"]
 
@@ -41,7 +41,8 @@ __all__ = ["LoadCased", "case_transforms", "patch_transforms"]
 class LoadCased(MapTransform):
     """Load one case: images onto the reference grid, zeros for absent slots, label as class indices.
 
-    Input dict keys: ``images`` (slot -> path), ``label`` (path). Output keys: ``image``
+    Input dict keys: ``images`` (slot -> path), ``label`` (path), optionally ``scheme`` (the label
+    file's scheme when it is not ``scheme``: mapped through the registry). Output keys: ``image``
     (M, X, Y, Z) MetaTensor, ``label`` (1, X, Y, Z), ``present`` (M,) bool.
     """
 
@@ -59,7 +60,10 @@ class LoadCased(MapTransform):
         label = sitk.ReadImage(str(data["label"]))
         if not same_grid(label, prepared.reference):
             label = resample_like(label, prepared.reference, sitk.sitkNearestNeighbor)
-        indices = self.scheme.encode(np.round(sitk.GetArrayFromImage(label)).astype(np.int64))
+        values = np.round(sitk.GetArrayFromImage(label)).astype(np.int64)
+        if data.get("scheme") not in (None, self.scheme.key):
+            values = map_labels(values, data["scheme"], self.scheme)
+        indices = self.scheme.encode(values)
         label_t = torch.from_numpy(np.ascontiguousarray(indices.transpose(2, 1, 0)).astype(np.float32))  # (x, y, z)
         present = torch.tensor([s in prepared.images for s in self.slots])
         return {

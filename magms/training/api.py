@@ -30,6 +30,7 @@ def train(
     init: str | os.PathLike[str] | None = None,
     stop: Callable[[int], bool] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Train a MAG-MS model and write it as a bundle in ``out``.
 
@@ -46,11 +47,12 @@ def train(
         init: a bundle whose weights start the training (fine-tuning).
         stop: called with the global step after each step; True stops cleanly (checkpoint, no bundle).
         progress: called after each step with a dict (epoch, step, loss...).
+        options: the ``magms train`` options of the run, kept in the bundle's provenance.
     Returns:
         The bundle folder, or None when the run stopped before the end (resume later).
     """
     job = TrainJob(cases=cases, out=out, labels=labels, slots=slots, net_overrides=net_overrides, preprocessing=preprocessing,
-                   config=config, device=device, resume=resume, init=init, stop=stop, progress=progress)
+                   config=config, device=device, resume=resume, init=init, stop=stop, progress=progress, options=options)
     return Trainer(job).run()
 
 
@@ -71,4 +73,5 @@ def train_from_options(options: TrainOptions, progress: Callable[[dict[str, Any]
         cases, options.out, options.labels, slots or slots_of(cases), net_overrides=options.net_overrides(),
         preprocessing=options.preprocessing(), config=options.train_config(), device=options.device,
         resume=options.resume, init=options.init, stop=lambda step: stop_file.exists(), progress=progress,
+        options=options.to_dict(),
     )

@@ -41,6 +41,7 @@ from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE
 from magms.training.checkpoint import read_checkpoint, write_checkpoint
 from magms.training.distributed import Ranks
 from magms.training.metrics_log import EpochLosses, append_metrics
+from magms.training.provenance import run_environment, utc_now
 from magms.training.split import split_cases
 from magms.training.step import TrainStep, lr_factor
 from magms.training.validation import validate as validate_cases
@@ -95,6 +96,7 @@ class TrainJob:
     init: str | os.PathLike[str] | None = None
     stop: Callable[[int], bool] | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
+    options: Mapping[str, Any] | None = None  # the ``magms train`` options, recorded: ``--config`` of them repeats the run
 
 
 class Trainer:
@@ -127,6 +129,7 @@ class Trainer:
     amp: bool
     scaler: torch.amp.GradScaler
     state: dict[str, Any]  # epoch and step done, step in the epoch, seconds (validating: val_seconds): what the checkpoint keeps
+    environment: dict[str, Any]  # command, commit, start time, hardware: for the bundle's provenance
     # set by run() and train_epoch()
     started: float  # time.monotonic() at which the run would have started, had it never stopped
     losses: EpochLosses
@@ -171,6 +174,7 @@ class Trainer:
     def initialize(self) -> None:
         """Check the output folder and the data, then build everything the loop needs."""
         self.ranks = Ranks.from_environment(resolve_device(self.job.device))
+        self.environment = run_environment(self.ranks.device)
         self._check_output_folder()
         self._split_and_check_cases()
         self._create_output_folder()
@@ -228,7 +232,7 @@ class Trainer:
     def _case_record(self, case: Case) -> dict[str, Any]:
         """A case as the transforms read it: the model's modalities only."""
         images = {s: str(p) for s, p in case.images.items() if s in self.job.slots}
-        return {"name": case.name, "images": images, "label": str(case.label)}
+        return {"name": case.name, "images": images, "label": str(case.label), "scheme": case.scheme}
 
     def _build_optimisation(self) -> None:
         """Optimiser, step count, loss, the train step (under DDP when distributed) and the AMP scaler."""
@@ -429,6 +433,9 @@ class Trainer:
             "epochs_done": self.state["epoch"], "steps": self.state["step"], "config": self.config.to_dict(),
             "seconds": round(self.state["seconds"], 1), "magms_version": magms.__version__,
             "init": str(self.job.init) if self.job.init else None,
+            "case_schemes": {c.name: c.scheme for c in self.train_cases + self.val_cases if c.scheme},
+            "options": dict(self.job.options) if self.job.options is not None else None,
+            **self.environment, "finished_utc": utc_now(),
         }
 
     def _validation_table(self) -> dict[str, dict[str, float]]:

@@ -143,3 +143,20 @@ def test_nothing_is_ever_unpickled():
         text = path.read_text()
         assert "torch.load(" not in text, path
         assert not re.search(r"^\s*(import|from)\s+(pickle|cPickle|dill)\b", text, re.M), path
+
+
+def test_half_precision_weights_take_half_the_space_and_load_as_float32(saved, tmp_path):
+    net, cfg, folder, _ = saved
+    half = tmp_path / "half"
+    save_bundle(half, net, cfg, get_scheme("msd_task01"), PreprocessConfig(patch_size=cfg.img_size), weights_dtype="float16")
+    ratio = (half / WEIGHTS_FILE).stat().st_size / (folder / WEIGHTS_FILE).stat().st_size
+    assert 0.45 < ratio < 0.6
+    loaded, _ = load_bundle(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(1, 2, *cfg.img_size)
+    with torch.no_grad():
+        reference, rounded = net.eval()(x, ["flair", "t1c"]), loaded(x, ["flair", "t1c"])
+    assert not torch.equal(reference, rounded)  # the weights were rounded ...
+    torch.testing.assert_close(rounded, reference, atol=2e-2, rtol=1e-2)  # ... to half precision only
+    with pytest.raises(BundleError, match="weights_dtype must be one of float32, float16"):
+        save_bundle(tmp_path / "x", net, cfg, get_scheme("msd_task01"), PreprocessConfig(patch_size=cfg.img_size), weights_dtype="int8")

@@ -34,23 +34,58 @@ def sample_data(tmp_path):
     return tmp_path / "data"
 
 
-def test_demo_trains_then_segments_with_overlays(sample_data, tmp_path, capsys):
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    """A random FLAIR + T1c bundle validated on the sample case p2."""
+    import torch
+
+    from conftest import tiny_config
+    from magms.bundle import save_bundle
+    from magms.config import PreprocessConfig
+    from magms.labels import get_scheme
+    from magms.networks import build_network
+
+    torch.manual_seed(0)
+    cfg = tiny_config("unet", slots=("flair", "t1c"), out_channels=5)
+    folder = tmp_path / "bundle"
+    save_bundle(folder, build_network(cfg), cfg, get_scheme("brats2013"), PreprocessConfig(spacing=None, patch_size=(16, 16, 16)),
+                training={"validation_cases": ["p2", "not_in_the_sample_data"]})
+    return folder
+
+
+def test_demo_segments_every_subset_and_tables_the_held_out_cases(sample_data, tiny_bundle, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["demo", "--data", str(sample_data), "--out", str(out), "--minutes", "0.02", "--spacing", "1",
+    assert main(["demo", "--data", str(sample_data), "--out", str(out), "--model", str(tiny_bundle), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    # the unlabelled case has FLAIR only; the held-out labelled case p2 both: every subset of each
+    assert "new: flair (new-t2f.nii.gz) -> new/flair.seg.nrrd, flair.png" in printed
+    for subset in ("flair", "t1c", "flair+t1c"):
+        assert f"p2/{subset}.seg.nrrd" in printed
+        assert (out / "p2" / f"{subset}.png").read_bytes()[:4] == b"\x89PNG"
+        seg = sitk.ReadImage(str(out / "p2" / f"{subset}.seg.nrrd"))
+        assert seg.GetSize() == (20, 20, 20) and seg.GetMetaData("Segment0_Name") == "Necrosis"
+    assert not (out / "p1").exists()  # p1 trained the model (it is not among the validation cases)
+    summary = (out / "evaluation" / "summary.md").read_text()
+    assert "| flair+t1c |" in summary and (out / "evaluation" / "heatmap.png").is_file()
+    assert "Dice per modality subset on 1 held-out case(s) (p2):" in printed and "| subset |" in printed
+
+
+def test_demo_train_trains_once_then_reuses_the_model(sample_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["demo", "--train", "--data", str(sample_data), "--out", str(out), "--minutes", "0.02", "--spacing", "1",
             "--patch", "16", "--channels", "4,8,16", "--device", "cpu", "--progress", "none"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "new: flair (new-t2f.nii.gz) -> new.seg.nrrd, new.png" in printed
+    assert "new: flair (new-t2f.nii.gz) -> new/flair.seg.nrrd" in printed
     assert (out / "model" / "magms.json").is_file()
-    assert (out / "new.png").read_bytes()[:4] == b"\x89PNG"
-    seg = sitk.ReadImage(str(out / "new.seg.nrrd"))
-    assert seg.GetSize() == (20, 20, 20) and seg.GetMetaData("Segment0_Name") == "Necrosis"
     assert main(argv) == 0  # second run reuses the model
     assert "using the model in" in capsys.readouterr().out
+    assert main([*argv, "--model", str(out / "model")]) == 2
+    assert "give --train or --model, not both" in capsys.readouterr().err
 
 
 def test_demo_without_sample_data_is_one_line_error(tmp_path, capsys):
-    assert main(["demo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["demo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sample data not found" in err and "Traceback" not in err
 

@@ -4,8 +4,9 @@ A bundle is a folder holding
 
 * ``model.safetensors``: the weights (safetensors: plain tensors, nothing is ever unpickled);
 * ``magms.json``: everything needed to use them: schema version, slots in input order, the label
-  scheme (names, colours, terminology codes), the network config, the preprocessing, training
-  provenance, per-subset validation metrics, and the sha256 of the weights file.
+  scheme (names, colours, terminology codes), the network config, the preprocessing, the
+  post-processing (size rules, flip test-time augmentation), training provenance, per-subset
+  validation metrics, and the sha256 of the weights file.
 
 Loading checks the schema version, the required keys and the weights' sha256 before building the
 network, and loads the tensors with ``strict=True``; each fault is a :class:`~magms.errors.BundleError`
@@ -27,10 +28,11 @@ from typing import Any
 from typing import TYPE_CHECKING
 
 import magms
-from magms.config import NetConfig, PreprocessConfig
+from magms.config import NetConfig, PostprocessConfig, PreprocessConfig
 from magms.errors import BundleError, ConfigError
 from magms.files import atomic_write, atomic_write_text
 from magms.labels import LabelScheme
+from magms.postprocess import check_postprocessing
 
 if TYPE_CHECKING:  # torch, MONAI and safetensors are imported where tensors are handled, so that
     # the metadata can be read (e.g. by the Slicer module before its dependencies are installed).
@@ -48,12 +50,15 @@ __all__ = [
     "read_bundle_info",
     "load_bundle",
     "file_sha256",
+    "WEIGHTS_DTYPES",
 ]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
+#: How the floating-point weights may be stored; the network always computes in float32.
+WEIGHTS_DTYPES = ("float32", "float16")
 METADATA_FILE = "magms.json"
 _REQUIRED_KEYS = ("format_version", "modalities", "labels", "network", "preprocessing", "weights_sha256")
 
@@ -67,6 +72,7 @@ class BundleInfo:
         scheme: label scheme of the output (class ``i`` of the network is ``scheme.labels[i]``),
             stored under the JSON key ``labels``.
         preprocessing: how inputs were prepared in training, to repeat at inference.
+        postprocessing: what inference does after the network (none for bundles without the key).
         training: provenance: data, epochs, seed, options, code version (free-form JSON object).
         validation: validation metrics per modality subset, e.g. ``{"flair+t1c": {"wt_dice": 0.9}}``.
         weights_sha256: hex digest of ``model.safetensors``.
@@ -84,6 +90,7 @@ class BundleInfo:
     versions: dict[str, str]
     created: str
     format_version: int = FORMAT_VERSION
+    postprocessing: PostprocessConfig = PostprocessConfig()
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -105,6 +112,7 @@ class BundleInfo:
             "labels": self.scheme.to_dict(),
             "network": self.network.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
+            "postprocessing": self.postprocessing.to_dict(),
             "training": self.training,
             "validation": self.validation,
             "weights_sha256": self.weights_sha256,
@@ -129,6 +137,8 @@ def save_bundle(
     training: Mapping[str, Any] | None = None,
     validation: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    postprocessing: PostprocessConfig = PostprocessConfig(),
+    weights_dtype: str = "float32",
 ) -> BundleInfo:
     """Write ``model`` and its description as a bundle folder.
 
@@ -141,6 +151,9 @@ def save_bundle(
         network, labels, preprocessing: what ``magms.json`` records.
         training, validation: provenance and per-subset metrics (JSON-serialisable).
         overwrite: replace an existing bundle in ``path``.
+        postprocessing: what inference does after the network.
+        weights_dtype: ``"float32"``, or ``"float16"`` to store the floating-point tensors in half the
+            space (loading casts them back to the network's float32).
     Raises:
         BundleError: ``path`` already holds a bundle and ``overwrite`` is False, or the network
             config does not fit the label scheme.
@@ -149,12 +162,22 @@ def save_bundle(
     if (folder / METADATA_FILE).exists() and not overwrite:
         raise BundleError(f"{folder}: a bundle already exists here (use overwrite to replace it)")
     _check_channels(network, labels, folder)
+    try:
+        check_postprocessing(postprocessing, labels)
+    except ConfigError as err:
+        raise BundleError(f"{folder}: {err}") from err
     import monai
     import safetensors.torch
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise BundleError(f"{folder}: weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+    stored = getattr(torch, weights_dtype)
+    state = {
+        k: (v.detach().to("cpu", stored) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
+        for k, v in model.state_dict().items()
+    }
     atomic_write(folder / WEIGHTS_FILE, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
     info = BundleInfo(
         network=network,
@@ -165,6 +188,7 @@ def save_bundle(
         weights_sha256=file_sha256(folder / WEIGHTS_FILE),
         versions={"magms": magms.__version__, "torch": torch.__version__, "monai": monai.__version__},
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        postprocessing=postprocessing,
     )
     text = json.dumps(info.to_dict(), indent=2) + "\n"
     atomic_write_text(folder / METADATA_FILE, text)
@@ -193,6 +217,8 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         network = NetConfig.from_dict(meta["network"])
         scheme = LabelScheme.from_dict(meta["labels"])
         preprocessing = PreprocessConfig.from_dict(meta["preprocessing"])
+        postprocessing = PostprocessConfig.from_dict(meta.get("postprocessing") or {})
+        check_postprocessing(postprocessing, scheme)
     except ConfigError as err:
         raise BundleError(f"{meta_path}: {err}") from err
     if list(network.slots) != list(meta["modalities"]):
@@ -209,6 +235,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         versions={k: str(meta.get(f"{k}_version")) for k in ("magms", "torch", "monai")},
         created=str(meta.get("created", "")),
         format_version=meta["format_version"],
+        postprocessing=postprocessing,
     )
 
 

@@ -88,9 +88,15 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
 
 
 def _segmenter(options: SegmentOptions | EvaluateOptions):
+    from magms.bundle import read_bundle_info
     from magms.inference import Segmenter
+    from magms.postprocess import as_requested
 
-    return Segmenter(options.model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp)
+    recorded = read_bundle_info(options.model).postprocessing
+    return Segmenter(
+        options.model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp,
+        postprocessing=as_requested(recorded, postprocess=options.postprocess, tta=options.tta),
+    )
 
 
 def _write_result(result, scheme, output: Path, probabilities: Path | None, overwrite: bool) -> None:
@@ -232,15 +238,24 @@ def _cmd_train(options: TrainOptions) -> int:
 
 
 def _cmd_demo(options: DemoOptions) -> int:
-    from magms.demo import run_demo
+    from magms.demo import run_demo, train_sample_model
 
+    if options.train and options.model is not None:
+        raise ConfigError("--train makes the model: give --train or --model, not both")
     options.out.mkdir(parents=True, exist_ok=True)
-    progress = ProgressReporter(options.progress, "step")
-    try:
-        run_demo(options.data, options.out, minutes=options.minutes, device=options.device, spacing=options.spacing,
-                 patch=options.patch, channels=options.channels, progress=progress.training_step)
-    finally:
-        progress.close()
+    model = options.model
+    if options.train:
+        progress = ProgressReporter(options.progress, "step")
+        try:
+            model = train_sample_model(options.data, options.out / "model", options.minutes, device=options.device, spacing=options.spacing,
+                                       patch=options.patch, channels=options.channels, progress=progress.training_step)
+        finally:
+            progress.close()
+    elif model is None:
+        from magms.builtin import builtin_model
+
+        model = builtin_model()
+    run_demo(options.data, options.out, model, device=options.device)
     return 0
 
 
@@ -264,10 +279,11 @@ def _cmd_devices(options: DevicesOptions) -> int:
 
 _COMMANDS: tuple[tuple[type[Options], Callable[[Any], int], str, str], ...] = (
     (DemoOptions, _cmd_demo,
-     "the main job on the real sample data: train briefly (unless a model exists), then segment",
-     "Train a light model for a few CPU minutes on the labelled BraTS 2013 sample cases (FLAIR + T1c), unless "
-     "OUT/model already holds one, then segment every unlabelled sample case with the modalities it has, writing "
-     "OUT/<case>.seg.nrrd and an overlay OUT/<case>.png. A rough model from three cases: it shows the path, it is "
+     "the main job on the real sample data: segment every case from every subset of its sequences with the built-in model",
+     "Segment every sample case with the built-in model (or --model, or a model trained here first with --train) from "
+     "every subset of the model's sequences the case has: the unlabelled cases, and the labelled cases the model was "
+     "validated on, not trained on. Writes OUT/<case>/<subset>.seg.nrrd and an overlay .png per run, and the Dice "
+     "of each subset on the labelled cases in OUT/evaluation/ (summary.md, heatmap.png, metrics.csv). For research, "
      "not for clinical use."),
     (SegmentOptions, _cmd_segment,
      "segment a case (or many) from any subset of the model's modalities",

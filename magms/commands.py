@@ -48,6 +48,8 @@ class InferenceOptions(Options):
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     sw_batch_size: int = option(2, "sliding windows per network call", minimum=1)
     amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
+    postprocess: bool = option(True, "the network's labels as they are: none of the bundle's size rules or flip test-time augmentation")
+    tta: bool = option(False, "flip test-time augmentation over all three axes (8 network runs per window), whatever the bundle records")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +114,7 @@ class TrainOptions(Options):
     channels: tuple[int, ...] = option((), "U-Net widths, e.g. 16,32,64,128 (default)", separator=",", metavar="A,B,C,D")
     checkpointing: bool = option(False, "activation checkpointing: less memory, slower")
     spacing: float = option(2.0, "working spacing in mm, 0 keeps each case's", minimum=0)
-    patch: tuple[int, ...] = option((64,), "patch size in working voxels: one or three numbers", minimum=8, maximum=256, metavar="N")
+    patch: tuple[int, ...] = option((48,), "patch size in working voxels: one or three numbers", minimum=8, maximum=256, metavar="N")
     overlap: float = option(PreprocessConfig.overlap, "sliding-window overlap for validation and later inference",
                             minimum=0, maximum=1, exclusive_maximum=True)
     epochs: int = same_as(TrainConfig, "epochs")
@@ -175,15 +177,17 @@ class DemoOptions(Options):
 
     data: Path = option(
         default_sample_data(),
-        "the sample-data folder with brats_flair_t1c/ and brats_unlabelled/ (default: $MAGMS_TEST_DATA or ../shared/data)",
+        "the sample-data folder with brats_unlabelled/, brats18/ and brats_flair_t1c/ (default: $MAGMS_TEST_DATA or ../shared/data)",
     )
-    out: Path = option(Path("demo_output"), "output folder; a model in OUT/model is reused")
-    minutes: float = option(6.0, "training time limit in minutes", minimum=0)
-    spacing: float = option(2.0, "working spacing in mm", minimum=0)
-    patch: int = option(48, "training patch edge in voxels", minimum=1)
-    channels: tuple[int, ...] = option((16, 32, 64, 128), "U-Net widths", separator=",", metavar="A,B,C,D")
+    out: Path = option(Path("demo_output"), "output folder: OUT/<case>/<subset>.seg.nrrd and .png, OUT/evaluation/")
+    model: Path | None = option(None, "model bundle folder (default: the built-in model)")
+    train: bool = option(False, "train a light FLAIR + T1c model first on the BraTS 2013 sample cases (OUT/model, reused when there) and use it")
+    minutes: float = option(6.0, "with --train: training time limit in minutes", minimum=0)
+    spacing: float = option(2.0, "with --train: working spacing in mm", minimum=0)
+    patch: int = option(48, "with --train: training patch edge in voxels", minimum=1)
+    channels: tuple[int, ...] = option((16, 32, 64, 128), "with --train: U-Net widths", separator=",", metavar="A,B,C,D")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    progress: str = option("bar", "training progress on stderr", choices=PROGRESS_STYLES)
+    progress: str = option("bar", "with --train: training progress on stderr", choices=PROGRESS_STYLES)
 
 
 @dataclasses.dataclass(frozen=True)

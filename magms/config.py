@@ -307,6 +307,57 @@ def as_tuple3(value: int | Sequence[int]) -> tuple[int, int, int]:
 
 
 #: Subset policies of training (see :mod:`magms.training`).
+SIZE_RULE_SCOPES = ("component", "total")
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeRule(_Record):
+    """Too little of a structure is relabelled: one post-processing rule.
+
+    Args:
+        target: a region key (``wt``) or label key (``enhancing``) of the bundle's scheme.
+        min_ml: the smallest volume kept, in ml.
+        replace_with: the label key its voxels get when smaller (``background``, ``necrotic_core``).
+        scope: ``"component"``: each 26-connected component of ``target`` below ``min_ml`` is
+            relabelled (spurious specks); ``"total"``: all of ``target`` is relabelled when its whole
+            volume is below ``min_ml`` (BraTS practice for a tiny enhancing region).
+    """
+
+    _where: ClassVar[str] = "size rule"
+
+    target: str
+    min_ml: float
+    replace_with: str
+    scope: Literal["component", "total"] = "component"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_ml) and self.min_ml >= 0):
+            raise ValueError(f"min_ml must be a volume >= 0 in ml, got {self.min_ml}")
+        if self.scope not in SIZE_RULE_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SIZE_RULE_SCOPES)}, got {self.scope!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessConfig(_Record):
+    """What inference does beyond the network, recorded in the bundle so every user gets the same.
+
+    Args:
+        size_rules: applied in order to the label map on the reference grid (see :class:`SizeRule`).
+        flip_axes: test-time augmentation: the softmax is averaged over every combination of flips
+            of these working-grid axes (0, 1, 2: ``x``, ``y``, ``z``), ``2**len`` network runs;
+            empty for none.
+    """
+
+    _where: ClassVar[str] = "postprocessing"
+
+    size_rules: tuple[SizeRule, ...] = ()
+    flip_axes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.flip_axes)) != len(self.flip_axes) or not set(self.flip_axes) <= {0, 1, 2}:
+            raise ValueError(f"flip_axes must be distinct axes among 0, 1, 2, got {list(self.flip_axes)}")
+
+
 POLICIES = ("paper", "random_subset")
 
 

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from magms.data.cases import Case
 from magms.data.io import read_image, resample_like, same_grid
 from magms.errors import ConfigError, ImageError
-from magms.inference import Segmenter
+from magms.inference import Segmentation, Segmenter
 from magms.labels import LabelScheme, get_scheme, map_labels
 from magms.metrics import case_metrics
 from magms.modalities import subsets_of
@@ -61,6 +61,7 @@ def evaluate(
     data_labels: str | None = None,
     subsets: Sequence[Sequence[str]] | None = None,
     progress: Callable[[str], None] | None = None,
+    on_result: Callable[[Case, Segmentation], None] | None = None,
 ) -> list[dict[str, object]]:
     """Segment every labelled case with every subset and measure it.
 
@@ -71,6 +72,7 @@ def evaluate(
             model's scheme with :func:`magms.labels.map_labels`.
         subsets: subsets to run (default: every non-empty subset of the model's slots each case has).
         progress: called with a short description before each run.
+        on_result: called with each case and its segmentation from one subset (e.g. to write it).
     Returns:
         Rows with the keys of :data:`FIELDS`.
     Raises:
@@ -82,7 +84,7 @@ def evaluate(
     data_scheme = get_scheme(data_labels) if data_labels else model_scheme
     rows: list[dict[str, object]] = []
     for case in cases:
-        rows += _evaluate_case(segmenter, case, _read_truth(case, data_scheme, model_scheme), subsets, progress)
+        rows += _evaluate_case(segmenter, case, _read_truth(case, data_scheme, model_scheme), subsets, progress, on_result)
     return rows
 
 
@@ -104,6 +106,7 @@ def _evaluate_case(
     truth: sitk.Image,
     subsets: Sequence[Sequence[str]] | None,
     progress: Callable[[str], None] | None,
+    on_result: Callable[[Case, Segmentation], None] | None = None,
 ) -> list[dict[str, object]]:
     """Rows of one case: each subset it has, segmented and measured on the truth's grid."""
     truth_arr = sitk.GetArrayViewFromImage(truth)
@@ -117,6 +120,8 @@ def _evaluate_case(
         if progress is not None:
             progress(f"{case.name}: {name}")
         result = segmenter.segment({s: case.images[s] for s in subset})
+        if on_result is not None:
+            on_result(case, result)
         pred = sitk.GetImageFromArray(result.labels)
         pred.CopyInformation(result.reference)
         if not same_grid(pred, truth):

@@ -9,10 +9,12 @@ The steps, each of which can refuse its input with a message naming the file or 
    spacing, per-modality z-score inside the non-zero foreground.
 3. **Network.** MONAI sliding-window inference with the bundle's patch size, overlap and blending.
    It runs under ``torch.inference_mode`` with windows batched, and uses AMP on CUDA. Only the
-   present modalities' encoders run. If CUDA runs out of memory, stitching moves to the CPU, then
-   the whole run does.
+   present modalities' encoders run. With flip test-time augmentation (the bundle's
+   ``postprocessing.flip_axes``) each window's softmax is averaged over its flips. If CUDA runs out
+   of memory, stitching moves to the CPU, then the whole run does.
 4. **Output.** The spatial transforms are inverted, so the probabilities come back onto the
-   reference input's own grid, followed by an argmax and the bundle's label values.
+   reference input's own grid, followed by an argmax, the bundle's label values and its size
+   rules (:mod:`magms.postprocess`).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from magms.bundle import load_bundle
-from magms.config import PreprocessConfig
+from magms.config import PostprocessConfig, PreprocessConfig
 from magms.data.inputs import prepare_inputs
 from magms.data.preprocessing import normalize, run_in_foreground
 from magms.data.tensors import sitk_to_metatensor, spatial_transform
 from magms.devices import resolve_device
 from magms.networks import MAGMSNet
+from magms.postprocess import apply_size_rules, check_postprocessing, flip_averaged
 
 __all__ = ["Segmentation", "Segmenter"]
 
@@ -84,14 +87,20 @@ class Segmenter:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         sw_batch_size: windows per network call.
         amp: mixed precision on CUDA.
+        postprocessing: instead of the bundle's (``PostprocessConfig()``: the network's labels as they are).
     """
 
-    def __init__(self, bundle: str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True) -> None:
+    def __init__(
+        self, bundle: str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True,
+        postprocessing: PostprocessConfig | None = None,
+    ) -> None:
         self.device = resolve_device(device)
         self.net: MAGMSNet
         self.net, self.info = load_bundle(bundle, device=self.device)
         self.sw_batch_size = sw_batch_size
         self.amp = amp
+        self.postprocessing = self.info.postprocessing if postprocessing is None else postprocessing
+        check_postprocessing(self.postprocessing, self.info.scheme)
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -131,6 +140,8 @@ class Segmenter:
         back = spatial.inverse(pred).as_tensor().float()  # (C, X, Y, Z) on the reference grid
         back = back.permute(0, 3, 2, 1).contiguous()  # -> (C, z, y, x)
         labels = self.info.labels.decode(back.argmax(dim=0).numpy())
+        voxel_ml = float(np.prod(prepared.reference.GetSpacing())) / 1000.0
+        labels = apply_size_rules(labels, self.info.scheme, self.postprocessing.size_rules, voxel_ml)
         logger.info("segmented %s in %.1f s (%s)", "+".join(present), seconds, self.device)
         return Segmentation(
             labels=labels,
@@ -146,13 +157,18 @@ class Segmenter:
         total = _window_count(tuple(x.shape[2:]), pre.patch_size, pre.overlap)
         done = 0
 
+        def probabilities(window: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.net(window, present=list(present)).float(), dim=1)
+
+        flipped = flip_averaged(probabilities, self.postprocessing.flip_axes)
+
         def predictor(window: torch.Tensor) -> torch.Tensor:
             nonlocal done
-            logits = self.net(window, present=list(present))
+            probs = flipped(window)
             done = min(done + window.shape[0], total)
             if progress is not None:
                 progress(done, total)
-            return torch.softmax(logits.float(), dim=1)
+            return probs
 
         def infer(sw_device: torch.device, device: torch.device) -> torch.Tensor:
             nonlocal done

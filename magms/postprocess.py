@@ -1,0 +1,117 @@
+"""What inference does after the network: size rules on the label map, and flip test-time augmentation.
+
+Both are recorded in the bundle (:class:`magms.config.PostprocessConfig`) so that every user of a
+model gets what its validation measured. Size rules run on the reference grid, in ml, so they mean
+the same at any working spacing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from magms.config import PostprocessConfig, SizeRule
+from magms.errors import ConfigError
+from magms.labels import LabelScheme
+
+__all__ = [
+    "ALL_FLIPS", "apply_size_rules", "as_requested", "check_postprocessing", "flip_combinations", "flip_averaged", "target_mask",
+]
+
+#: Flip test-time augmentation over every axis of the working grid.
+ALL_FLIPS = (0, 1, 2)
+
+#: 26-connectivity, as BraTS counts lesions.
+_CONNECTIVITY = np.ones((3, 3, 3), bool)
+
+
+def target_mask(labels: np.ndarray, scheme: LabelScheme, key: str) -> np.ndarray:
+    """The voxels of a region (``wt``) or of a label (``enhancing``), as a bool array of ``labels``' shape."""
+    if key in {r.key for r in scheme.regions}:
+        return scheme.region_mask(labels, key)
+    return np.asarray(labels) == scheme.by_key(key).value
+
+
+def check_postprocessing(post: PostprocessConfig, scheme: LabelScheme) -> None:
+    """Every rule names a region or label of ``scheme`` and replaces with one of its labels.
+
+    Raises:
+        ConfigError: the first rule that does not fit, named.
+    """
+    regions = {r.key for r in scheme.regions}
+    for n, rule in enumerate(post.size_rules):
+        if rule.target not in regions and rule.target not in scheme.keys:
+            raise ConfigError(f"postprocessing size rule #{n}: '{rule.target}' is no region or label of scheme '{scheme.key}'")
+        if rule.replace_with not in scheme.keys:
+            raise ConfigError(f"postprocessing size rule #{n}: '{rule.replace_with}' is no label of scheme '{scheme.key}'")
+
+
+def as_requested(recorded: PostprocessConfig, postprocess: bool = True, tta: bool = False) -> PostprocessConfig:
+    """The bundle's post-processing as a user asks for it: none at all, or with flips over every axis.
+
+    Args:
+        recorded: the bundle's :class:`~magms.config.PostprocessConfig`.
+        postprocess: False: neither size rules nor flips (wins over ``tta``).
+        tta: flip test-time augmentation over :data:`ALL_FLIPS`, whatever the bundle records.
+    """
+    if not postprocess:
+        return PostprocessConfig()
+    return dataclasses.replace(recorded, flip_axes=ALL_FLIPS) if tta else recorded
+
+
+def apply_size_rules(labels: np.ndarray, scheme: LabelScheme, rules: Sequence[SizeRule], voxel_ml: float) -> np.ndarray:
+    """The label map after each rule in turn (a copy; ``labels`` is not changed).
+
+    Args:
+        labels: (z, y, x) label values of ``scheme``.
+        scheme: the label scheme.
+        rules: see :class:`magms.config.SizeRule`.
+        voxel_ml: the volume of one voxel of ``labels`` in ml.
+    """
+    from scipy import ndimage  # here: bundle metadata is read where scipy may not be installed yet
+
+    out = np.array(labels, copy=True)
+    for rule in rules:
+        mask = target_mask(out, scheme, rule.target)
+        value = scheme.by_key(rule.replace_with).value
+        if rule.scope == "total":
+            if 0 < mask.sum() * voxel_ml < rule.min_ml:
+                out[mask] = value
+            continue
+        components, count = ndimage.label(mask, structure=_CONNECTIVITY)
+        if count == 0:
+            continue
+        small = np.bincount(components.ravel()) * voxel_ml < rule.min_ml
+        small[0] = False  # outside the target
+        out[small[components]] = value
+    return out
+
+
+def flip_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes``, the empty one (no flip) first: ``(0, 1)`` -> ``[(), (0,), (1,), (0, 1)]``."""
+    return [combo for k in range(len(axes) + 1) for combo in itertools.combinations(axes, k)]
+
+
+def flip_averaged(predict: Callable, axes: Sequence[int]) -> Callable:
+    """``predict`` (a window (B, M, X, Y, Z) -> probabilities (B, C, X, Y, Z)) averaged over flips.
+
+    Each flip of the window's spatial ``axes`` is predicted and flipped back; flips are their own
+    inverse. With no axes, ``predict`` itself.
+    """
+    combos = flip_combinations(axes)
+    if len(combos) == 1:
+        return predict
+
+    def averaged(window):
+        total = None
+        for combo in combos:
+            dims = [2 + a for a in combo]
+            probs = predict(window.flip(dims) if dims else window)
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total + probs
+        return total / len(combos)
+
+    return averaged

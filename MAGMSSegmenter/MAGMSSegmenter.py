@@ -27,6 +27,7 @@ from MAGMSCommonLib.volumes import seriesDescriptionAttribute
 from MAGMSCommonLib.widgets import (
     HEAVY_SELF_TESTS,
     ControllerPanel,
+    builtinModelsOrWarning,
     checkPanelOpensWithoutTorch,
     fillComboBox,
     heavySelfTestsWanted,
@@ -78,7 +79,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.logic = MAGMSSegmenterLogic()
         self.controller = SegmenterController(
             slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob, registry=self.logic.registry(),
-            describeVolume=dicomSeriesDescription,
+            describeVolume=dicomSeriesDescription, builtinModels=builtinModelsOrWarning(),
         )
         self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.chooseBundle(path))
         self.ui.registryComboBox.connect("activated(int)", lambda i: self.controller.chooseListed(self.ui.registryComboBox.itemData(i) or ""))
@@ -91,9 +92,9 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
 
     # --- the view ------------------------------------------------------------------------------
 
-    def showModels(self, items) -> None:
-        fillComboBox(self.ui.registryComboBox, items)
-        self.ui.downloadButton.enabled = any(not key.startswith("local:") and key for key, _ in items)
+    def showModels(self, items, current, downloadable) -> None:
+        fillComboBox(self.ui.registryComboBox, items, current)
+        self.ui.downloadButton.enabled = downloadable
 
     def showDevices(self, items, current) -> None:
         fillComboBox(self.ui.deviceComboBox, items, current)

@@ -27,6 +27,7 @@ from MAGMSCommonLib.child import childPython
 from MAGMSCommonLib.widgets import (
     HEAVY_SELF_TESTS,
     ControllerPanel,
+    builtinModelsOrWarning,
     checkPanelOpensWithoutTorch,
     fillComboBox,
     heavySelfTestsWanted,
@@ -76,7 +77,8 @@ class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObse
         fillComboBox(self.ui.backboneComboBox, [(key, {"unet": _("light U-Net"), "unetr": "UNETR"}.get(key, key)) for key in BACKBONES])
         for name in NUMBERS:  # magms train's ranges, whatever the .ui says
             self._numberWidget(name).setRange(*numberRange(name))
-        self.controller = TrainingController(slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob)
+        self.controller = TrainingController(slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob,
+                                             builtinModels=builtinModelsOrWarning())
         self._connect()
         self.startControllerPanel(pollMilliseconds=500)
 
@@ -96,7 +98,9 @@ class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObse
         self.ui.deviceComboBox.connect("activated(int)", lambda i: set_("device", self.ui.deviceComboBox.itemData(i)))
         self.ui.dataPathLineEdit.connect("currentPathChanged(QString)", lambda path: set_("data", path))
         self.ui.outPathLineEdit.connect("currentPathChanged(QString)", lambda path: set_("out", path))
-        self.ui.initPathLineEdit.connect("currentPathChanged(QString)", lambda path: set_("init", path))
+        self.ui.initPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.chooseInitFolder(path))
+        self.ui.initComboBox.connect("activated(int)", lambda i: self.controller.chooseInit(self.ui.initComboBox.itemData(i) or "",
+                                                                                           self.ui.initPathLineEdit.currentPath))
         self.ui.fromFolderRadioButton.connect("toggled(bool)", lambda on: set_("source", "folder" if on else "scene"))
         self.ui.findCasesButton.connect("clicked(bool)", lambda: self.controller.findCases())
         self.ui.checkDataButton.connect("clicked(bool)", lambda: self.controller.checkData(self._sceneCases()))
@@ -112,7 +116,7 @@ class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObse
 
     def showSettings(self, values) -> None:
         widgets = [self._numberWidget(n) for n in NUMBERS] + [self.ui.distillCheckBox, self.ui.slotsLineEdit,
-                   self.ui.dataPathLineEdit, self.ui.outPathLineEdit, self.ui.initPathLineEdit, self.ui.fromFolderRadioButton,
+                   self.ui.dataPathLineEdit, self.ui.outPathLineEdit, self.ui.fromFolderRadioButton,
                    self.ui.fromSceneRadioButton]
         blocked = [w.blockSignals(True) for w in widgets]  # a value shown is no user's change
         for name in NUMBERS:
@@ -121,7 +125,6 @@ class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObse
         self.ui.slotsLineEdit.text = values["slots"]
         self.ui.dataPathLineEdit.currentPath = values["data"]
         self.ui.outPathLineEdit.currentPath = values["out"]
-        self.ui.initPathLineEdit.currentPath = values["init"]
         self.ui.fromFolderRadioButton.checked = values["source"] == "folder"
         self.ui.fromSceneRadioButton.checked = values["source"] == "scene"
         for widget, was in zip(widgets, blocked):
@@ -129,6 +132,13 @@ class MAGMSTrainingWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObse
         fillComboBox(self.ui.labelsComboBox, [(key, key) for key in SCHEMES], values["labels"])
         fillComboBox(self.ui.backboneComboBox, [(self.ui.backboneComboBox.itemData(i), self.ui.backboneComboBox.itemText(i))
                                                 for i in range(self.ui.backboneComboBox.count)], values["backbone"])
+
+    def showInit(self, items, current, folder) -> None:
+        fillComboBox(self.ui.initComboBox, items, current)
+        if self.ui.initPathLineEdit.currentPath != folder:
+            wasBlocked = self.ui.initPathLineEdit.blockSignals(True)  # a value shown is no user's change
+            self.ui.initPathLineEdit.currentPath = folder
+            self.ui.initPathLineEdit.blockSignals(wasBlocked)
 
     def showDevices(self, items, current) -> None:
         fillComboBox(self.ui.deviceComboBox, items, current)

@@ -30,3 +30,25 @@ def tiny_config(backbone: str, slots=SLOTS4, out_channels: int = 4, **overrides)
         kw = dict(img_size=(16, 16, 16), channels=(4, 8, 16))
     kw.update(overrides)
     return NetConfig(slots=tuple(slots), out_channels=out_channels, backbone=backbone, **kw)
+
+
+@pytest.fixture
+def builtin_models_folder(tmp_path, monkeypatch):
+    """A models folder as Resources/Models: a tiny real bundle ``tiny-4seq`` and the index naming it
+    (sha256 of its weights) as the default; ``$MAGMS_BUILTIN_MODELS`` points at it."""
+    import json
+
+    from magms.bundle import WEIGHTS_FILE, file_sha256, save_bundle
+    from magms.config import PreprocessConfig
+    from magms.labels import get_scheme
+    from magms.networks import build_network
+
+    folder = tmp_path / "Models"
+    config = tiny_config("unet")
+    save_bundle(folder / "tiny-4seq", build_network(config), config, get_scheme("brats2021"),
+                PreprocessConfig(spacing=None, patch_size=(16, 16, 16), overlap=0.0))
+    entry = {"name": "tiny-4seq", "version": "1", "folder": "tiny-4seq",
+             "sha256": file_sha256(folder / "tiny-4seq" / WEIGHTS_FILE), "description": "a tiny test model"}
+    (folder / "models.json").write_text(json.dumps({"default": "tiny-4seq", "models": [entry]}))
+    monkeypatch.setenv("MAGMS_BUILTIN_MODELS", str(folder))
+    return folder

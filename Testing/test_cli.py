@@ -137,3 +137,13 @@ def test_check_only_reads_slot_aliases_as_training_does(sample_data, capsys):
     argv = ["train", "--data", str(sample_data / "brats_flair_t1c"), "--labels", "brats2013", "--out", "o", "--check-only"]
     assert main([*argv, "--slots", "t2f,T1ce"]) == 0  # aliases of flair and t1c
     assert capsys.readouterr().out.strip() == "2 case(s) are fine; slots flair, t1c"
+
+
+def test_demo_uses_the_built_in_model_by_default(sample_data, builtin_models_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["demo", "--data", str(sample_data), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"model {builtin_models_folder / 'tiny-4seq'}: slots flair, t1, t1c, t2" in printed
+    assert (out / "new" / "flair.seg.nrrd").is_file()
+    # the tiny model has no validation cases: no table, said so
+    assert "no labelled sample case the model was not trained on" in printed

@@ -366,3 +366,110 @@ def test_a_loaded_scene_reaches_the_panel(tmp_path):
     assert scene.Import()
     assert view.last("showSettings")[0]["epochs"] == 200
     scene.RemoveAllObservers()  # the panel goes before the scene
+
+
+# --- the built-in model --------------------------------------------------------------------------
+
+
+class RecordingJob:
+    """A segmentation job that records what it was asked to run."""
+
+    def __init__(self) -> None:
+        self.progress, self.finished, self.failed, self.cancelled = Signal(float, str), Signal(list), Signal(str), Signal()
+        self.started: list = []
+        self.running = False
+
+    def start(self, mapping, bundle, **kwargs):
+        self.started.append((bundle, kwargs))
+        self.running = True
+
+    def poll(self):
+        pass
+
+    def cancel(self):
+        self.running = False
+
+
+def _damage_index(folder) -> None:
+    import json
+
+    index = json.loads((folder / "models.json").read_text())
+    index["models"][0]["sha256"] = "3" * 64
+    (folder / "models.json").write_text(json.dumps(index))
+
+
+def test_the_segmenter_lists_the_builtin_model_first_and_chooses_it_while_nothing_else_is(builtin_models_folder, bundle):
+    from magms.builtin import builtin_models
+
+    scene = slicer.vtkMRMLScene()
+    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    view, jobs = View(), []
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
+                                     localBundles=lambda: [bundle], devices=None, builtinModels=builtin_models())
+    folder = builtin_models_folder / "tiny-4seq"
+    controller.enter()
+    items, current, downloadable = view.last("showModels")
+    assert items[0] == ("builtin:tiny-4seq", "tiny-4seq 1 (built in)") and current == "builtin:tiny-4seq" and not downloadable
+    assert controller.bundlePath == "builtin:tiny-4seq" and controller.folder == folder  # no download: the installed folder
+    assert view.last("showBundle")[0] == str(folder) and view.last("showBundle")[2] == ("flair", "t1", "t1c", "t2")
+    assert view.last("showApply") == ("Apply", True)  # the FLAIR volume was placed
+    controller.applyOrCancel()
+    assert jobs[0].started[0][0] == folder and jobs[0].started[0][1]["modelName"] == "tiny-4seq"
+    jobs[0].running = False
+    controller.chooseListed(f"local:{bundle}")
+    assert controller.folder == bundle and view.last("showModels")[1] == f"local:{bundle}"
+    controller.download("builtin:tiny-4seq")
+    assert controller.folder == folder and view.last("showStatus") == ("tiny-4seq is built in: nothing to download",)
+
+
+def test_the_segmenter_refuses_builtin_weights_that_differ_from_the_index(builtin_models_folder):
+    from magms.builtin import builtin_models
+
+    _damage_index(builtin_models_folder)
+    scene = slicer.vtkMRMLScene()
+    view = View()
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [],
+                                     devices=None, builtinModels=builtin_models())
+    path, text, slots = view.last("showBundle")
+    assert path == "" and slots == () and text.startswith(f"{builtin_models_folder / 'tiny-4seq' / 'model.safetensors'}: sha256 ")
+    assert controller.info is None and controller.folder is None and view.last("showApply") == ("Apply", False)
+
+
+def test_training_offers_the_builtin_model_to_start_from_and_takes_its_network(builtin_models_folder, tmp_path):
+    import json
+
+    from magms.builtin import builtin_models
+
+    scene = slicer.vtkMRMLScene()
+    controller, view, runner = training_controller(scene, tmp_path, builtinModels=builtin_models())
+    items, current, folder = view.last("showInit")
+    assert items[:2] == [("", "nothing: train from scratch"), ("builtin:tiny-4seq", "the built-in model tiny-4seq 1")]
+    assert (current, folder) == ("", "") and controller.settings()["init"] is None  # from scratch by default
+    controller.chooseInit("builtin:tiny-4seq")
+    assert view.last("showInit")[1:] == ("builtin:tiny-4seq", "")
+    assert controller.settings()["init"] == builtin_models_folder / "tiny-4seq"
+    values = view.last("showSettings")[0]
+    assert (values["slots"], values["labels"], values["backbone"], values["patch"]) == ("flair,t1,t1c,t2", "brats2021", "unet", 16)
+    assert view.last("showStatus")[0].startswith("Fine-tuning from tiny-4seq: slots flair,t1,t1c,t2, backbone unet, labels brats2021")
+    controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "out"))
+    controller.start()
+    options = json.loads((tmp_path / "out" / training.TRAIN_OPTIONS_FILE).read_text())
+    assert (options["init"], options["slots"], options["patch"]) == (str(builtin_models_folder / "tiny-4seq"), ["flair", "t1", "t1c", "t2"], [16])
+    controller.chooseInitFolder(str(tmp_path / "mine"))  # a folder typed in the path field
+    assert view.last("showInit")[1:] == ("folder", str(tmp_path / "mine")) and controller.settings()["init"] == tmp_path / "mine"
+    controller.chooseInit("")
+    assert controller.settings()["init"] is None
+
+
+def test_training_from_damaged_builtin_weights_is_refused_naming_the_file(builtin_models_folder, tmp_path):
+    from magms.builtin import builtin_models
+
+    _damage_index(builtin_models_folder)
+    scene = slicer.vtkMRMLScene()
+    controller, view, runner = training_controller(scene, tmp_path, builtinModels=builtin_models())
+    controller.chooseInit("builtin:tiny-4seq")
+    assert "model.safetensors: sha256" in view.last("showStatus")[0]
+    controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "out"))
+    controller.start()
+    assert "Cannot start training" in view.last("showError")[0] and "model.safetensors: sha256" in view.last("showError")[0]
+    assert runner.commands == []

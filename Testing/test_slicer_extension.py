@@ -70,6 +70,27 @@ def test_core_and_common_library_are_installed_once_every_file():
     assert top.index("add_subdirectory(MAGMSCommon)") < top.index("add_subdirectory(MAGMSSegmenter)")
 
 
+def test_the_builtin_models_files_are_installed_beside_the_core_package():
+    """Exactly the index, the weights and magms.json of every model it names, and any other file of the
+    models folder (a README, a licence), but nothing of a recipe/ folder; as RESOURCES of the core
+    package, so that they land in qt-scripted-modules/Resources/Models beside `magms`, where
+    magms.builtin looks. True before the weights are committed and after."""
+    from magms.bundle import METADATA_FILE, WEIGHTS_FILE
+
+    text = (REPO / "MAGMSCommon" / "CMakeLists.txt").read_text(encoding="utf-8")
+    listed = _cmake_set(text, "MAGMS_BUILTIN_MODEL_FILES")
+    models = REPO / "Resources" / "Models"
+    index = json.loads((models / "models.json").read_text(encoding="utf-8"))
+    expected = {"Resources/Models/models.json"}
+    expected |= {f"Resources/Models/{m['folder']}/{name}" for m in index["models"] for name in (WEIGHTS_FILE, METADATA_FILE)}
+    expected |= {p.relative_to(REPO).as_posix() for p in models.rglob("*")
+                 if p.is_file() and "recipe" not in p.relative_to(models).parts and "__pycache__" not in p.parts}
+    assert sorted(listed) == sorted(expected) and len(listed) == len(set(listed))
+    core_call = re.search(r"ctkMacroCompilePythonScript\(\s*TARGET_NAME MAGMSCorePackage(.*?)\)", text, re.S).group(1)
+    assert 'RESOURCES "${MAGMS_BUILTIN_MODEL_RESOURCES}"' in core_call and "SOURCE_DIR ${CMAKE_CURRENT_SOURCE_DIR}/.." in core_call
+    assert "foreach(file ${MAGMS_BUILTIN_MODEL_FILES})" in text  # a file not there yet is left out, not a build error
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_module_files_edit_no_import_path_and_training_needs_no_segmenter(module):
     source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
@@ -224,7 +245,7 @@ def test_what_the_slicer_side_reads_imports_no_torch():
     """The modules read the options, the protocol and bundle metadata before torch may be installed."""
     import subprocess
 
-    code = ("import sys; import magms.commands, magms.protocol, magms.bundle, magms.options, magms.data.geometry, "
+    code = ("import sys; import magms.commands, magms.protocol, magms.bundle, magms.builtin, magms.options, magms.data.geometry, "
             "magms.modalities, magms.labels, magms.files, magms.devices; "
             "bad = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -383,7 +404,7 @@ def test_devices_say_what_was_found(monkeypatch):
 
 SLICER_PYTHONS = {"5.8": "3.9", "5.10": "3.12"}
 # What the Slicer side imports from the core and MAGMSCommonLib before torch may be installed.
-TORCH_FREE = ("magms.commands", "magms.options", "magms.config", "magms.bundle", "magms.labels", "magms.modalities",
+TORCH_FREE = ("magms.commands", "magms.options", "magms.config", "magms.bundle", "magms.builtin", "magms.labels", "magms.modalities",
               "magms.protocol", "magms.files", "magms.devices", "magms.data.geometry", "magms.errors", "magms.cli",
               "MAGMSCommonLib.runner", "MAGMSCommonLib.signal", "MAGMSCommonLib.models", "MAGMSCommonLib.dependencies",
               "MAGMSCommonLib.child")

@@ -87,14 +87,25 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
     return inputs
 
 
-def _segmenter(options: SegmentOptions | EvaluateOptions):
+def _model_folder(options: SegmentOptions | EvaluateOptions) -> Path:
+    """``--model``, else the default built-in model (its weights checked against the index's sha256)."""
+    if options.model is not None:
+        return options.model
+    from magms.builtin import builtin_model
+
+    folder = builtin_model()
+    print(f"note: no --model: using the built-in model {folder.name} ({folder})", file=sys.stderr)
+    return folder
+
+
+def _segmenter(options: SegmentOptions | EvaluateOptions, model: Path):
     from magms.bundle import read_bundle_info
     from magms.inference import Segmenter
     from magms.postprocess import as_requested
 
-    recorded = read_bundle_info(options.model).postprocessing
+    recorded = read_bundle_info(model).postprocessing
     return Segmenter(
-        options.model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp,
+        model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp,
         postprocessing=as_requested(recorded, postprocess=options.postprocess, tta=options.tta),
     )
 
@@ -138,11 +149,12 @@ def _cmd_segment(options: SegmentOptions) -> int:
     check_output_path(options.output, options.overwrite)
     if options.probabilities is not None:
         check_output_path(options.probabilities, options.overwrite, PROBABILITY_SUFFIXES)
-    info = read_bundle_info(options.model)
+    model = _model_folder(options)
+    info = read_bundle_info(model)
     inputs = _segment_inputs(options, info.slots)
     # every image check before the network is loaded; the checked images are then used as they are
     prepared = prepare_inputs(inputs, info.slots)
-    segmenter = _segmenter(options)
+    segmenter = _segmenter(options, model)
     progress = ProgressReporter(options.progress, "window", "+".join(s for s in info.slots if s in inputs))
     try:
         result = segmenter.segment(prepared.images, probabilities=options.probabilities is not None, progress=progress)
@@ -164,7 +176,7 @@ def _segment_batch(options: SegmentOptions) -> int:
         raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
     if not options.output_dir.is_dir():
         raise ConfigError(f"{options.output_dir}: output folder does not exist")
-    segmenter = _segmenter(options)
+    segmenter = _segmenter(options, _model_folder(options))
     cases = find_cases(options.batch, segmenter.slots)
     failures: list[str] = []
     for case in cases:
@@ -200,13 +212,14 @@ def _cmd_evaluate(options: EvaluateOptions) -> int:
     from magms.evaluate import REPORT_FILES, evaluate, write_reports
     from magms.modalities import canonical_slot
 
-    info = read_bundle_info(options.model)
+    model = _model_folder(options)
+    info = read_bundle_info(model)
     existing = [n for n in REPORT_FILES if (options.out / n).exists()]
     if existing and not options.overwrite:
         raise ConfigError(f"{options.out}: {', '.join(existing)} exist already (use --overwrite to replace them)")
     subsets = [tuple(canonical_slot(s) for s in group.split(",") if s) for group in options.subset] or None
     cases = find_cases(options.data, info.slots)
-    segmenter = _segmenter(options)
+    segmenter = _segmenter(options, model)
     show = (lambda text: print(f"evaluating {text}", file=sys.stderr, flush=True)) if options.progress != "none" else None
     rows = evaluate(segmenter, cases, data_labels=options.labels, subsets=subsets, progress=show)
     for path in write_reports(rows, options.out, info.scheme, overwrite=options.overwrite):
@@ -287,13 +300,15 @@ _COMMANDS: tuple[tuple[type[Options], Callable[[Any], int], str, str], ...] = (
      "not for clinical use."),
     (SegmentOptions, _cmd_segment,
      "segment a case (or many) from any subset of the model's modalities",
-     "Segment one case from whichever of the model's modalities you have. Inputs may be on different grids if they "
+     "Segment one case from whichever of the model's modalities you have; without --model, with the built-in model "
+     "(Resources/Models/models.json names it and the sha256 of its weights). Inputs may be on different grids if they "
      "overlap in space: they are resampled onto the reference input (the first present slot in the model's order), "
      "and the output is written on that input's own grid. Exit status: 0 done, 2 bad input (nothing written), 1 "
      "some batch cases failed."),
     (EvaluateOptions, _cmd_evaluate,
      "Dice and HD95 per label and region for every modality subset, on labelled cases",
-     "Segment every labelled case with every non-empty subset of the model's modalities that the case has, and "
+     "Segment every labelled case with every non-empty subset of the model's modalities that the case has (the "
+     "built-in model without --model), and "
      "measure Dice and HD95 (mm) per label and per region (WT/TC/ET for brain-tumour schemes) with MONAI metrics. "
      "Writes metrics.csv (one row per case x subset x label/region), summary.md (mean and sd per subset, the best "
      "subset per region) and heatmap.png (subsets x regions)."),

@@ -20,7 +20,7 @@ from magms.errors import ConfigError
 from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
 
-__all__ = ["DATA_HELP", "default_sample_data", "SegmentOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
+__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
 
 DATA_HELP = (
     "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
@@ -28,6 +28,9 @@ DATA_HELP = (
     "(modalities guessed from file names, label file named seg, label, OTMultiClass...), or a CSV manifest "
     "case,<slot>,...,label (paths relative to the CSV, an empty cell = modality missing)"
 )
+# The default of Resources/Models/models.json, written here for --help (read without touching the
+# files); Testing/test_builtin.py checks that the two agree.
+BUILTIN_DEFAULT_HELP = "the built-in model brats-glioma-4seq, in Resources/Models"
 PROGRESS_STYLES = ("bar", "lines", "none")
 OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nrrd", ".mha")
 
@@ -58,7 +61,7 @@ class SegmentOptions(InferenceOptions):
 
     command = "segment"
 
-    model: Path = option(help="model bundle folder (model.safetensors + magms.json)")
+    model: Path | None = option(None, f"model bundle folder (model.safetensors + magms.json) (default: {BUILTIN_DEFAULT_HELP})")
     input: tuple[str, ...] = option(
         (), "one modality: slot (or alias, e.g. t2f) = NIfTI/NRRD/MHA file or DICOM series folder; repeat per modality",
         repeat=True, metavar="SLOT=PATH",
@@ -84,7 +87,7 @@ class EvaluateOptions(InferenceOptions):
 
     command = "evaluate"
 
-    model: Path = option(help="model bundle folder")
+    model: Path | None = option(None, f"model bundle folder (default: {BUILTIN_DEFAULT_HELP})")
     data: Path = option(help=DATA_HELP)
     out: Path = option(help="folder for metrics.csv, summary.md and heatmap.png")
     labels: str | None = option(

@@ -18,13 +18,14 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from magms.builtin import builtin_model
 from magms.bundle import METADATA_FILE, read_bundle_info
 from magms.errors import BundleError, ConfigError
 from magms.files import atomic_write_text
 
 __all__ = [
     "ModelEntry", "readRegistry", "defaultCacheFolder", "cachedModel", "fetchModel",
-    "localModelsFile", "registerLocalBundle", "localBundles",
+    "localModelsFile", "registerLocalBundle", "localBundles", "BUILTIN_PREFIX", "chosenBundleFolder",
 ]
 
 REGISTRY_KEYS = ("name", "version", "url", "sha256", "description")
@@ -182,3 +183,22 @@ def registerLocalBundle(bundle: str | os.PathLike[str], listFile: Path | None = 
     bundles = [str(folder)] + [str(p) for p in localBundles(path) if p.resolve() != folder]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"bundles": bundles}, indent=1) + "\n")
+
+
+# --- the built-in models (magms.builtin), as the modules' settings name them ---------------------
+
+#: A setting that names a built-in model holds ``builtin:<name>``, not its folder: a saved scene then
+#: finds the model again wherever the extension is installed.
+BUILTIN_PREFIX = "builtin:"
+
+
+def chosenBundleFolder(choice: str, builtinFolder: Callable[[str], Path] = builtin_model) -> Path:
+    """The bundle folder a setting names: ``builtin:<name>`` is the built-in model's folder, its weights
+    checked against the index's sha256 (``builtinFolder``); anything else is a folder path.
+
+    Raises:
+        BundleError, ConfigError: the built-in model is unknown, missing or damaged (named).
+    """
+    if choice.startswith(BUILTIN_PREFIX):
+        return builtinFolder(choice[len(BUILTIN_PREFIX):])
+    return Path(choice)

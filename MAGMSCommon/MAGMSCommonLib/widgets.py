@@ -13,7 +13,8 @@ import slicer
 #: ``--testing`` runs answer every dialog: the heavy self-tests run only when this is "1".
 HEAVY_SELF_TESTS = "MAGMS_HEAVY_SELF_TESTS"
 
-__all__ = ["ControllerPanel", "volumeSelector", "fillComboBox", "HEAVY_SELF_TESTS", "heavySelfTestsWanted", "runSelfTests", "checkPanelOpensWithoutTorch"]
+__all__ = ["ControllerPanel", "volumeSelector", "fillComboBox", "builtinModelsOrWarning", "HEAVY_SELF_TESTS", "heavySelfTestsWanted",
+           "runSelfTests", "checkPanelOpensWithoutTorch"]
 
 
 class ControllerPanel:
@@ -79,6 +80,19 @@ def fillComboBox(combo, items, current: str | None = None) -> None:
         combo.addItem(text, data)
     combo.currentIndex = max(combo.findData(current), 0) if current is not None else 0
     combo.blockSignals(wasBlocked)
+
+
+def builtinModelsOrWarning() -> list:
+    """The models installed with the extension (``qt-scripted-modules/Resources/Models``), the default
+    first; a broken index is shown as a warning and lists none, so that it never hides a panel."""
+    from magms.builtin import builtin_models
+    from magms.errors import MAGMSError
+
+    try:
+        return builtin_models()
+    except MAGMSError as err:
+        slicer.util.warningDisplay(str(err))
+        return []
 
 
 def heavySelfTestsWanted() -> bool:

@@ -17,6 +17,7 @@ from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDev
 from MAGMSCommonLib.parameters import Parameters
 from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, seriesDescriptionAttribute
 
+from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import MAGMSError
 
@@ -24,15 +25,18 @@ from .logic import SegmentationJob, describeBundle, readSlotMapping, writeSlotMa
 
 __all__ = ["SegmenterView", "SegmenterController", "DEFAULTS"]
 
-#: The panel's settings on the parameter node, with their defaults.
+#: The panel's settings on the parameter node, with their defaults. ``bundlePath`` is a bundle folder,
+#: or ``builtin:<name>`` for a built-in model (its folder found again when a saved scene is loaded elsewhere);
+#: empty means the default built-in model.
 DEFAULTS = {"bundlePath": "", "device": "auto", "compareSubsets": False}
 NO_BUNDLE = ("", ".")  # what an empty path field may hold
+LOCAL = "local:"
 
 
 class SegmenterView(Protocol):
     """What the controller asks the panel to show."""
 
-    def showModels(self, items: Sequence[tuple[str, str]]) -> None: ...
+    def showModels(self, items: Sequence[tuple[str, str]], current: str, downloadable: bool) -> None: ...
     def showDevices(self, items: Sequence[tuple[str, str]], current: str) -> None: ...
     def showBundle(self, path: str, description: str, slots: Sequence[str]) -> None: ...
     def showMapping(self, mapping: Mapping[str, str | None], tooltips: Mapping[str, str]) -> None: ...
@@ -53,6 +57,9 @@ class SegmenterController:
         view: the panel.
         newJob: makes a :class:`~MAGMSSegmenterLib.logic.SegmentationJob` (tests inject one).
         registry: published models; ``localBundles`` lists bundles trained here.
+        builtinModels: the models that ship with MAGMS (:func:`magms.builtin.builtin_models`), the
+            default first: listed first, and the default is chosen while nothing else is.
+        builtinFolder: a built-in model's verified bundle folder by name (:func:`magms.builtin.builtin_model`).
         describeVolume: a volume's series description (the widget reads Slicer's DICOM database).
         devices: makes the device query (tests inject one); None lists only what needs no answer.
     """
@@ -60,9 +67,12 @@ class SegmenterController:
     def __init__(self, scene, parameterNode, view: SegmenterView, newJob: Callable[[], SegmentationJob],
                  registry: Sequence[models.ModelEntry] = (), localBundles: Callable[[], list[Path]] = models.localBundles,
                  describeVolume: Callable = seriesDescriptionAttribute,
-                 devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery) -> None:
+                 devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery,
+                 builtinModels: Sequence[BuiltinModel] = (), builtinFolder: Callable[[str], Path] = builtin_model) -> None:
         self.scene, self.view, self.newJob = scene, view, newJob
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
+        self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
+        self.folder: Path | None = None  # the chosen bundle's folder, once it reads
         self.devices = list(KNOWN_WITHOUT_ASKING)
         self.deviceQuery = devices(self._onDevices) if devices is not None else None
         self.info: BundleInfo | None = None
@@ -82,20 +92,18 @@ class SegmenterController:
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self.view.showDevices(self.devices, self.parameters.get("device"))
         self.info = None
-        self.chooseBundle(self.parameters.get("bundlePath"), force=True)
+        self.chooseBundle(self.parameters.get("bundlePath") or self.defaultChoice(), force=True)
 
     def enter(self) -> None:
         """The panel is shown: list the models (MAGMS Training may have added one), ask for devices once."""
-        items = [("", "(choose a bundle folder below)")] + [(e.id, f"{e.name} {e.version}") for e in self.registry]
-        items += [(f"local:{folder}", f"trained here: {folder.name}") for folder in self.localBundles()]
-        self.view.showModels(items)
+        self.showModels()
         if self.deviceQuery is not None:
             self.deviceQuery.startOnce()
 
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
         self.cancel()
-        self.parameters, self.info, self.mapping = None, None, {}
+        self.parameters, self.info, self.folder, self.mapping = None, None, None, {}
 
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end any child process tree."""
@@ -109,6 +117,22 @@ class SegmenterController:
     def bundlePath(self) -> str:
         return self.parameters.get("bundlePath") if self.parameters else ""
 
+    def defaultChoice(self) -> str:
+        """What is chosen while nothing is: the default built-in model, if MAGMS ships one."""
+        return models.BUILTIN_PREFIX + self.builtinModels[0].name if self.builtinModels else ""
+
+    def showModels(self) -> None:
+        """The model list: the built-in models first (no download), then the published ones (Download),
+        then those trained here; the current choice selected."""
+        items = [(models.BUILTIN_PREFIX + m.name, f"{m.name} {m.version} (built in)") for m in self.builtinModels]
+        items += [(e.id, f"{e.name} {e.version}") for e in self.registry]
+        items += [(f"{LOCAL}{folder}", f"trained here: {folder.name}") for folder in self.localBundles()]
+        items += [("", "(another bundle: choose its folder below)")]
+        keys = {key for key, _ in items}
+        path = self.bundlePath
+        current = path if path.startswith(models.BUILTIN_PREFIX) else LOCAL + path if LOCAL + path in keys else ""
+        self.view.showModels(items, current, bool(self.registry))
+
     def chooseBundle(self, path: str, force: bool = False) -> None:
         """A bundle folder was chosen (typed, browsed, or from the model list).
 
@@ -119,18 +143,22 @@ class SegmenterController:
         if self.parameters is None or (path == self.bundlePath and not force):
             return
         self.parameters.set("bundlePath", path)
-        self.info = None
+        self.info, self.folder = None, None
+        self.showModels()
         if not path:
             self.view.showBundle(path, "Choose a model bundle: its slots, labels and validation table show here.", ())
             self._updateApply()
             return
         try:
-            self.info = read_bundle_info(path)
+            # a built-in model's weights are checked against the sha256 its index records
+            folder = models.chosenBundleFolder(path, self.builtinFolder)
+            self.info = read_bundle_info(folder)
         except MAGMSError as err:
-            self.view.showBundle(path, str(err), ())
+            self.view.showBundle("" if path.startswith(models.BUILTIN_PREFIX) else path, str(err), ())
             self._updateApply()
             return
-        self.view.showBundle(path, describeBundle(self.info), self.info.slots)
+        self.folder = folder
+        self.view.showBundle(str(folder), describeBundle(self.info), self.info.slots)
         saved = readSlotMapping(self.parameters.node, self.info.slots)
         if any(saved.values()):
             self._show(saved, {})
@@ -138,11 +166,18 @@ class SegmenterController:
             self.guess()
 
     def chooseListed(self, itemID: str) -> None:
-        """An entry of the model list: a bundle trained here is chosen; a published one waits for Download."""
-        if itemID.startswith("local:"):
-            self.chooseBundle(itemID[len("local:"):])
+        """An entry of the model list: a built-in model or a bundle trained here is chosen; a published
+        one waits for Download."""
+        if itemID.startswith(models.BUILTIN_PREFIX):
+            self.chooseBundle(itemID)
+        elif itemID.startswith(LOCAL):
+            self.chooseBundle(itemID[len(LOCAL):])
 
     def download(self, itemID: str, keepAlive: Callable[[], None] = lambda: None) -> None:
+        if itemID.startswith(models.BUILTIN_PREFIX):
+            self.chooseBundle(itemID)
+            self.view.showStatus(f"{itemID[len(models.BUILTIN_PREFIX):]} is built in: nothing to download")
+            return
         entry = next((e for e in self.registry if e.id == itemID), None)
         if entry is None:
             self.view.showStatus("Choose a published model in the list first.")
@@ -221,8 +256,8 @@ class SegmenterController:
         self.job.cancelled.connect(self._onCancelled)
         self.started = time.monotonic()
         try:
-            self.job.start(self.mapping, self.bundlePath, device=device,
-                           subsets="all" if self.parameters.get("compareSubsets") else None, modelName=Path(self.bundlePath).name)
+            self.job.start(self.mapping, self.folder, device=device,
+                           subsets="all" if self.parameters.get("compareSubsets") else None, modelName=self.folder.name)
         except MAGMSError as err:
             self.view.showError(f"Cannot segment: {err}")
         self._updateApply()

@@ -18,9 +18,12 @@ from typing import Any, Protocol
 import slicer
 from MAGMSCommonLib.child import childEnvironment, childPython
 from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
+from MAGMSCommonLib.models import BUILTIN_PREFIX, chosenBundleFolder
 from MAGMSCommonLib.parameters import Parameters
 from MAGMSCommonLib.runner import ProcessRunner, RunState
 
+from magms.builtin import BuiltinModel, builtin_model
+from magms.bundle import read_bundle_info
 from magms.commands import TrainOptions
 from magms.errors import ConfigError, MAGMSError
 from magms.labels import SCHEMES, get_scheme
@@ -28,11 +31,12 @@ from magms.modalities import canonical_slots
 
 from .logic import SceneCase, TrainingJob, checkSceneCases, guessSceneCases, sceneSlots, trainCommand, trainingOptions
 
-__all__ = ["TrainingView", "TrainingController", "DEFAULTS", "NUMBERS", "PLOT_VIEW_TAG"]
+__all__ = ["TrainingView", "TrainingController", "DEFAULTS", "NUMBERS", "PLOT_VIEW_TAG", "INIT_FOLDER"]
 
 _TRAIN = TrainOptions.defaults()
 #: The panel's settings on the parameter node: magms train's option names and defaults, plus where
-#: the data comes from. ``max_minutes`` 0 means no limit (a spin box has no "none").
+#: the data comes from. ``max_minutes`` 0 means no limit (a spin box has no "none"). ``init`` (the
+#: weights training starts from) is empty (from scratch), ``builtin:<name>`` or a bundle folder.
 DEFAULTS: dict[str, Any] = {
     "source": "folder", "data": "", "out": "", "init": "", "labels": next(iter(SCHEMES)), "slots": "",
     "backbone": _TRAIN["backbone"], "epochs": _TRAIN["epochs"], "max_minutes": _TRAIN["max_minutes"] or 0.0,
@@ -43,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
 NUMBERS = ("epochs", "max_minutes", "patch", "kl_weight", "feature_weight")
 PLOT_VIEW_TAG = "MAGMSTraining"
 NO_PATH = ("", ".")
+INIT_FOLDER = "folder"  # the "Fine-tune from" choice that takes the bundle folder of the path field
 
 
 def numberRange(name: str) -> tuple[float, float]:
@@ -55,6 +60,7 @@ class TrainingView(Protocol):
     """What the controller asks the panel to show."""
 
     def showSettings(self, values: dict[str, Any]) -> None: ...
+    def showInit(self, items: Sequence[tuple[str, str]], current: str, folder: str) -> None: ...
     def showDevices(self, items: Sequence[tuple[str, str]], current: str) -> None: ...
     def showSceneCases(self, cases: Sequence[SceneCase], slots: Sequence[str]) -> None: ...
     def showButtons(self, start: bool, stop: bool, resume: bool) -> None: ...
@@ -74,12 +80,17 @@ class TrainingController:
         newJob: makes a :class:`~MAGMSTrainingLib.logic.TrainingJob` (tests inject one).
         newRunner: makes the runner of the data check (tests inject one).
         devices: makes the device query; None lists only what needs no answer.
+        builtinModels: the models that ship with MAGMS (:func:`magms.builtin.builtin_models`), offered
+            as starting points for fine-tuning; the default stays "from scratch".
+        builtinFolder: a built-in model's verified bundle folder by name (:func:`magms.builtin.builtin_model`).
     """
 
     def __init__(self, scene, parameterNode, view: TrainingView, newJob: Callable[[], TrainingJob],
                  newRunner: Callable[[], ProcessRunner] = ProcessRunner,
-                 devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery, python: str | None = None) -> None:
+                 devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery, python: str | None = None,
+                 builtinModels: Sequence[BuiltinModel] = (), builtinFolder: Callable[[str], Path] = builtin_model) -> None:
         self.scene, self.view, self.newJob, self.newRunner = scene, view, newJob, newRunner
+        self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
         self.python = python or childPython()
         self.devices = list(KNOWN_WITHOUT_ASKING)
         self.deviceQuery = devices(self._onDevices) if devices is not None else None
@@ -94,6 +105,7 @@ class TrainingController:
         self.parameters = Parameters(parameterNode, DEFAULTS) if parameterNode is not None else None
         if self.parameters is not None:
             self.view.showSettings(self.parameters.values())
+            self.showInit()
             self.view.showDevices(self.devices, self.parameters.get("device"))
         self._updateButtons()
 
@@ -133,8 +145,66 @@ class TrainingController:
             "labels": values["labels"], "slots": self._slots(), "backbone": values["backbone"], "epochs": values["epochs"],
             "max_minutes": values["max_minutes"] or None, "patch": (values["patch"],), "distill": values["distill"],
             "kl_weight": values["kl_weight"], "feature_weight": values["feature_weight"], "device": values["device"],
-            "init": values["init"] if values["init"] not in NO_PATH else None,
+            "init": self._initFolder(),
         }
+
+    # --- fine-tuning -----------------------------------------------------------------------
+
+    def showInit(self) -> None:
+        """The "Fine-tune from" choices: from scratch, each built-in model, or the bundle folder of the path field."""
+        if self.parameters is None:
+            return
+        init = self.parameters.get("init")
+        items = [("", "nothing: train from scratch")]
+        items += [(BUILTIN_PREFIX + m.name, f"the built-in model {m.name} {m.version}") for m in self.builtinModels]
+        items += [(INIT_FOLDER, "the bundle folder below")]
+        current = "" if init in NO_PATH else init if init.startswith(BUILTIN_PREFIX) else INIT_FOLDER
+        self.view.showInit(items, current, init if current == INIT_FOLDER else "")
+
+    def chooseInit(self, choice: str, folder: str = "") -> None:
+        """A "Fine-tune from" choice: ``""`` (from scratch), ``builtin:<name>``, or :data:`INIT_FOLDER`
+        with the path field's ``folder``. The settings that make the network (slots, label scheme,
+        backbone, patch) are set to the chosen bundle's: fine-tuning needs the same network."""
+        if self.parameters is None:
+            return
+        value = (folder if folder not in NO_PATH else "") if choice == INIT_FOLDER else choice
+        self.set("init", value)
+        if value:
+            self._matchNetwork()
+        elif choice == INIT_FOLDER:
+            self.view.showStatus("Choose the bundle to fine-tune from in the path field")
+        self.showInit()
+
+    def chooseInitFolder(self, folder: str) -> None:
+        """A bundle folder was typed or browsed in the "Fine-tune from" path field."""
+        self.chooseInit(INIT_FOLDER, folder)
+
+    def _initFolder(self) -> Path | None:
+        """The bundle whose weights start the run (a built-in model's weights checked by sha256), or None."""
+        init = self.parameters.get("init")
+        if init in NO_PATH:
+            return None
+        return chosenBundleFolder(init, self.builtinFolder)
+
+    def _matchNetwork(self) -> None:
+        """Set slots, label scheme, backbone and patch to those of the ``init`` bundle, and say so."""
+        try:
+            folder = self._initFolder()
+            info = read_bundle_info(folder)
+        except MAGMSError as err:  # a folder being typed, or a built-in model without its weights
+            self.view.showStatus(f"Cannot fine-tune from it: {err}")
+            return
+        network = info.network
+        matched = {"slots": ",".join(network.slots), "backbone": network.backbone}
+        if info.scheme.key in SCHEMES:
+            matched["labels"] = info.scheme.key
+        if len(set(network.img_size)) == 1:
+            matched["patch"] = network.img_size[0]
+        for name, value in matched.items():
+            self.set(name, value)
+        self.view.showSettings(self.parameters.values())
+        told = ", ".join(f"{name} {value}" for name, value in matched.items())
+        self.view.showStatus(f"Fine-tuning from {folder.name}: {told}, as the model has (fine-tuning needs the same network)")
 
     def _path(self, name: str, what: str) -> Path:
         value = self.parameters.get(name) if self.parameters is not None else ""

@@ -9,9 +9,13 @@ to move the 95th percentile off 1, and all the others are 0.
 
 from __future__ import annotations
 
+import csv
+import math
+
 import numpy as np
 import pytest
 
+from magms.evaluate import write_reports
 from magms.labels import get_scheme
 from magms.lesionwise import HD95_PENALTY_MM, LesionWiseScore, lesion_wise_metrics, region_lesion_metrics
 
@@ -127,3 +131,25 @@ def test_dilation_uses_the_18_connected_element_as_brats_does():
     a = _cube(EMPTY, (10, 10, 10))
     assert lesion_wise_metrics(a, _cube(a, (18, 18, 18)), ISO).lesions == 1
     assert lesion_wise_metrics(a, _cube(a, (19, 19, 19)), ISO).lesions == 2
+
+
+def test_reports_put_lesion_wise_beside_whole_image(tmp_path):
+    def row(case, target, kind, dice, hd95, **lesion):
+        return {"case": case, "subset": "flair", "target": target, "kind": kind, "dice": dice, "hd95": hd95, **lesion}
+
+    rows = [
+        row("c1", "edema", "label", 1.0, 0.0),
+        row("c1", "wt", "region", 0.9, 2.0, lesion_dice=0.6, lesion_hd95=100.0, lesions=2, lesions_missed=1, false_positives=1),
+        row("c2", "edema", "label", 0.5, math.nan),
+        row("c2", "wt", "region", 0.7, 4.0, lesion_dice=0.4, lesion_hd95=200.0, lesions=1, lesions_missed=0, false_positives=2),
+    ]
+    write_reports(rows, tmp_path, get_scheme("brats2023"))
+    with open(tmp_path / "metrics.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [r["lesion_dice"] for r in written] == ["", "0.6", "", "0.4"]
+    assert written[3]["false_positives"] == "2" and written[2]["hd95"] == "nan"
+    summary = (tmp_path / "summary.md").read_text()
+    # means and sample sds over the two cases: whole-image first, lesion-wise beside it
+    assert "| flair | 0.800 ± 0.141 | 0.500 ± 0.141 |" in summary
+    assert "| flair | 3.000 ± 1.414 (n=2) | 150.000 ± 70.711 |" in summary
+    assert "| flair | 3 / 1 / 3 |" in summary  # lesions / missed / false positives, summed

@@ -13,6 +13,7 @@ import torch
 from conftest import DATA, needs_data, tiny_config
 from magms.bundle import save_bundle
 from magms.cli import main
+from magms.evaluate import FIELDS, LESION_FIELDS
 from magms.config import PreprocessConfig
 from magms.metrics import binary_metrics, case_metrics
 from magms.modalities import subsets_of
@@ -94,8 +95,16 @@ def test_evaluate_writes_all_reports(dataset, tmp_path, capsys):
     assert len(rows) == 2 * 3 * 6  # cases x subsets x (3 labels + 3 regions)
     assert {r["subset"] for r in rows} == {"flair", "t1c", "flair+t1c"}
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert list(rows[0]) == list(FIELDS + LESION_FIELDS)
+    # lesion-wise values on region rows only; the 125-voxel edema is a lesion, the 8-voxel core is too small
+    assert all(r[k] == "" for r in rows if r["kind"] == "label" for k in LESION_FIELDS)
+    regions = [r for r in rows if r["kind"] == "region"]
+    assert all(0.0 <= float(r["lesion_dice"]) <= 1.0 and 0.0 <= float(r["lesion_hd95"]) <= 374.0 for r in regions)
+    assert {(r["target"], r["lesions"]) for r in regions} == {("wt", "1"), ("tc", "0"), ("et", "0")}
+    assert all(int(r["lesions_missed"]) <= int(r["lesions"]) and int(r["false_positives"]) >= 0 for r in regions)
     summary = (out / "summary.md").read_text()
     assert "## Best subset per region" in summary and "- WT (whole tumour): " in summary
+    assert "| subset | WT | WT lesion-wise | TC | TC lesion-wise | ET | ET lesion-wise |" in summary
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "evaluating case1: flair+t1c" in capsys.readouterr().err
     # reports are not replaced without --overwrite

@@ -309,9 +309,10 @@ _COMMANDS: tuple[tuple[type[Options], Callable[[Any], int], str, str], ...] = (
      "Dice and HD95 per label and region for every modality subset, on labelled cases",
      "Segment every labelled case with every non-empty subset of the model's modalities that the case has (the "
      "built-in model without --model), and "
-     "measure Dice and HD95 (mm) per label and per region (WT/TC/ET for brain-tumour schemes) with MONAI metrics. "
-     "Writes metrics.csv (one row per case x subset x label/region), summary.md (mean and sd per subset, the best "
-     "subset per region) and heatmap.png (subsets x regions)."),
+     "measure Dice and HD95 (mm) per label and per region (WT/TC/ET for brain-tumour schemes) with MONAI metrics, "
+     "and per region the BraTS 2023 lesion-wise Dice and HD95. "
+     "Writes metrics.csv (one row per case x subset x label/region), summary.md (mean and sd per subset, lesion-wise "
+     "beside whole-image, the best subset per region) and heatmap.png (subsets x regions)."),
     (TrainOptions, _cmd_train,
      "train one model that segments from any subset of the modalities",
      "Train a MAG-MS model on labelled cases (an MSD task folder, an nnU-Net v2 raw data set, case folders or a CSV "

@@ -2,14 +2,17 @@
 
 For every case with a label and every non-empty subset of the bundle's slots that the case has,
 the case is segmented with that subset alone. Dice and HD95 (MONAI metrics, in mm) are computed
-per label and per region (WT/TC/ET for brain-tumour schemes). Three files are written:
-``metrics.csv`` (one row per case x subset x label or region), ``summary.md`` (mean ± sd per
-subset, and the best subset for each region: which images are worth acquiring), and
-``heatmap.png`` (subsets x regions, mean Dice).
+per label and per region (WT/TC/ET for brain-tumour schemes); regions also get the BraTS 2023
+lesion-wise Dice and HD95 and lesion counts (:mod:`magms.lesionwise`). Three files are written:
+``metrics.csv`` (one row per case x subset x label or region; the lesion-wise columns are empty
+for labels), ``summary.md`` (mean ± sd per subset, whole-image beside lesion-wise per region, and
+the best subset for each region: which images are worth acquiring), and ``heatmap.png``
+(subsets x regions, mean whole-image Dice).
 
 Conventions for empty structures: if both prediction and truth are empty, Dice is 1 and HD95 is 0.
 If only one of them is empty, Dice is 0 and HD95 is empty (NaN in the CSV), and that value is left
-out of the means.
+out of the means. The lesion-wise scores have their own conventions (a missed lesion or a false
+positive counts HD95 374 mm; no lesion and no false positive: Dice 1, HD95 0), so they are never empty.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from magms.data.io import read_image, resample_like, same_grid
 from magms.errors import ConfigError, ImageError
 from magms.inference import Segmentation, Segmenter
 from magms.labels import LabelScheme, get_scheme, map_labels
+from magms.lesionwise import HD95_PENALTY_MM, LESION_VOLUME_THRESHOLD_MM3, LesionWiseScore, region_lesion_metrics
 from magms.metrics import case_metrics
 from magms.modalities import subsets_of
 
@@ -39,6 +43,8 @@ __all__ = ["REPORT_FILES", "evaluate", "write_reports"]
 logger = logging.getLogger(__name__)
 
 FIELDS = ("case", "subset", "target", "kind", "dice", "hd95")
+#: Columns after :data:`FIELDS`, filled for regions only: BraTS 2023 lesion-wise scores and counts.
+LESION_FIELDS = ("lesion_dice", "lesion_hd95", "lesions", "lesions_missed", "false_positives")
 #: What :func:`write_reports` writes into its folder.
 REPORT_FILES = ("metrics.csv", "summary.md", "heatmap.png")
 
@@ -74,7 +80,7 @@ def evaluate(
         progress: called with a short description before each run.
         on_result: called with each case and its segmentation from one subset (e.g. to write it).
     Returns:
-        Rows with the keys of :data:`FIELDS`.
+        Rows with the keys of :data:`FIELDS`; region rows also those of :data:`LESION_FIELDS`.
     Raises:
         ConfigError: no case, cases without a label (all named), an unknown subset slot, or label
             schemes that cannot be mapped.
@@ -126,9 +132,20 @@ def _evaluate_case(
         pred.CopyInformation(result.reference)
         if not same_grid(pred, truth):
             pred = resample_like(pred, truth, sitk.sitkNearestNeighbor)
-        for row in case_metrics(sitk.GetArrayViewFromImage(pred), truth_arr, segmenter.info.scheme, spacing):
-            rows.append({"case": case.name, "subset": name, **row})
+        pred_arr = sitk.GetArrayViewFromImage(pred)
+        lesion_scores = region_lesion_metrics(pred_arr, truth_arr, segmenter.info.scheme, spacing)
+        for row in case_metrics(pred_arr, truth_arr, segmenter.info.scheme, spacing):
+            lesion = lesion_scores[str(row["target"])] if row["kind"] == "region" else None
+            rows.append({"case": case.name, "subset": name, **row, **_lesion_columns(lesion)})
     return rows
+
+
+def _lesion_columns(score: LesionWiseScore | None) -> dict[str, object]:
+    """The :data:`LESION_FIELDS` of a region's row; none for a label's."""
+    if score is None:
+        return {}
+    return {"lesion_dice": score.dice, "lesion_hd95": score.hd95, "lesions": score.lesions,
+            "lesions_missed": score.false_negatives, "false_positives": score.false_positives}
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
@@ -159,10 +176,16 @@ def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[
 
 def _write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        fields = FIELDS + LESION_FIELDS
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in FIELDS})
+            # label rows have no lesion-wise values: their cells stay empty
+            writer.writerow({k: _csv_cell(row.get(k, "")) for k in fields})
+
+
+def _csv_cell(value: object) -> object:
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 class _Table:
@@ -180,7 +203,13 @@ class _Table:
         self.means = {t: {s: _mean_sd(self.values(s, t, "dice"))[0] for s in self.subsets} for t in self.targets}
 
     def values(self, subset: str, target: str, metric: str) -> list[float]:
-        return [float(r[metric]) for r in self.rows if r["subset"] == subset and r["target"] == target]  # type: ignore[arg-type]
+        # lesion-wise metrics exist on region rows only
+        return [float(r[metric]) for r in self.rows if r["subset"] == subset and r["target"] == target and metric in r]  # type: ignore[arg-type]
+
+    def cell(self, subset: str, target: str, metric: str, show_n: bool = False) -> str:
+        """``mean ± sd`` of ``metric`` over the cases, NaN left out (their number with ``show_n``)."""
+        mean, sd, n = _mean_sd(self.values(subset, target, metric))
+        return "-" if n == 0 else f"{mean:.3f} ± {sd:.3f}" + (f" (n={n})" if show_n else "")
 
     def name(self, target: str) -> str:
         return self.names.get(target, target)
@@ -191,13 +220,33 @@ class _Table:
             lines += [f"## {title}", "", "| subset | " + " | ".join(self.name(t) for t in self.all_targets) + " |",
                       "|---" * (len(self.all_targets) + 1) + "|"]
             for subset in self.subsets:
-                cells = []
-                for t in self.all_targets:
-                    mean, sd, n = _mean_sd(self.values(subset, t, metric))
-                    cells.append("-" if n == 0 else f"{mean:.3f} ± {sd:.3f}" + (f" (n={n})" if metric == "hd95" else ""))
+                lines.append(f"| {subset} | " + " | ".join(self.cell(subset, t, metric, metric == "hd95") for t in self.all_targets) + " |")
+            lines.append("")
+        lines += self._lesion_wise_lines()
+        return lines + ["## Best subset per " + self.kind, ""] + [line for line in map(self._best, self.targets) if line]
+
+    def _lesion_wise_lines(self) -> list[str]:
+        """Per region, the lesion-wise means beside the whole-image ones, and the lesion counts."""
+        regions = list(dict.fromkeys(str(r["target"]) for r in self.rows if "lesion_dice" in r))
+        if not regions:
+            return []
+        lines = ["## Lesion-wise beside whole-image, per region (BraTS 2023 conventions)", "",
+                 "Lesion-wise: each truth lesion scored apart, missed lesions and false positives count as Dice 0 "
+                 f"and HD95 {HD95_PENALTY_MM:g} mm; lesions of {LESION_VOLUME_THRESHOLD_MM3:g} mm³ or less are not scored.", ""]
+        header = "| subset | " + " | ".join(f"{t.upper()} | {t.upper()} lesion-wise" for t in regions) + " |"
+        rule = "|---" * (2 * len(regions) + 1) + "|"
+        for metric, title in (("dice", "Dice (mean ± sd)"), ("hd95", "HD95 in mm (mean ± sd)")):
+            lines += [f"### {title}", "", header, rule]
+            for subset in self.subsets:
+                cells = (f"{self.cell(subset, t, metric, metric == 'hd95')} | {self.cell(subset, t, 'lesion_' + metric)}" for t in regions)
                 lines.append(f"| {subset} | " + " | ".join(cells) + " |")
             lines.append("")
-        return lines + ["## Best subset per " + self.kind, ""] + [line for line in map(self._best, self.targets) if line]
+        lines += ["### Lesions, summed over cases (scored / missed / false positives)", "",
+                  "| subset | " + " | ".join(t.upper() for t in regions) + " |", "|---" * (len(regions) + 1) + "|"]
+        for subset in self.subsets:
+            counts = (" / ".join(str(int(sum(self.values(subset, t, k)))) for k in ("lesions", "lesions_missed", "false_positives")) for t in regions)
+            lines.append(f"| {subset} | " + " | ".join(counts) + " |")
+        return lines + [""]
 
     def _best(self, target: str) -> str:
         scored = {s: m for s, m in self.means[target].items() if not math.isnan(m)}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -94,7 +95,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="bundle folder (default: the built-in model)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--tta-axes", default="0", help="flip axes for the TTA runs, e.g. 0 or 0,1,2; empty: no TTA runs")
-    parser.add_argument("--tta-subsets", default="", help="comma-free list of subsets for TTA separated by spaces (default: all)")
+    parser.add_argument("--tta-subsets", default="", help="subsets for the TTA runs, separated by spaces (default: all)")
+    parser.add_argument("--half-cases", type=int, default=1,
+                        help="also segment the first N cases with the weights rounded to float16 (as a float16 bundle stores them) and compare")
     args = parser.parse_args()
     if args.model is None:
         from magms.builtin import builtin_model
@@ -116,6 +119,18 @@ def main() -> None:
         label = f"flips {args.tta_axes}" + (f" ({len(wanted)} subsets)" if wanted else "")
         rows.append((label, score(tta_runs, info.scheme, ()), statistics.median(tta_seconds)))
         rows.append((f"{label} + {best_name}", score(tta_runs, info.scheme, best_rules), statistics.median(tta_seconds)))
+    if args.half_cases:
+        half = Segmenter(args.model, device="cpu", postprocessing=PostprocessConfig())
+        with torch.no_grad():
+            for p in half.net.parameters():
+                p.copy_(p.half().float())
+        half_runs, _ = run_all(half, cases[: args.half_cases], None)
+        same = [float(np.mean(h["labels"] == f["labels"])) for h, f in zip(half_runs, runs)]
+        full = score(runs[: len(half_runs)], info.scheme, ())
+        rounded = score(half_runs, info.scheme, ())
+        print(f"\nfloat16 weights, {len(half_runs)} runs: labels equal on {100 * min(same):.3f}% of voxels at least "
+              f"(mean {100 * statistics.fmean(same):.4f}%); largest mean Dice change "
+              f"{max(abs(full[k] - rounded[k]) for k in full):.4f}")
     print(f"\n{len(cases)} case(s) x every subset; Dice on the reference grid; 'all' = the {len(info.slots)} sequences together\n")
     print("| variant | mean WT | mean TC | mean ET | all WT | all TC | all ET | s per run |")
     print("|---|---|---|---|---|---|---|---|")

@@ -25,9 +25,11 @@ from typing import Any
 
 import magms
 from magms.bundle import METADATA_FILE, WEIGHTS_FILE, file_sha256
-from magms.errors import BundleError, ConfigError
+from magms.errors import BundleError, ConfigError, MAGMSError
 
-__all__ = ["MODELS_ENV", "INDEX_FILE", "BuiltinModel", "models_folder", "builtin_models", "default_model_name", "builtin_model"]
+__all__ = [
+    "MODELS_ENV", "INDEX_FILE", "BuiltinModel", "models_folder", "read_model_list", "builtin_models", "default_model_name", "builtin_model",
+]
 
 MODELS_ENV = "MAGMS_BUILTIN_MODELS"
 INDEX_FILE = "models.json"
@@ -75,22 +77,8 @@ def _read_index(folder: Path) -> tuple[str, list[BuiltinModel]]:
     index = folder / INDEX_FILE
     if not index.is_file():
         raise BundleError(f"{index}: no index of built-in models here; {_REMEDY}")
-    try:
-        data: Any = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{index}: cannot be read as the index of built-in models ({err})") from err
-    entries = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise BundleError(f"{index}: a 'models' list is expected")
-    found = []
-    for n, item in enumerate(entries):
-        missing = [k for k in _ENTRY_KEYS if not isinstance(item, dict) or not isinstance(item.get(k), str)]
-        if missing:
-            raise BundleError(f"{index}: model {n} lacks {', '.join(missing)}")
-        digest = item["sha256"].lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise BundleError(f"{index}: model {item['name']!r}: sha256 must be 64 hex digits")
-        found.append(BuiltinModel(item["name"], item["version"], item["folder"], digest, item["description"]))
+    data, items = read_model_list(index, _ENTRY_KEYS, "the index of built-in models", BundleError)
+    found = [BuiltinModel(i["name"], i["version"], i["folder"], i["sha256"], i["description"]) for i in items]
     names = [m.name for m in found]
     if len(set(names)) != len(names):
         raise BundleError(f"{index}: a model name appears twice")
@@ -98,6 +86,35 @@ def _read_index(folder: Path) -> tuple[str, list[BuiltinModel]]:
     if default not in names:
         raise BundleError(f"{index}: the default {default!r} is not one of its models ({', '.join(names) or 'none'})")
     return default, found
+
+
+def read_model_list(path: Path, keys: tuple[str, ...], what: str, error: type[MAGMSError] = BundleError) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A JSON file ``{"models": [{...}, ...], ...}`` whose entries each hold the string ``keys``,
+    one of them a ``sha256`` of 64 hex digits (returned in lower case): the built-in index here,
+    the download registry of the Slicer modules.
+
+    Returns:
+        the whole JSON object and its entries.
+    Raises:
+        ``error``: unreadable, no ``models`` list, an entry lacking a key or with a malformed sha256 (named).
+    """
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: cannot be read as {what} ({err})") from err
+    entries = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise error(f"{path}: a 'models' list is expected")
+    items = []
+    for n, item in enumerate(entries):
+        missing = [k for k in keys if not isinstance(item, dict) or not isinstance(item.get(k), str)]
+        if missing:
+            raise error(f"{path}: model {n} lacks {', '.join(missing)}")
+        digest = item["sha256"].lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise error(f"{path}: model {item['name']!r}: sha256 must be 64 hex digits")
+        items.append({**{k: item[k] for k in keys}, "sha256": digest})
+    return data, items
 
 
 def builtin_models(folder: Path | None = None) -> list[BuiltinModel]:

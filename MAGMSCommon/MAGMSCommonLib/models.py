@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from magms.builtin import builtin_model
+from magms.builtin import read_model_list
 from magms.bundle import METADATA_FILE, read_bundle_info
 from magms.errors import BundleError, ConfigError
 from magms.files import atomic_write_text
@@ -51,22 +52,8 @@ def readRegistry(path: str | os.PathLike[str]) -> list[ModelEntry]:
         ConfigError: unreadable, or an entry with a missing key or a malformed sha256 (named).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: cannot be read as a model registry ({err})") from err
-    models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, list):
-        raise ConfigError(f"{path}: a 'models' list is expected")
-    entries = []
-    for n, item in enumerate(models):
-        missing = [k for k in REGISTRY_KEYS if not isinstance(item, dict) or not isinstance(item.get(k), str)]
-        if missing:
-            raise ConfigError(f"{path}: model {n} lacks {', '.join(missing)}")
-        digest = item["sha256"].lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ConfigError(f"{path}: model {item['name']!r}: sha256 must be 64 hex digits")
-        entries.append(ModelEntry(item["name"], item["version"], item["url"], digest, item["description"]))
+    _, items = read_model_list(path, REGISTRY_KEYS, "a model registry", ConfigError)
+    entries = [ModelEntry(i["name"], i["version"], i["url"], i["sha256"], i["description"]) for i in items]
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: a name and version appear twice")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from magms.bundle import METADATA_FILE, BundleInfo
@@ -96,7 +96,7 @@ def run_demo(
     Raises:
         ImageError: the sample-data folder is missing.
     """
-    from magms.evaluate import evaluate, write_reports
+    from magms.evaluate import dice_table, evaluate, write_reports
 
     if not (data / UNLABELLED).is_dir():
         raise ImageError(f"{data / UNLABELLED}: sample data not found (give --data, or set MAGMS_TEST_DATA)")
@@ -125,7 +125,7 @@ def run_demo(
         rows += evaluate(segmenter, group, data_labels=scheme, on_result=keep)
     reports = write_reports(rows, out / EVALUATION, info.scheme, overwrite=True)
     emit(f"Dice per modality subset on {len(labelled)} held-out case(s) ({', '.join(c.name for c in labelled)}):")
-    for line in _dice_table(reports[1].read_text(encoding="utf-8")):
+    for line in dice_table(rows, info.scheme):
         emit(line)
     return written + reports
 
@@ -140,11 +140,3 @@ def _write_result(out: Path, case: Case, result: Segmentation, scheme: LabelSche
     title = f"{case.name}: " + " + ".join(result.present)
     render_overlay(result.reference, result.labels, scheme, png, title=title)
     return [seg, png]
-
-
-def _dice_table(summary: str) -> Sequence[str]:
-    """The Dice table of ``summary.md`` (its first table)."""
-    lines = summary.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| subset"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return lines[start:end]

@@ -38,7 +38,7 @@ from magms.lesionwise import HD95_PENALTY_MM, LESION_VOLUME_THRESHOLD_MM3, Lesio
 from magms.metrics import case_metrics
 from magms.modalities import subsets_of
 
-__all__ = ["REPORT_FILES", "evaluate", "write_reports"]
+__all__ = ["REPORT_FILES", "dice_table", "evaluate", "write_reports"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,11 @@ def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[
     return paths
 
 
+def dice_table(rows: Sequence[dict[str, object]], scheme: LabelScheme) -> list[str]:
+    """The Dice table of ``summary.md`` (subsets x labels and regions, mean ± sd), as Markdown lines."""
+    return _Table(rows, scheme).table("dice")
+
+
 def _write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         fields = FIELDS + LESION_FIELDS
@@ -214,14 +219,17 @@ class _Table:
     def name(self, target: str) -> str:
         return self.names.get(target, target)
 
+    def table(self, metric: str) -> list[str]:
+        """The Markdown table of ``metric``: subsets x labels and regions, mean ± sd."""
+        lines = ["| subset | " + " | ".join(self.name(t) for t in self.all_targets) + " |", "|---" * (len(self.all_targets) + 1) + "|"]
+        for subset in self.subsets:
+            lines.append(f"| {subset} | " + " | ".join(self.cell(subset, t, metric, metric == "hd95") for t in self.all_targets) + " |")
+        return lines
+
     def summary_lines(self) -> list[str]:
         lines = [f"# Evaluation: {self.cases} case(s), {len(self.subsets)} modality subset(s)", ""]
         for metric, title in (("dice", "Dice (mean ± sd)"), ("hd95", "HD95 in mm (mean ± sd; n = cases where both are non-empty)")):
-            lines += [f"## {title}", "", "| subset | " + " | ".join(self.name(t) for t in self.all_targets) + " |",
-                      "|---" * (len(self.all_targets) + 1) + "|"]
-            for subset in self.subsets:
-                lines.append(f"| {subset} | " + " | ".join(self.cell(subset, t, metric, metric == "hd95") for t in self.all_targets) + " |")
-            lines.append("")
+            lines += [f"## {title}", "", *self.table(metric), ""]
         lines += self._lesion_wise_lines()
         return lines + ["## Best subset per " + self.kind, ""] + [line for line in map(self._best, self.targets) if line]
 

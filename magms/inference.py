@@ -100,7 +100,8 @@ class Segmenter:
         self.sw_batch_size = sw_batch_size
         self.amp = amp
         self.postprocessing = self.info.postprocessing if postprocessing is None else postprocessing
-        check_postprocessing(self.postprocessing, self.info.scheme)
+        if postprocessing is not None:  # the bundle's own was checked when it was read
+            check_postprocessing(postprocessing, self.info.scheme)
 
     @property
     def slots(self) -> tuple[str, ...]:

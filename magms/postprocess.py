@@ -63,7 +63,7 @@ def as_requested(recorded: PostprocessConfig, postprocess: bool = True, tta: boo
 
 
 def apply_size_rules(labels: np.ndarray, scheme: LabelScheme, rules: Sequence[SizeRule], voxel_ml: float) -> np.ndarray:
-    """The label map after each rule in turn (a copy; ``labels`` is not changed).
+    """The label map after each rule in turn (a copy when there are rules; ``labels`` is not changed).
 
     Args:
         labels: (z, y, x) label values of ``scheme``.
@@ -71,6 +71,8 @@ def apply_size_rules(labels: np.ndarray, scheme: LabelScheme, rules: Sequence[Si
         rules: see :class:`magms.config.SizeRule`.
         voxel_ml: the volume of one voxel of ``labels`` in ml.
     """
+    if not rules:
+        return labels  # nothing to do: no copy of a whole volume on every segmentation
     from scipy import ndimage  # here: bundle metadata is read where scipy may not be installed yet
 
     out = np.array(labels, copy=True)

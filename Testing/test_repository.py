@@ -55,7 +55,7 @@ def _cli_flags(command: str) -> list[str]:
     return [flag for action in sub._actions for flag in action.option_strings if flag.startswith("--") and flag != "--help"]
 
 
-@pytest.mark.parametrize("command", ["demo", "segment", "evaluate", "train", "devices"])
+@pytest.mark.parametrize("command", ["demo", "segment", "export", "evaluate", "train", "devices"])
 def test_readme_documents_every_flag_of_every_command(command):
     readme = (REPO / "README.md").read_text()
     missing = [flag for flag in _cli_flags(command) if f"`{flag}" not in readme and f"{flag}`" not in readme and f" {flag} " not in readme]

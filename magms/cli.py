@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import magms
-from magms.commands import DemoOptions, DevicesOptions, EvaluateOptions, SegmentOptions, TrainOptions
+from magms.commands import (
+    DemoOptions,
+    DevicesOptions,
+    EvaluateOptions,
+    ExportOptions,
+    SegmentOptions,
+    TrainOptions,
+)
 from magms.errors import ConfigError, MAGMSError
 from magms.options import Options, add_arguments, from_command_line
 from magms.protocol import format_progress
@@ -87,7 +94,7 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
     return inputs
 
 
-def _model_folder(options: SegmentOptions | EvaluateOptions) -> Path:
+def _model_folder(options: SegmentOptions | EvaluateOptions | ExportOptions) -> Path:
     """``--model``, else the default built-in model (its weights checked against the index's sha256)."""
     if options.model is not None:
         return options.model
@@ -118,6 +125,39 @@ def _write_result(result, scheme, output: Path, probabilities: Path | None, over
         write_probabilities(result.probabilities, result.reference, probabilities, overwrite=overwrite)
 
 
+def _dicom_requests(rtstruct: Path | None, dicom_seg: Path | None, overwrite: bool) -> list[tuple[str, Path]]:
+    """The DICOM objects asked for, as (kind, file), each path checked before any work."""
+    from magms.dicom import check_dicom_output
+
+    requests = [(kind, path) for kind, path in (("rtstruct", rtstruct), ("dicom-seg", dicom_seg)) if path is not None]
+    for kind, path in requests:
+        check_dicom_output(path, overwrite, flag=f"--{kind}")
+    return requests
+
+
+def _reference_series(inputs: dict, reference_slot: str, grid, flags: Sequence[str]):
+    """The DICOM series of the reference input, ordered on its grid; a clear refusal when the
+    reference input is not a DICOM series folder (an RT object references the images it was drawn on)."""
+    from magms.dicom import is_dicom_series, read_series
+
+    source = inputs[reference_slot]
+    if isinstance(source, (str, os.PathLike)) and is_dicom_series(source):
+        return read_series(Path(source), grid)
+    raise ConfigError(
+        f"{' and '.join(flags)}: the reference input {reference_slot} ({source}) is not a DICOM series folder; DICOM RT "
+        "and SEG objects reference the DICOM images the labels were made on"
+    )
+
+
+def _write_dicom(requests: Sequence[tuple[str, Path]], labels, grid, series, scheme, model: str, overwrite: bool) -> None:
+    from magms.dicom import write_dicom_seg, write_rtstruct
+
+    writers = {"rtstruct": write_rtstruct, "dicom-seg": write_dicom_seg}
+    for kind, path in requests:
+        writers[kind](labels, grid, series, scheme, path, model=model, overwrite=overwrite)
+        print(path)
+
+
 def _result_line(output: Path, result) -> str:
     return f"{output}\t{'+'.join(result.present)}\treference={result.reference_slot}\t{result.seconds:.1f}s"
 
@@ -136,7 +176,6 @@ def _segment_inputs(options: SegmentOptions, slots: Sequence[str]) -> dict[str, 
 
 def _cmd_segment(options: SegmentOptions) -> int:
     from magms.bundle import read_bundle_info
-    from magms.data.inputs import prepare_inputs
     from magms.data.io import PROBABILITY_SUFFIXES, check_output_path
 
     if options.batch is not None:
@@ -149,22 +188,41 @@ def _cmd_segment(options: SegmentOptions) -> int:
     check_output_path(options.output, options.overwrite)
     if options.probabilities is not None:
         check_output_path(options.probabilities, options.overwrite, PROBABILITY_SUFFIXES)
+    dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     model = _model_folder(options)
-    info = read_bundle_info(model)
-    inputs = _segment_inputs(options, info.slots)
+    slots = read_bundle_info(model).slots
     # every image check before the network is loaded; the checked images are then used as they are
-    prepared = prepare_inputs(inputs, info.slots)
+    prepared, series = _check_case(_segment_inputs(options, slots), slots, dicom)
     segmenter = _segmenter(options, model)
-    progress = ProgressReporter(options.progress, "window", "+".join(s for s in info.slots if s in inputs))
+    progress = ProgressReporter(options.progress, "window", "+".join(prepared.images))
     try:
-        result = segmenter.segment(prepared.images, probabilities=options.probabilities is not None, progress=progress)
+        _segment_one(segmenter, prepared, series, model.name, options.output, options.probabilities, dicom, options.overwrite, progress)
     finally:
         progress.close()
-    for note in prepared.notes + result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    _write_result(result, info.scheme, options.output, options.probabilities, options.overwrite)
-    print(_result_line(options.output, result))
     return 0
+
+
+def _check_case(inputs: dict, slots: Sequence[str], dicom: Sequence[tuple[str, Path]]):
+    """One case's images read and checked (and its reference DICOM series when DICOM objects are asked for)."""
+    from magms.data.inputs import prepare_inputs
+
+    prepared = prepare_inputs(inputs, slots)
+    series = None
+    if dicom:
+        series = _reference_series(inputs, prepared.reference_slot, prepared.reference, [f"--{k}" for k, _ in dicom])
+    return prepared, series
+
+
+def _segment_one(segmenter, prepared, series, model_name: str, output: Path, probabilities: Path | None,
+                 dicom: Sequence[tuple[str, Path]], overwrite: bool, progress: ProgressReporter, prefix: str = "") -> None:
+    """Segment one checked case and write every output."""
+    result = segmenter.segment(prepared.images, probabilities=probabilities is not None, progress=progress)
+    for note in prepared.notes + result.notes:
+        print(f"note: {prefix}{note}", file=sys.stderr)
+    scheme = segmenter.info.scheme
+    _write_result(result, scheme, output, probabilities, overwrite)
+    print(_result_line(output, result))
+    _write_dicom(dicom, result.labels, result.reference, series, scheme, model_name, overwrite)
 
 
 def _segment_batch(options: SegmentOptions) -> int:
@@ -176,29 +234,63 @@ def _segment_batch(options: SegmentOptions) -> int:
         raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
     if not options.output_dir.is_dir():
         raise ConfigError(f"{options.output_dir}: output folder does not exist")
-    segmenter = _segmenter(options, _model_folder(options))
+    dicom_folders = {kind: folder for kind, folder in (("rtstruct", options.rtstruct), ("dicom-seg", options.dicom_seg)) if folder is not None}
+    for kind, folder in dicom_folders.items():
+        if not folder.is_dir():
+            raise ConfigError(f"--{kind} {folder}: with --batch, a folder that exists (one file per case)")
+    model = _model_folder(options)
+    segmenter = _segmenter(options, model)
     cases = find_cases(options.batch, segmenter.slots)
     failures: list[str] = []
     for case in cases:
         output = options.output_dir / f"{case.name}{options.format}"
         progress = ProgressReporter(options.progress, "window", case.name)
         try:
-            result = segmenter.segment(case.images, progress=progress)
-            for note in result.notes:
-                print(f"note: {case.name}: {note}", file=sys.stderr)
-            _write_result(result, segmenter.info.scheme, output, None, options.overwrite)
+            dicom = _dicom_requests(*(_batch_dicom_file(dicom_folders.get(k), case.name, k) for k in ("rtstruct", "dicom-seg")),
+                                    options.overwrite)
+            prepared, series = _check_case(case.images, segmenter.slots, dicom)
+            _segment_one(segmenter, prepared, series, model.name, output, None, dicom, options.overwrite, progress, f"{case.name}: ")
         except MAGMSError as err:
             failures.append(f"{case.name}: {err}")
             logger.error("%s failed: %s", case.name, err)
-            continue
         finally:
             progress.close()
-        print(_result_line(output, result))
     if failures:
         print(f"{len(failures)} of {len(cases)} case(s) failed:", file=sys.stderr)
         for line in failures:
             print(f"  {line}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _batch_dicom_file(folder: Path | None, case: str, kind: str) -> Path | None:
+    return None if folder is None else folder / f"{case}.{'rtstruct' if kind == 'rtstruct' else 'seg'}.dcm"
+
+
+def _cmd_export(options: ExportOptions) -> int:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from magms.bundle import read_bundle_info
+    from magms.data.io import read_labelmap
+    from magms.dicom import read_series
+
+    dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
+    if not dicom:
+        raise ConfigError("nothing to write: give --rtstruct FILE and/or --dicom-seg FILE")
+    if not options.series:
+        raise ConfigError("--series is required: the DICOM series folder (or its files) the labels were made on")
+    model = _model_folder(options)
+    scheme = read_bundle_info(model).scheme
+    grid = read_labelmap(options.labels)
+    labels = sitk.GetArrayFromImage(grid)
+    unknown = sorted(set(np.unique(labels).tolist()) - set(scheme.values))
+    if unknown:
+        raise ConfigError(f"{options.labels}: holds values {unknown} that are not labels of {model.name} ({scheme.name}: "
+                          f"{', '.join(map(str, scheme.values))})")
+    source = options.series[0] if len(options.series) == 1 and options.series[0].is_dir() else list(options.series)
+    series = read_series(source, grid)
+    _write_dicom(dicom, labels, grid, series, scheme, model.name, options.overwrite)
     return 0
 
 
@@ -305,6 +397,13 @@ _COMMANDS: tuple[tuple[type[Options], Callable[[Any], int], str, str], ...] = (
      "overlap in space: they are resampled onto the reference input (the first present slot in the model's order), "
      "and the output is written on that input's own grid. Exit status: 0 done, 2 bad input (nothing written), 1 "
      "some batch cases failed."),
+    (ExportOptions, _cmd_export,
+     "write a label map as DICOM RT Structure Set and DICOM Segmentation referencing its DICOM series",
+     "Write a label map that lies on a DICOM series' grid (a magms segment output, or one edited in Slicer) as a "
+     "DICOM RT Structure Set (for treatment planning) and/or a DICOM Segmentation (for archives), referencing that "
+     "series slice by slice: one structure per label and per region, named, coloured and coded (SNOMED CT) as in "
+     "the model's label scheme. Needs the optional packages rt-utils and highdicom (pip install "
+     "'magms-slicer[dicom]')."),
     (EvaluateOptions, _cmd_evaluate,
      "Dice and HD95 per label and region for every modality subset, on labelled cases",
      "Segment every labelled case with every non-empty subset of the model's modalities that the case has (the "

@@ -20,7 +20,7 @@ from magms.errors import ConfigError
 from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
 
-__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
+__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
 
 DATA_HELP = (
     "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
@@ -78,7 +78,31 @@ class SegmentOptions(InferenceOptions):
     )
     output_dir: Path | None = option(None, "with --batch: folder for the outputs, named <case><format>")
     format: str = option(".seg.nrrd", "with --batch: output format", choices=OUTPUT_FORMATS)
+    rtstruct: Path | None = option(
+        None, "also write a DICOM RT Structure Set (.dcm) referencing the reference input, which must be a DICOM series "
+        "folder: one ROI per label and region; with --batch a folder, one <case>.rtstruct.dcm per case"
+    )
+    dicom_seg: Path | None = option(
+        None, "also write a DICOM Segmentation (.dcm) referencing the reference input's DICOM series, with the labels' "
+        "SNOMED CT codes; with --batch a folder, one <case>.seg.dcm per case"
+    )
     progress: str = option("bar", "progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none", choices=PROGRESS_STYLES)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions(Options):
+    """``magms export``: a label map on a DICOM series' grid as DICOM RT Structure Set and Segmentation."""
+
+    command = "export"
+
+    labels: Path = option(help="label map on the series' grid (.seg.nrrd, .nii.gz, .nrrd, .mha), in the model's label values")
+    series: tuple[Path, ...] = option(
+        (), "the DICOM series the labels were made on: its folder, or its files (repeatable)", repeat=True, metavar="PATH"
+    )
+    model: Path | None = option(None, f"the model bundle whose labels these are (default: {BUILTIN_DEFAULT_HELP})")
+    rtstruct: Path | None = option(None, "write a DICOM RT Structure Set (.dcm): one ROI per label and region")
+    dicom_seg: Path | None = option(None, "write a DICOM Segmentation (.dcm) with the labels' SNOMED CT codes")
+    overwrite: bool = option(False, "replace existing files")
 
 
 @dataclasses.dataclass(frozen=True)

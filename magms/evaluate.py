@@ -30,8 +30,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from magms.data.cases import Case
-from magms.data.io import read_image, resample_like, same_grid
-from magms.errors import ConfigError, ImageError
+from magms.data.io import read_labelmap, resample_like, same_grid
+from magms.errors import ConfigError
 from magms.inference import Segmentation, Segmenter
 from magms.labels import LabelScheme, get_scheme, map_labels
 from magms.lesionwise import HD95_PENALTY_MM, LESION_VOLUME_THRESHOLD_MM3, LesionWiseScore, region_lesion_metrics
@@ -51,11 +51,8 @@ REPORT_FILES = ("metrics.csv", "summary.md", "heatmap.png")
 
 def _read_truth(case: Case, data_scheme: LabelScheme, model_scheme: LabelScheme) -> sitk.Image:
     assert case.label is not None
-    img = sitk.ReadImage(str(case.label)) if case.label.is_file() else read_image(case.label)
-    arr = sitk.GetArrayFromImage(img)
-    if not np.allclose(arr, np.round(arr)):
-        raise ImageError(f"{case.label.name}: label map with non-integer values")
-    mapped = map_labels(np.round(arr).astype(np.int64), data_scheme, model_scheme)
+    img = read_labelmap(case.label)
+    mapped = map_labels(sitk.GetArrayFromImage(img).astype(np.int64), data_scheme, model_scheme)
     out = sitk.GetImageFromArray(mapped.astype(np.uint16))
     out.CopyInformation(img)
     return out

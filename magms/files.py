@@ -28,6 +28,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; this is an ordinary output file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

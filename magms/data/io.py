@@ -28,6 +28,7 @@ __all__ = [
     "PROBABILITY_SUFFIXES",
     "is_image_path",
     "read_image",
+    "read_labelmap",
     "volume_ref",
     "split_volume_ref",
     "check_image",
@@ -110,6 +111,28 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
     _check_nifti_finite(p)
     check_image(img, p.name)
     return sitk.Cast(img, sitk.sitkFloat32)
+
+
+def read_labelmap(path: str | os.PathLike[str]) -> sitk.Image:
+    """Read a 3-D label map (file or DICOM series folder) as integers; unlike :func:`read_image`, an
+    empty (constant) map is fine.
+
+    Raises:
+        ImageError: missing, unreadable, not 3-D, or with non-integer values.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file or folder")
+    try:
+        img = _read_dicom_series(p) if p.is_dir() else sitk.ReadImage(str(p))
+    except RuntimeError as err:
+        raise ImageError(f"{p}: cannot be read as an image ({str(err).strip().splitlines()[-1] if str(err).strip() else 'unreadable'})") from err
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(f"{p.name}: a label map must be a 3-D image with one value per voxel")
+    arr = sitk.GetArrayViewFromImage(img)
+    if not np.allclose(arr, np.round(arr)):
+        raise ImageError(f"{p.name}: label map with non-integer values")
+    return sitk.Cast(img, sitk.sitkInt32) if img.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkInt32) else img
 
 
 def _check_nifti_finite(p: Path) -> None:

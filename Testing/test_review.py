@@ -167,10 +167,10 @@ def test_compare_flips_writes_the_map_and_a_report_on_one_input(bundle, case, tm
     doubt = sitk.ReadImage(str(counts))
     assert _geometry(doubt) == _geometry(sitk.ReadImage(str(case["flair"])))
     assert sitk.GetArrayViewFromImage(doubt).max() <= 8
-    text = (report / "report.md").read_text()
+    text = (report / "report.md").read_text(encoding="utf-8")
     assert "validation: none recorded" in text and "| structure | no flip | flip LR |" in text and "flip LR+AP+SI" in text
     assert (report / "report.png").read_bytes()[:4] == b"\x89PNG"
-    with open(report / "volumes.csv", newline="") as f:
+    with open(report / "volumes.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 9 * 6 and rows[0]["subset"] == "flair" and rows[0]["dice_to_fullest"] == "1"
 
@@ -178,7 +178,7 @@ def test_compare_flips_writes_the_map_and_a_report_on_one_input(bundle, case, tm
 def test_compare_none_report_has_the_volumes_only(bundle, case, tmp_path):
     report = tmp_path / "review"
     assert _segment(bundle, "--input", f"flair={case['flair']}", "--output", tmp_path / "seg.nii.gz", "--report", report) == 0
-    text = (report / "report.md").read_text()
+    text = (report / "report.md").read_text(encoding="utf-8")
     assert "## Volumes (ml)" in text and "No comparison ran" in text and "## Dice to the fullest" not in text
 
 
@@ -199,7 +199,7 @@ def test_report_over_an_existing_report_is_refused_without_overwrite(bundle, cas
     assert _segment(bundle, *args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "report.md exist already (use --overwrite" in err
-    assert (report / "report.md").read_text() == "the reviewer's notes" and not out.exists()
+    assert (report / "report.md").read_text(encoding="utf-8") == "the reviewer's notes" and not out.exists()
     assert not (report / "volumes.csv").exists()
 
 
@@ -271,7 +271,7 @@ def test_real_case_report_names_inputs_and_model_and_tables_the_volumes(real_run
     assert lines[0].startswith(f"{real_run['output']}\tflair+t1c\treference=flair")
     report = real_run["report"]
     assert lines[1:] == [str(real_run["map"]), *(str(report / n) for n in ("report.md", "report.png", "volumes.csv"))]
-    text = (report / "report.md").read_text()
+    text = (report / "report.md").read_text(encoding="utf-8")
     for slot, path in real_run["paths"].items():
         assert f"| {slot} | `{path}`" in text
     assert "brats-glioma-4seq" in text and "validation/summary.md" in text and "### Recorded validation" in text
@@ -285,7 +285,7 @@ def test_real_case_report_names_inputs_and_model_and_tables_the_volumes(real_run
 def test_real_case_volumes_csv_is_counts_times_voxel_volume_of_the_written_labelmap(real_run):
     seg = sitk.ReadImage(str(real_run["output"]))
     labels, voxel_ml = sitk.GetArrayFromImage(seg), float(np.prod(seg.GetSpacing())) / 1000
-    with open(real_run["report"] / "volumes.csv", newline="") as f:
+    with open(real_run["report"] / "volumes.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f)]
     assert {r["subset"] for r in rows} == {"flair+t1c", "flair", "t1c"}
     full = {(r["kind"], r["structure"]): r for r in rows if r["subset"] == "flair+t1c"}

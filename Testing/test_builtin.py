@@ -33,7 +33,7 @@ def flair(tmp_path):
 
 
 def _index(folder) -> dict:
-    return json.loads((folder / INDEX_FILE).read_text())
+    return json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
 
 
 def _write_index(folder, **changes) -> None:

@@ -46,7 +46,7 @@ def test_round_trip_gives_identical_outputs(saved):
 
 def test_json_records_what_the_issue_lists(saved):
     _, _, folder, _ = saved
-    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     for key in ("format_version", "magms_version", "torch_version", "monai_version", "modalities", "labels",
                 "network", "preprocessing", "training", "validation", "weights_sha256"):
         assert key in meta, key
@@ -69,7 +69,7 @@ def test_changed_byte_in_weights_is_detected(saved):
 
 def test_wrong_format_version(saved):
     _, _, folder, _ = saved
-    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     meta["format_version"] = 99
     (folder / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="format_version 99 is not supported"):
@@ -79,7 +79,7 @@ def test_wrong_format_version(saved):
 @pytest.mark.parametrize("key", ["labels", "network", "weights_sha256", "modalities"])
 def test_missing_key(saved, key):
     _, _, folder, _ = saved
-    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     del meta[key]
     (folder / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match=f"missing key.*'{key}'"):
@@ -88,7 +88,7 @@ def test_missing_key(saved, key):
 
 def test_unknown_network_key_is_named(saved):
     _, _, folder, _ = saved
-    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     meta["network"]["wings"] = 2
     (folder / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="unknown key.*'wings'"):
@@ -100,8 +100,8 @@ def test_weights_of_another_network_are_refused(saved, tmp_path):
     other = tiny_config(cfg.backbone, slots=("flair", "t2"))
     save_bundle(tmp_path / "other", build_network(other), other, get_scheme("msd_task01"), PreprocessConfig())
     (folder / WEIGHTS_FILE).write_bytes((tmp_path / "other" / WEIGHTS_FILE).read_bytes())
-    meta = json.loads((folder / METADATA_FILE).read_text())
-    meta["weights_sha256"] = json.loads((tmp_path / "other" / METADATA_FILE).read_text())["weights_sha256"]
+    meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    meta["weights_sha256"] = json.loads((tmp_path / "other" / METADATA_FILE).read_text(encoding="utf-8"))["weights_sha256"]
     (folder / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="weights do not fit the network.*missing: encoders.t1c"):
         load_bundle(folder)
@@ -140,7 +140,7 @@ def test_nothing_is_ever_unpickled():
     sources = [p for p in (REPO / "magms").rglob("*.py")]
     assert sources
     for path in sources:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert "torch.load(" not in text, path
         assert not re.search(r"^\s*(import|from)\s+(pickle|cPickle|dill)\b", text, re.M), path
 

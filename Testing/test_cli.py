@@ -65,7 +65,7 @@ def test_demo_segments_every_subset_and_tables_the_held_out_cases(sample_data, t
         seg = sitk.ReadImage(str(out / "p2" / f"{subset}.seg.nrrd"))
         assert seg.GetSize() == (20, 20, 20) and seg.GetMetaData("Segment0_Name") == "Necrosis"
     assert not (out / "p1").exists()  # p1 trained the model (it is not among the validation cases)
-    summary = (out / "evaluation" / "summary.md").read_text()
+    summary = (out / "evaluation" / "summary.md").read_text(encoding="utf-8")
     assert "| flair+t1c |" in summary and (out / "evaluation" / "heatmap.png").is_file()
     assert "Dice per modality subset on 1 held-out case(s) (p2):" in printed and "| subset |" in printed
 
@@ -104,7 +104,7 @@ def test_devices_lists_the_cpu_and_the_versions_as_json(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["devices"][-1]["key"] == "cpu" and report["versions"]["torch"] and report["versions"]["magms"]
     assert main(["devices", "--output", str(tmp_path / "d.json")]) == 0
-    assert json.loads((tmp_path / "d.json").read_text()) == report
+    assert json.loads((tmp_path / "d.json").read_text(encoding="utf-8")) == report
 
 
 def test_train_check_only_checks_every_case_and_writes_nothing(sample_data, tmp_path, capsys):

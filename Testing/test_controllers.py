@@ -304,7 +304,7 @@ def test_stop_reaches_the_trainer_through_a_launcher_that_forwards_no_signal(tin
     assert stopped == [True] and failed == []  # stopped, not failed
     import json
 
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] >= 3
+    assert json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))["step"] >= 3
     assert _processes_mentioning(str(out)) == []
     # cancel (and module cleanup, which cancels) ends the whole tree: launcher and Python
     job.resume(tiny_data, out, settings)
@@ -393,7 +393,7 @@ class RecordingJob:
 def _damage_index(folder) -> None:
     import json
 
-    index = json.loads((folder / "models.json").read_text())
+    index = json.loads((folder / "models.json").read_text(encoding="utf-8"))
     index["models"][0]["sha256"] = "3" * 64
     (folder / "models.json").write_text(json.dumps(index))
 
@@ -453,7 +453,7 @@ def test_training_offers_the_builtin_model_to_start_from_and_takes_its_network(b
     assert view.last("showStatus")[0].startswith("Fine-tuning from tiny-4seq: slots flair,t1,t1c,t2, backbone unet, labels brats2021")
     controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "out"))
     controller.start()
-    options = json.loads((tmp_path / "out" / training.TRAIN_OPTIONS_FILE).read_text())
+    options = json.loads((tmp_path / "out" / training.TRAIN_OPTIONS_FILE).read_text(encoding="utf-8"))
     assert (options["init"], options["slots"], options["patch"]) == (str(builtin_models_folder / "tiny-4seq"), ["flair", "t1", "t1c", "t2"], [16])
     controller.chooseInitFolder(str(tmp_path / "mine"))  # a folder typed in the path field
     assert view.last("showInit")[1:] == ("folder", str(tmp_path / "mine")) and controller.settings()["init"] == tmp_path / "mine"

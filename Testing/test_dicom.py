@@ -26,9 +26,9 @@ from dicom_series import write_mr_series  # noqa: E402
 
 from magms.cli import main  # noqa: E402
 from magms.data.io import read_image  # noqa: E402
-from magms.dicom import read_series, structures, write_dicom_seg, write_rtstruct  # noqa: E402
+from magms.dicom import read_series, write_dicom_seg, write_rtstruct  # noqa: E402
 from magms.errors import ConfigError, ImageError  # noqa: E402
-from magms.labels import get_scheme  # noqa: E402
+from magms.labels import get_scheme, structures  # noqa: E402
 
 CASE = "Brats18_CBICA_AQR_1"  # a validation case of the built-in model, not trained on
 SCHEME = get_scheme("brats2021")

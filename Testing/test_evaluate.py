@@ -102,7 +102,7 @@ def test_evaluate_writes_all_reports(dataset, tmp_path, capsys):
     assert all(0.0 <= float(r["lesion_dice"]) <= 1.0 and 0.0 <= float(r["lesion_hd95"]) <= 374.0 for r in regions)
     assert {(r["target"], r["lesions"]) for r in regions} == {("wt", "1"), ("tc", "0"), ("et", "0")}
     assert all(int(r["lesions_missed"]) <= int(r["lesions"]) and int(r["false_positives"]) >= 0 for r in regions)
-    summary = (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "## Best subset per region" in summary and "- WT (whole tumour): " in summary
     assert "| subset | WT | WT lesion-wise | TC | TC lesion-wise | ET | ET lesion-wise |" in summary
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -148,7 +148,7 @@ def test_reports_put_lesion_wise_beside_whole_image(tmp_path):
         written = list(csv.DictReader(f))
     assert [r["lesion_dice"] for r in written] == ["", "0.6", "", "0.4"]
     assert written[3]["false_positives"] == "2" and written[2]["hd95"] == "nan"
-    summary = (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
     # means and sample sds over the two cases: whole-image first, lesion-wise beside it
     assert "| flair | 0.800 ± 0.141 | 0.500 ± 0.141 |" in summary
     assert "| flair | 3.000 ± 1.414 (n=2) | 150.000 ± 70.711 |" in summary

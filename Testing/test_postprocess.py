@@ -116,7 +116,7 @@ def bundle(tmp_path_factory):
 def test_bundle_records_postprocessing_and_checks_it_against_the_scheme(bundle, tmp_path):
     info = read_bundle_info(bundle)
     assert info.postprocessing.size_rules == (SizeRule("wt", 50.0, "background"),) and info.postprocessing.flip_axes == (0,)
-    meta = json.loads((bundle / METADATA_FILE).read_text())
+    meta = json.loads((bundle / METADATA_FILE).read_text(encoding="utf-8"))
     assert meta["postprocessing"]["size_rules"][0] == {"target": "wt", "min_ml": 50.0, "replace_with": "background", "scope": "component"}
     # a bundle written before post-processing existed: none
     del meta["postprocessing"]

@@ -11,7 +11,7 @@ from conftest import REPO
 
 
 def _readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```bash\n(.*?)```", text, re.S)
     assert block, "README must open with a bash block of commands"
     return [line for line in block.group(1).splitlines() if line.strip()]
@@ -22,12 +22,12 @@ def test_readme_opens_with_exactly_two_commands_and_ci_runs_the_second():
     assert len(commands) == 2
     assert "magms demo" in commands[0] or "magms segment" in commands[0]
     assert "pytest" in commands[1]
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci.splitlines()
 
 
 def test_torch_is_bounded_and_installed_pinned():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     torch_req = next(d for d in project["dependencies"] if d.startswith("torch"))
     assert "<" in torch_req, "an open torch range can pull a multi-GB CUDA build"
     assert project["name"] != "magms", "'magms' on PyPI is the reference package"
@@ -38,7 +38,7 @@ def test_torch_is_bounded_and_installed_pinned():
 
 def test_core_never_imports_slicer_vtk_or_qt():
     for path in (REPO / "magms").rglob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+(slicer|vtk|qt|ctk)\b", text, re.M), path
 
 
@@ -57,7 +57,7 @@ def _cli_flags(command: str) -> list[str]:
 
 @pytest.mark.parametrize("command", ["demo", "segment", "export", "evaluate", "train", "devices"])
 def test_readme_documents_every_flag_of_every_command(command):
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     missing = [flag for flag in _cli_flags(command) if f"`{flag}" not in readme and f"{flag}`" not in readme and f" {flag} " not in readme]
     assert not missing, f"magms {command}: flags not in the README: {missing}"
 
@@ -81,10 +81,10 @@ def test_training_defaults_are_one_in_the_core_the_cli_and_the_module():
                 "distill": defaults["distill"], "kl_weight": defaults["kl_weight"], "feature_weight": defaults["feature_weight"],
                 "backbone": defaults["backbone"], "device": defaults["device"]}
     assert {k: DEFAULTS[k] for k in expected} == expected
-    source = (REPO / "MAGMSTraining" / "MAGMSTraining.py").read_text()
+    source = (REPO / "MAGMSTraining" / "MAGMSTraining.py").read_text(encoding="utf-8")
     assert "parameterNodeWrapper" not in source and "TRAIN_DEFAULTS" not in source  # no second set of defaults
     # and every setting the panel passes is an option of magms train
-    settings_source = ast.parse((REPO / "MAGMSTraining" / "MAGMSTrainingLib" / "controller.py").read_text())
+    settings_source = ast.parse((REPO / "MAGMSTraining" / "MAGMSTrainingLib" / "controller.py").read_text(encoding="utf-8"))
     method = next(n for n in ast.walk(settings_source) if isinstance(n, ast.FunctionDef) and n.name == "settings")
     keys = {k.value for d in ast.walk(method) if isinstance(d, ast.Dict) for k in d.keys}
     assert keys <= set(defaults) | {"labels"}, keys - set(defaults)

@@ -51,7 +51,7 @@ def living_in_group(group: int) -> list[int]:
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == group and fields[0] != "Z":
@@ -322,7 +322,7 @@ def test_describe_bundle_lists_slots_labels_and_validation(tiny_bundle, tmp_path
 
     text = logic.describeBundle(read_bundle_info(tiny_bundle))
     assert "Slots: flair, t1c" in text and "Edema" in text and "No validation table" in text
-    meta = json.loads((tiny_bundle / METADATA_FILE).read_text())
+    meta = json.loads((tiny_bundle / METADATA_FILE).read_text(encoding="utf-8"))
     meta["validation"] = {"flair": {"wt_dice": 0.71}, "flair+t1c": {"wt_dice": 0.8, "et_dice": 0.5}}
     (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
     text = logic.describeBundle(read_bundle_info(tmp_path))

@@ -135,7 +135,7 @@ def test_widget_uses_only_widgets_the_ui_file_has_with_the_expected_class(module
         expected = next(classes for suffix, classes in _EXPECTED_CLASS if name.lower().endswith(suffix.lower()))
         assert ui[name][0] in expected, (name, ui[name][0], expected)
     ast.parse(source)  # at least valid Python; it runs inside Slicer only
-    assert "SlicerParameterName" not in (REPO / module / "Resources" / "UI" / f"{module}.ui").read_text()
+    assert "SlicerParameterName" not in (REPO / module / "Resources" / "UI" / f"{module}.ui").read_text(encoding="utf-8")
 
 
 def _number(element: ET.Element, name: str):

@@ -67,7 +67,7 @@ def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
     assert info.training["hardware"]["device"] == "cpu" and info.training["hardware"]["cpu_count"] >= 1
     assert "commit" in info.training and info.training["versions"]["torch"] == torch.__version__
     assert set(info.validation) <= {"flair", "t1c", "flair+t1c"} and info.validation
-    rows = (out / "metrics.csv").read_text().splitlines()
+    rows = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,step,lr,loss")
     assert main(argv) == 2  # an existing run is never overwritten
     assert "holds a run already" in capsys.readouterr().err
@@ -79,7 +79,7 @@ def test_resume_mid_epoch_ends_with_identical_weights(data, tmp_path, policy):
     config = TrainConfig(epochs=2, batch_size=1, samples_per_case=2, val_fraction=0.25, policy=policy)
     train(cases, tmp_path / "full", config=config, **KW)
     assert train(cases, tmp_path / "split", config=config, stop=lambda step: step == 4, **KW) is None  # epoch 2, step 1 of 3
-    state = json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())
+    state = json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
     train(cases, tmp_path / "split", config=config, resume=True, **KW)
     full, _ = load_bundle(tmp_path / "full")
@@ -120,7 +120,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(data, tmp_path):
     rest = proc.communicate(timeout=120)[1]
     assert proc.returncode == 0, rest
     assert "continue with: magms train" in rest
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert state["step"] >= 3
     from safetensors.torch import load_file
 
@@ -143,7 +143,7 @@ def test_two_process_gloo_torchrun_writes_exactly_one_bundle(data, tmp_path):
     assert proc.stdout.strip().splitlines() == [str(out)]  # only rank 0 reports and writes
     net, info = load_bundle(out)
     assert info.training["steps"] == 2  # 4 cases over 2 ranks: 2 per rank, one step of 2 cases per epoch
-    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
+    assert len((out / "metrics.csv").read_text(encoding="utf-8").splitlines()) == 1 + 2
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "magms.json", "metrics.csv", "model.safetensors"]
 
 
@@ -215,4 +215,4 @@ def test_metrics_columns_that_come_later_extend_the_header(tmp_path):
     append_metrics(path, {"epoch": 1, "loss": 0.5})
     append_metrics(path, {"epoch": 2, "loss": 0.25, "val_dice:flair:wt": 0.75})
     append_metrics(path, {"epoch": 3, "loss": 0.125})
-    assert path.read_text().splitlines() == ["epoch,loss,val_dice:flair:wt", "1,0.5,", "2,0.25,0.75", "3,0.125,"]
+    assert path.read_text(encoding="utf-8").splitlines() == ["epoch,loss,val_dice:flair:wt", "1,0.5,", "2,0.25,0.75", "3,0.125,"]

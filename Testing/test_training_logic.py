@@ -91,7 +91,7 @@ def test_stop_then_resume_continues_at_the_same_step(folder_data, tmp_path):
     job.stop()
     run_until_done(job)
     assert stopped == [True] and finished == []
-    saved = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    saved = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))["step"]
     assert saved >= 4 and not (out / "magms.json").exists()
     steps.clear()
     job.resume(folder_data, out, options)

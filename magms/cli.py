@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,16 +189,20 @@ def _cmd_segment(options: SegmentOptions) -> int:
     if options.probabilities is not None:
         check_output_path(options.probabilities, options.overwrite, PROBABILITY_SUFFIXES)
     dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
+    _check_review_options(options)
     model = _model_folder(options)
-    slots = read_bundle_info(model).slots
+    info = read_bundle_info(model)
+    inputs = _segment_inputs(options, info.slots)
     # every image check before the network is loaded; the checked images are then used as they are
-    prepared, series = _check_case(_segment_inputs(options, slots), slots, dicom)
+    prepared, series = _check_case(inputs, info.slots, dicom)
     segmenter = _segmenter(options, model)
-    progress = ProgressReporter(options.progress, "window", "+".join(prepared.images))
+    progress = ProgressReporter(options.progress, "window", _progress_label(options, info.slots, inputs))
     try:
-        _segment_one(segmenter, prepared, series, model.name, options.output, options.probabilities, dicom, options.overwrite, progress)
+        result, compared = _segment_compared(segmenter, prepared.images, options, progress)
     finally:
         progress.close()
+    _write_outputs(segmenter, prepared, result, series, model.name, options.output, options.probabilities, dicom, options.overwrite)
+    _write_review(options, model, info, inputs, result, compared, prepared.notes + result.notes)
     return 0
 
 
@@ -213,10 +217,9 @@ def _check_case(inputs: dict, slots: Sequence[str], dicom: Sequence[tuple[str, P
     return prepared, series
 
 
-def _segment_one(segmenter, prepared, series, model_name: str, output: Path, probabilities: Path | None,
-                 dicom: Sequence[tuple[str, Path]], overwrite: bool, progress: ProgressReporter, prefix: str = "") -> None:
-    """Segment one checked case and write every output."""
-    result = segmenter.segment(prepared.images, probabilities=probabilities is not None, progress=progress)
+def _write_outputs(segmenter, prepared, result, series, model_name: str, output: Path, probabilities: Path | None,
+                   dicom: Sequence[tuple[str, Path]], overwrite: bool, prefix: str = "") -> None:
+    """One case's notes, labelmap (and probabilities), result line and DICOM objects."""
     for note in prepared.notes + result.notes:
         print(f"note: {prefix}{note}", file=sys.stderr)
     scheme = segmenter.info.scheme
@@ -230,6 +233,7 @@ def _segment_batch(options: SegmentOptions) -> int:
 
     if options.output_dir is None:
         raise ConfigError("--batch needs --output-dir")
+    _refuse_review_options_in_batch(options)
     if options.input or options.input_dir or options.output:
         raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
     if not options.output_dir.is_dir():
@@ -249,7 +253,8 @@ def _segment_batch(options: SegmentOptions) -> int:
             dicom = _dicom_requests(*(_batch_dicom_file(dicom_folders.get(k), case.name, k) for k in ("rtstruct", "dicom-seg")),
                                     options.overwrite)
             prepared, series = _check_case(case.images, segmenter.slots, dicom)
-            _segment_one(segmenter, prepared, series, model.name, output, None, dicom, options.overwrite, progress, f"{case.name}: ")
+            result = segmenter.segment(prepared.images, progress=progress)
+            _write_outputs(segmenter, prepared, result, series, model.name, output, None, dicom, options.overwrite, f"{case.name}: ")
         except MAGMSError as err:
             failures.append(f"{case.name}: {err}")
             logger.error("%s failed: %s", case.name, err)
@@ -292,6 +297,82 @@ def _cmd_export(options: ExportOptions) -> int:
     series = read_series(source, grid)
     _write_dicom(dicom, labels, grid, series, scheme, model.name, options.overwrite)
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# segment: review aids (--compare, --disagreement, --report; magms.review)
+
+
+def _check_review_options(options: SegmentOptions) -> None:
+    """Refuse review options that cannot be honoured, and check their outputs, before any work."""
+    from magms.data.io import MAP_SUFFIXES, check_output_path
+    from magms.review import check_report_folder
+
+    if options.disagreement is not None:
+        if options.compare == "none":
+            raise ConfigError("--disagreement needs --compare subsets or --compare flips: the outputs it counts disagreements between")
+        if options.disagreement in (options.output, options.probabilities):
+            raise ConfigError(f"--disagreement {options.disagreement}: the same file as another output")
+        check_output_path(options.disagreement, options.overwrite, MAP_SUFFIXES)
+    if options.report is not None:
+        check_report_folder(options.report, options.overwrite)
+    if options.compare != "none" and options.disagreement is None and options.report is None:
+        raise ConfigError(f"--compare {options.compare}: give --disagreement FILE or --report DIR, where its results go")
+
+
+def _refuse_review_options_in_batch(options: SegmentOptions) -> None:
+    given = [flag for flag, on in (("--compare", options.compare != "none"), ("--disagreement", options.disagreement is not None),
+                                   ("--report", options.report is not None)) if on]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: review aids for one case, not with --batch")
+
+
+def _progress_label(options: SegmentOptions, slots: Sequence[str], inputs: Mapping[str, Path]) -> str:
+    used = "+".join(s for s in slots if s in inputs)
+    if options.compare == "subsets":
+        return f"{used} and its {2 ** len(inputs) - 2} smaller subsets"
+    return f"{used} and its 8 flips" if options.compare == "flips" else used
+
+
+def _segment_compared(segmenter, images, options: SegmentOptions, progress: ProgressReporter):
+    """The case's segmentation, and the outputs the review compares (by name, the segmentation's first;
+    just the segmentation without ``--compare``), from one preparation of the inputs."""
+    from magms.postprocess import flip_name
+
+    probabilities = options.probabilities is not None
+    if options.compare == "subsets":
+        if len(images) < 2:
+            raise ConfigError(f"--compare subsets: one input ({', '.join(images)}) has no smaller subset; use --compare flips")
+        outputs = segmenter.segment_subsets(images, probabilities=probabilities, progress=progress)
+        result = outputs[tuple(images)]  # the images are in the model's slot order, as the subsets' keys
+        return result, {"+".join(subset): outputs[subset] for subset in sorted(outputs, key=lambda s: s != result.present)}
+    if options.compare == "flips":
+        result, flips = segmenter.segment_flips(images, probabilities=probabilities, progress=progress)
+        orientation = segmenter.info.preprocessing.orientation
+        return result, {"+".join(result.present): result, **{flip_name(flip, orientation): out for flip, out in flips.items()}}
+    result = segmenter.segment(images, probabilities=probabilities, progress=progress)
+    return result, {"+".join(result.present): result}
+
+
+def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[str, Path], result, compared, notes: list[str]) -> None:
+    """``--disagreement`` and ``--report``, their paths printed."""
+    if options.disagreement is None and options.report is None:
+        return
+    from magms.data.io import write_map
+    from magms.review import CaseReview, write_report
+
+    review = CaseReview(
+        scheme=info.scheme, reference=result.reference, outputs={name: out.labels for name, out in compared.items()},
+        fullest="+".join(result.present), inputs={s: str(inputs[s]) for s in info.slots if s in inputs},
+        reference_slot=result.reference_slot, model=model, compare=options.compare, weights_sha256=info.weights_sha256,
+        output=options.output, disagreement_file=options.disagreement, notes=notes,
+    )
+    if options.disagreement is not None:
+        write_map(review.disagreement(), result.reference, options.disagreement, overwrite=options.overwrite)
+        print(options.disagreement)
+    if options.report is not None:
+        for path in write_report(options.report, review, overwrite=options.overwrite):
+            print(path)
 
 
 # --------------------------------------------------------------------------------------------

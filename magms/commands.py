@@ -33,6 +33,8 @@ DATA_HELP = (
 BUILTIN_DEFAULT_HELP = "the built-in model brats-glioma-4seq, in Resources/Models"
 PROGRESS_STYLES = ("bar", "lines", "none")
 OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nrrd", ".mha")
+#: ``magms segment --compare``: the outputs the review compares with the fullest one (:mod:`magms.review`).
+COMPARE_MODES = ("none", "subsets", "flips")
 
 
 def default_sample_data() -> Path:
@@ -71,6 +73,18 @@ class SegmentOptions(InferenceOptions):
         None, "labelmap to write: .seg.nrrd (Slicer segmentation with names, colours, terminology), .nii.gz, .nii, .nrrd or .mha"
     )
     probabilities: Path | None = option(None, "also write the class probabilities (one component per class) to this .nii.gz/.nrrd/.mha")
+    compare: str = option(
+        "none", "also segment from every smaller non-empty subset of the given inputs (subsets) or from each of the 8 flips "
+        "separately (flips), for the disagreement map and the Dice-to-fullest column", choices=COMPARE_MODES,
+    )
+    disagreement: Path | None = option(
+        None, "with --compare: write the disagreement map (per voxel, how many compared outputs have another label than the "
+        "fullest output; 0 where all agree) to this .nii.gz/.nrrd/.mha, on the output's grid"
+    )
+    report: Path | None = option(
+        None, "write a one-page review into this folder: report.md (inputs, model and its validation, volumes, Dice to the "
+        "fullest output), report.png (overlay, disagreement outlined) and volumes.csv"
+    )
     overwrite: bool = option(False, "replace existing output files (default: refuse)")
     batch: Path | None = option(
         None, "many cases: a CSV manifest (case,<slot>,...) or a folder of case folders; goes on past a bad case and "

@@ -32,14 +32,12 @@ import SimpleITK as sitk
 import magms
 from magms.errors import ConfigError, ImageError
 from magms.files import atomic_write
-from magms.labels import ALTERED, BRAIN, NEOPLASM, Code, LabelScheme
+from magms.labels import Code, LabelScheme, structures
 
 __all__ = [
     "DICOM_EXTRA",
     "DICOM_SUFFIXES",
-    "Structure",
     "DicomSeries",
-    "structures",
     "check_dicom_output",
     "is_dicom_series",
     "read_series",
@@ -63,53 +61,6 @@ def _require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError as err:
         raise ConfigError(f"DICOM export needs the package {module.replace('_', '-')} ({err}): {DICOM_EXTRA}") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class Structure:
-    """One RTSTRUCT ROI / SEG segment: a label or a region of the scheme.
-
-    Args:
-        key: the label's or region's key (``"edema"``, ``"wt"``).
-        name: display name, the ROI name and segment label.
-        color: RGB 0..255.
-        category: segmented property category code.
-        type: segmented property type code.
-        anatomic_region: where it is (Brain), or None.
-        values: the label values it covers.
-    """
-
-    key: str
-    name: str
-    color: tuple[int, int, int]
-    category: Code
-    type: Code
-    anatomic_region: Code | None
-    values: tuple[int, ...]
-
-    def mask(self, labels: np.ndarray) -> np.ndarray:
-        return np.isin(labels, self.values)
-
-
-def structures(scheme: LabelScheme) -> tuple[Structure, ...]:
-    """The labels (background left out), then the regions, of ``scheme``.
-
-    A region takes the colour of its outermost label, the one in no smaller region (whole tumour:
-    oedema), so its outline has the colour a reviewer sees at its edge; its codes are its label's
-    when it is one label (enhancing tumour), else Neoplasm.
-    """
-    found = [Structure(l.key, l.name, l.color, l.category, l.type, l.anatomic_region, (l.value,)) for l in scheme.labels if l.value != 0]
-    regions = [(region, scheme.region_values(region.key)) for region in scheme.regions]
-    for region, values in regions:
-        smaller = {v for other, vs in regions if len(vs) < len(values) and set(vs) <= set(values) for v in vs}
-        outermost = [v for v in values if v not in smaller] or list(values)
-        edge = scheme.label(outermost[0])
-        if len(values) == 1:
-            category, kind, where = edge.category, edge.type, edge.anatomic_region
-        else:
-            category, kind, where = ALTERED, NEOPLASM, BRAIN
-        found.append(Structure(region.key, region.name, edge.color, category, kind, where, tuple(values)))
-    return tuple(found)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,16 +15,22 @@ The steps, each of which can refuse its input with a message naming the file or 
 4. **Output.** The spatial transforms are inverted, so the probabilities come back onto the
    reference input's own grid, followed by an argmax, the bundle's label values and its size
    rules (:mod:`magms.postprocess`).
+
+For review, :meth:`Segmenter.segment_subsets` and :meth:`Segmenter.segment_flips` run steps 3 and 4
+several times on one case whose inputs went through steps 1 and 2 once: from each subset of the
+inputs, or from each flip of the windows alone. Every output then lies on the same grid, the
+reference input's, so that they compare voxel by voxel (:mod:`magms.review`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -35,18 +41,21 @@ from monai.inferers import sliding_window_inference
 
 from magms.bundle import load_bundle
 from magms.config import PostprocessConfig, PreprocessConfig
-from magms.data.inputs import prepare_inputs
-from magms.data.preprocessing import normalize, run_in_foreground
+from magms.data.inputs import PreparedInputs, prepare_inputs
+from magms.data.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
 from magms.data.tensors import sitk_to_metatensor, spatial_transform
 from magms.devices import resolve_device
 from magms.networks import MAGMSNet
-from magms.postprocess import apply_size_rules, check_postprocessing, flip_averaged
+from magms.errors import ConfigError
+from magms.modalities import subsets_of
+from magms.postprocess import ALL_FLIPS, apply_size_rules, check_postprocessing, flip_combinations, flips_averaged
 
 __all__ = ["Segmentation", "Segmenter"]
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+Flip = tuple[int, ...]
 
 
 @dataclasses.dataclass
@@ -77,6 +86,30 @@ def _window_count(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) 
     padded = tuple(max(s, r) for s, r in zip(shape, roi))
     interval = tuple(r if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(padded, roi))
     return len(dense_patch_slices(padded, roi, interval))
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """One case after step 1 and the spatial part of step 2: what every run on it shares.
+
+    Attributes:
+        inputs: the checked inputs on the reference grid.
+        working: (M, X, Y, Z) the present slots in bundle order, on the working grid, not normalised.
+        foreground: (M, X, Y, Z) bool, each channel's own foreground (:func:`foreground_mask`).
+        spatial: the transform that made ``working``, to invert it.
+    """
+
+    inputs: PreparedInputs
+    working: MetaTensor
+    foreground: torch.Tensor
+    spatial: Callable
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        return tuple(self.inputs.images)
+
+    def channels(self, subset: Sequence[str]) -> list[int]:
+        return [self.present.index(s) for s in subset]
 
 
 class Segmenter:
@@ -120,48 +153,154 @@ class Segmenter:
             probabilities: also return the class probabilities.
             progress: called with (windows done, windows in all) as the network runs.
         """
+        prepared = self._prepare(inputs)
+        return self._runs(prepared, [(prepared.present, self._own_flips(), probabilities)], progress)[0]
+
+    def segment_subsets(
+        self,
+        inputs: Mapping[str, str | os.PathLike[str] | sitk.Image],
+        subsets: Sequence[Sequence[str]] | None = None,
+        probabilities: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> dict[tuple[str, ...], Segmentation]:
+        """Segment one case from several subsets of its inputs, read and prepared once.
+
+        Every output lies on the grid of the reference input of ``inputs`` (the first present slot),
+        also that of a subset without it, so that the outputs compare voxel by voxel. With every
+        input on that grid, each output is what :meth:`segment` gives for its subset alone.
+
+        Args:
+            inputs: slot -> image path or SimpleITK image, as for :meth:`segment`.
+            subsets: the subsets to run, slots in any order (default: every non-empty subset of
+                ``inputs``, smallest first, all of them last).
+            probabilities: also return the class probabilities of the output from all of ``inputs``
+                (the compared outputs keep labels only: their probabilities could take gigabytes).
+            progress: called with (windows done, windows in all) over all the subsets together.
+        Returns:
+            Subset (slots in bundle order) -> its segmentation, in the order of ``subsets``.
+        Raises:
+            ConfigError: an empty subset, or one with a slot that ``inputs`` lacks.
+        """
+        prepared = self._prepare(inputs)
+        if subsets is None:
+            todo = subsets_of(prepared.present)
+        else:
+            todo = list(dict.fromkeys(self._subset(subset, prepared.present) for subset in subsets))
+        variants = [(subset, self._own_flips(), probabilities and subset == prepared.present) for subset in todo]
+        outputs = self._runs(prepared, variants, progress)
+        return dict(zip(todo, outputs))
+
+    def segment_flips(
+        self,
+        inputs: Mapping[str, str | os.PathLike[str] | sitk.Image],
+        probabilities: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[Segmentation, dict[Flip, Segmentation]]:
+        """Segment one case as :meth:`segment` does, and from each of the 8 flips of its windows
+        alone (:func:`~magms.postprocess.flip_combinations` of all three axes of the working grid),
+        its inputs read and prepared once: a measure of the model's doubt when the case has one input.
+
+        Without flip test-time augmentation in :attr:`postprocessing`, the first result is the
+        no-flip one, run once.
+
+        Args:
+            inputs: slot -> image path or SimpleITK image, as for :meth:`segment`.
+            probabilities: also return the class probabilities of the first result (the flips' outputs
+                keep labels only).
+            progress: called with (windows done, windows in all) over all the runs together.
+        Returns:
+            The segmentation of :meth:`segment`, and flip (working-grid axes, ``()`` for none) -> the
+            segmentation from that flip alone, no flip first.
+        """
+        prepared = self._prepare(inputs)
+        flips = flip_combinations(ALL_FLIPS)
+        own = self._own_flips()
+        variants = [(prepared.present, [flip], probabilities and own == [flip]) for flip in flips]
+        if own != [()]:  # averaged over flips: a run of its own
+            variants.insert(0, (prepared.present, own, probabilities))
+        outputs = self._runs(prepared, variants, progress)
+        return outputs[0], dict(zip(flips, outputs[len(outputs) - len(flips):]))
+
+    def _own_flips(self) -> list[Flip]:
+        return flip_combinations(self.postprocessing.flip_axes)
+
+    def _subset(self, subset: Sequence[str], present: tuple[str, ...]) -> tuple[str, ...]:
+        """``subset`` in bundle order, checked against the inputs given."""
+        missing = [s for s in subset if s not in present]
+        if not subset or missing:
+            reason = "is empty" if not subset else f"has slot(s) {', '.join(missing)} not among the inputs ({', '.join(present)})"
+            raise ConfigError(f"subset {'+'.join(subset) or '()'} {reason}")
+        return tuple(s for s in self.slots if s in subset)
+
+    def _prepare(self, inputs: Mapping[str, str | os.PathLike[str] | sitk.Image]) -> _Prepared:
+        """Step 1 and the spatial part of step 2, done once per case."""
         prepared = prepare_inputs(inputs, self.slots)
-        present = tuple(prepared.images)
-        pre = self.info.preprocessing
-        volumes = [sitk_to_metatensor(prepared.images[s]) for s in present]  # the reference comes first
+        volumes = [sitk_to_metatensor(image) for image in prepared.images.values()]  # the reference comes first
         image = MetaTensor(torch.cat([v.as_tensor() for v in volumes]), affine=volumes[0].affine)
-        spatial = spatial_transform(pre)
+        spatial = spatial_transform(self.info.preprocessing)
         working = spatial(image)
-        x, foreground = normalize(working.as_tensor(), pre.normalization)
+        return _Prepared(prepared, working, foreground_mask(working.as_tensor()), spatial)
+
+    def _runs(
+        self, prepared: _Prepared, variants: Sequence[tuple[tuple[str, ...], list[Flip], bool]], progress: ProgressCallback | None,
+    ) -> list[Segmentation]:
+        """Steps 2 (intensities) to 4 for each (subset, flips averaged, probabilities kept), with one progress over all."""
+        pre = self.info.preprocessing
+        totals = []
+        for subset, _, _ in variants:
+            # the windows each run will have: those of its foreground's box (run_in_foreground)
+            box = foreground_box(prepared.foreground[prepared.channels(subset)].any(dim=0))
+            totals.append(_window_count(tuple(b.stop - b.start for b in box), pre.patch_size, pre.overlap))
+        results = []
+        for (subset, flips, probabilities), offset in zip(variants, np.cumsum([0, *totals[:-1]])):
+            step = None if progress is None else _shifted(progress, int(offset), sum(totals))
+            results.append(self._segment_prepared(prepared, subset, flips, probabilities, step))
+        return results
+
+    def _segment_prepared(
+        self, prepared: _Prepared, subset: tuple[str, ...], flips: list[Flip], probabilities: bool, progress: ProgressCallback | None,
+    ) -> Segmentation:
+        """Segment the ``subset`` of a prepared case, averaging the network over ``flips``."""
+        pre = self.info.preprocessing
+        x, foreground = normalize(prepared.working.as_tensor()[prepared.channels(subset)], pre.normalization)
         full = torch.zeros(1, len(self.slots), *x.shape[1:])
-        for i, slot in enumerate(present):
+        for i, slot in enumerate(subset):
             full[0, self.slots.index(slot)] = x[i]
-        notes = list(prepared.notes)
+        notes = list(prepared.inputs.notes)
         start = time.perf_counter()
         classes = self.info.labels.num_classes
-        probs = run_in_foreground(full, foreground, lambda crop: self._run(crop, present, pre, notes, progress), classes)
+        probs = run_in_foreground(full, foreground, lambda crop: self._run(crop, subset, pre, notes, progress, flips), classes)
         seconds = time.perf_counter() - start
-        pred = MetaTensor(probs[0], meta=dict(working.meta))  # meta holds the working affine
-        pred.applied_operations = working.applied_operations
-        back = spatial.inverse(pred).as_tensor().float()  # (C, X, Y, Z) on the reference grid
+        pred = MetaTensor(probs[0], meta=dict(prepared.working.meta))  # meta holds the working affine
+        # the inverse pops what it undoes: each run inverts its own copy
+        pred.applied_operations = copy.deepcopy(prepared.working.applied_operations)
+        back = prepared.spatial.inverse(pred).as_tensor().float()  # (C, X, Y, Z) on the reference grid
         back = back.permute(0, 3, 2, 1).contiguous()  # -> (C, z, y, x)
         labels = self.info.labels.decode(back.argmax(dim=0).numpy())
-        voxel_ml = float(np.prod(prepared.reference.GetSpacing())) / 1000.0
+        voxel_ml = float(np.prod(prepared.inputs.reference.GetSpacing())) / 1000.0
         labels = apply_size_rules(labels, self.info.scheme, self.postprocessing.size_rules, voxel_ml)
-        logger.info("segmented %s in %.1f s (%s)", "+".join(present), seconds, self.device)
+        logger.info("segmented %s in %.1f s (%s)", "+".join(subset), seconds, self.device)
         return Segmentation(
             labels=labels,
-            reference=prepared.reference,
-            present=present,
-            reference_slot=prepared.reference_slot,
+            reference=prepared.inputs.reference,
+            present=subset,
+            reference_slot=prepared.inputs.reference_slot,
             probabilities=back.numpy() if probabilities else None,
             notes=notes,
             seconds=seconds,
         )
 
-    def _run(self, x: torch.Tensor, present: tuple[str, ...], pre: PreprocessConfig, notes: list[str], progress: ProgressCallback | None) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, present: tuple[str, ...], pre: PreprocessConfig, notes: list[str], progress: ProgressCallback | None,
+        flips: list[Flip],
+    ) -> torch.Tensor:
         total = _window_count(tuple(x.shape[2:]), pre.patch_size, pre.overlap)
         done = 0
 
         def probabilities(window: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.net(window, present=list(present)).float(), dim=1)
 
-        flipped = flip_averaged(probabilities, self.postprocessing.flip_axes)
+        flipped = flips_averaged(probabilities, flips)
 
         def predictor(window: torch.Tensor) -> torch.Tensor:
             nonlocal done
@@ -198,3 +337,8 @@ class Segmenter:
         self.net.cpu()
         self.device = torch.device("cpu")
         return infer(self.device, self.device)
+
+
+def _shifted(progress: ProgressCallback, offset: int, total: int) -> ProgressCallback:
+    """``progress`` of one run among several: its windows counted after ``offset`` others, out of ``total``."""
+    return lambda done, _: progress(offset + done, total)

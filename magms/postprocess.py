@@ -18,7 +18,8 @@ from magms.errors import ConfigError
 from magms.labels import LabelScheme
 
 __all__ = [
-    "ALL_FLIPS", "apply_size_rules", "as_requested", "check_postprocessing", "flip_combinations", "flip_averaged", "target_mask",
+    "ALL_FLIPS", "apply_size_rules", "as_requested", "check_postprocessing", "flip_combinations", "flip_averaged", "flip_name",
+    "flips_averaged", "target_mask",
 ]
 
 #: Flip test-time augmentation over every axis of the working grid.
@@ -97,14 +98,32 @@ def flip_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [combo for k in range(len(axes) + 1) for combo in itertools.combinations(axes, k)]
 
 
+# the direction an axis of the working grid runs (MONAI axis codes) -> the pair of sides a flip swaps
+_AXIS_PAIRS = {"L": "LR", "R": "LR", "A": "AP", "P": "AP", "S": "SI", "I": "SI"}
+
+
+def flip_name(flip: Sequence[int], orientation: str = "RAS") -> str:
+    """A flip of the working grid's axes for people: ``(0, 2)`` with ``"RAS"`` -> ``"flip LR+SI"``; ``()`` -> ``"no flip"``."""
+    if not flip:
+        return "no flip"
+    return "flip " + "+".join(_AXIS_PAIRS.get(orientation[a].upper(), f"axis{a}") for a in flip)
+
+
 def flip_averaged(predict: Callable, axes: Sequence[int]) -> Callable:
     """``predict`` (a window (B, M, X, Y, Z) -> probabilities (B, C, X, Y, Z)) averaged over flips.
 
     Each flip of the window's spatial ``axes`` is predicted and flipped back; flips are their own
     inverse. With no axes, ``predict`` itself.
     """
-    combos = flip_combinations(axes)
-    if len(combos) == 1:
+    return flips_averaged(predict, flip_combinations(axes))
+
+
+def flips_averaged(predict: Callable, combos: Sequence[Sequence[int]]) -> Callable:
+    """``predict`` averaged over the given flips (each a tuple of spatial axes, ``()`` for none), as
+    :func:`flip_averaged` does over all of them; ``[()]`` is ``predict`` itself, ``[(0,)]`` one flip alone."""
+    if not combos:
+        raise ValueError("combos: at least one flip (() for none) is needed")
+    if list(map(tuple, combos)) == [()]:
         return predict
 
     def averaged(window):

@@ -26,6 +26,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LABELMAP_SUFFIXES",
     "PROBABILITY_SUFFIXES",
+    "MAP_SUFFIXES",
     "is_image_path",
     "read_image",
     "read_labelmap",
@@ -37,6 +38,7 @@ __all__ = [
     "resample_like",
     "write_labelmap",
     "write_probabilities",
+    "write_map",
     "check_output_path",
 ]
 
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: Scalar maps on the reference grid (the review's disagreement count): the plain volume formats.
+MAP_SUFFIXES = PROBABILITY_SUFFIXES
 
 
 def _suffix(path: Path, choices: Sequence[str]) -> str | None:
@@ -274,6 +278,11 @@ def _segmentation_metadata(img: sitk.Image, labels: np.ndarray, scheme: LabelSch
         img.SetMetaData(prefix + "Tags", f"TerminologyEntry:{scheme.slicer_terminology(label.value)}|")
 
 
+def _check_fits(array: np.ndarray, reference: sitk.Image, what: str) -> None:
+    if array.shape != sitk.GetArrayViewFromImage(reference).shape:
+        raise ValueError(f"{what} shape {array.shape} does not fit the reference grid {reference.GetSize()[::-1]}")
+
+
 def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | os.PathLike[str], scheme: LabelScheme, overwrite: bool = False) -> None:
     """Write a labelmap on ``reference``'s grid; ``.seg.nrrd`` also carries the segments' names,
     colours and terminology for Slicer.
@@ -290,8 +299,7 @@ def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | os.Pat
     """
     out = Path(path)
     suffix = check_output_path(out, overwrite)
-    if labels.shape != sitk.GetArrayViewFromImage(reference).shape:
-        raise ValueError(f"labels shape {labels.shape} does not fit the reference grid {reference.GetSize()[::-1]}")
+    _check_fits(labels, reference, "labels")
     unknown = sorted(set(np.unique(labels).tolist()) - set(scheme.values))
     if unknown:
         raise ValueError(f"labels hold values {unknown} not in scheme {scheme.key!r}")
@@ -307,5 +315,20 @@ def write_probabilities(probabilities: np.ndarray, reference: sitk.Image, path: 
     out = Path(path)
     suffix = check_output_path(out, overwrite, PROBABILITY_SUFFIXES)
     img = sitk.GetImageFromArray(np.moveaxis(probabilities.astype(np.float32), 0, -1), isVector=True)
+    img.CopyInformation(reference)
+    _write_atomic(img, out, suffix)
+
+
+def write_map(values: np.ndarray, reference: sitk.Image, path: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Write a scalar map (z, y, x) on ``reference``'s grid, its dtype kept (the review's uint8 counts).
+
+    Raises:
+        ConfigError: see :func:`check_output_path` (suffixes :data:`MAP_SUFFIXES`).
+        ValueError: ``values`` does not fit ``reference``.
+    """
+    out = Path(path)
+    suffix = check_output_path(out, overwrite, MAP_SUFFIXES)
+    _check_fits(values, reference, "map")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(values))
     img.CopyInformation(reference)
     _write_atomic(img, out, suffix)

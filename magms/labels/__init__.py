@@ -11,6 +11,8 @@ Submodules:
         :func:`map_labels` between schemes.
     registry: the data: the component table (names, colours, codes), :data:`TUMOUR_REGIONS`,
         :data:`SCHEMES` and :func:`get_scheme`.
+    structures: :class:`Structure`, :func:`structures`: each label, then each region, with its
+        name, colour and codes, as reports and DICOM objects list them.
 
 Everything is importable from ``magms.labels`` as before the split.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from magms.labels.registry import SCHEMES, TUMOUR_REGIONS, get_scheme
 from magms.labels.schemes import Label, LabelScheme, Region, label_map, map_labels
+from magms.labels.structures import Structure, structures
 from magms.labels.terminology import (  # noqa: F401  (the codes stay reachable as magms.labels.X)
     ALTERED,
     ANATOMIC_CONTEXT,
@@ -47,4 +50,6 @@ __all__ = [
     "get_scheme",
     "label_map",
     "map_labels",
+    "Structure",
+    "structures",
 ]

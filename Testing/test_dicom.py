@@ -297,3 +297,21 @@ def test_export_command_writes_both_from_a_label_file(dicom_case, tmp_path, caps
     sitk.WriteImage(bad, str(tmp_path / "bad.nii.gz"))
     assert main(["export", "--labels", str(tmp_path / "bad.nii.gz"), "--series", str(folder), "--rtstruct", str(tmp_path / "rt2.dcm")]) == 2
     assert "values [3]" in capsys.readouterr().err and not (tmp_path / "rt2.dcm").exists()
+
+
+@needs_data
+@pytest.mark.slow
+def test_batch_writes_one_rtstruct_per_dicom_case_and_names_the_others(dicom_case, tmp_path, capsys):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case,flair\ndicom_case,{dicom_case['folders']['flair']}\nnifti_case,{_case_file('flair')}\n", encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "rt").mkdir()
+    code = main(["segment", "--batch", str(manifest), "--output-dir", str(tmp_path / "out"), "--rtstruct", str(tmp_path / "rt"),
+                 "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 1 and "1 of 2 case(s) failed" in err
+    assert "nifti_case: --rtstruct: the reference input flair" in err and "not a DICOM series folder" in err
+    assert sorted(p.name for p in (tmp_path / "rt").iterdir()) == ["dicom_case.rtstruct.dcm"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dicom_case.seg.nrrd"]  # nothing for the refused case
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "dicom_case.seg.nrrd")))
+    _check_rtstruct(tmp_path / "rt" / "dicom_case.rtstruct.dcm", dicom_case["folders"]["flair"], dicom_case["grid"], labels)

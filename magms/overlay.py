@@ -1,5 +1,6 @@
 """A PNG of a segmentation over its image: axial, coronal and sagittal slices through the tumour,
-with, for review, the outline of where other outputs disagree with it."""
+with, for review, the outline of where other outputs disagree with it and, below, how many
+disagree as a heat map."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def render_overlay(
         scheme: names and colours of the labels.
         path: PNG file to write.
         title: a line above the views.
-        disagreement: (z, y, x) on the same grid: where it is non-zero (other outputs differ from
-            ``labels``) is outlined in :data:`DISAGREEMENT_COLOUR`.
+        disagreement: (z, y, x) on the same grid, how many other outputs differ from ``labels``:
+            where it is non-zero is outlined in :data:`DISAGREEMENT_COLOUR`, and a second row
+            shows the counts as a heat map over the image (nothing where it is 0).
     """
     import matplotlib
 
@@ -48,11 +50,12 @@ def render_overlay(
     # LPS: array (z, y, x) runs inferior->superior, anterior->posterior, right->left
     img = sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")).astype(np.float32)
     lab = sitk.GetArrayFromImage(sitk.DICOMOrient(lab_img, "LPS"))
-    doubt = np.zeros(lab.shape, bool)
+    counts = np.zeros(lab.shape, np.uint8)
     if disagreement is not None:
-        doubt_img = sitk.GetImageFromArray((np.asarray(disagreement) > 0).astype(np.uint8))
-        doubt_img.CopyInformation(image)
-        doubt = sitk.GetArrayFromImage(sitk.DICOMOrient(doubt_img, "LPS")).astype(bool)
+        counts_img = sitk.GetImageFromArray(np.asarray(disagreement).astype(np.uint8))
+        counts_img.CopyInformation(image)
+        counts = sitk.GetArrayFromImage(sitk.DICOMOrient(counts_img, "LPS"))
+    doubt = counts > 0
     sz, sy, sx = sitk.DICOMOrient(image, "LPS").GetSpacing()[::-1]
     fg = np.argwhere(lab > 0)
     cz, cy, cx = (fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2)
@@ -62,19 +65,30 @@ def render_overlay(
     for label in scheme.labels:
         if label.value:
             colours[label.value] = (*(c / 255 for c in label.color), 0.5)
-    views = [
-        ("axial", img[cz], lab[cz], doubt[cz], sy / sx),
-        ("coronal", np.flipud(img[:, cy]), np.flipud(lab[:, cy]), np.flipud(doubt[:, cy]), sz / sx),
-        ("sagittal", np.flipud(img[:, :, cx]), np.flipud(lab[:, :, cx]), np.flipud(doubt[:, :, cx]), sz / sy),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
-    for ax, (name, grey, seg, unsure, aspect) in zip(axes, views):
+    def cut(volume: np.ndarray) -> list[np.ndarray]:
+        return [volume[cz], np.flipud(volume[:, cy]), np.flipud(volume[:, :, cx])]
+
+    views = list(zip(("axial", "coronal", "sagittal"), cut(img), cut(lab), cut(doubt), cut(counts), (sy / sx, sz / sx, sz / sy)))
+    rows = 2 if doubt.any() else 1
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 4.6 * rows), facecolor="black", squeeze=False)
+    for ax, (name, grey, seg, unsure, _, aspect) in zip(axes[0], views):
         ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="bilinear")
         ax.imshow(colours[seg], aspect=aspect, interpolation="nearest")
         if unsure.any():
             ax.contour(unsure.astype(float), levels=[0.5], colors=DISAGREEMENT_COLOUR, linewidths=0.8)
         ax.set_title(name, color="white", fontsize=10)
         ax.axis("off")
+    if rows == 2:
+        top = max(int(counts.max()), 1)
+        for ax, (name, grey, _, _, count, aspect) in zip(axes[1], views):
+            # the image dimmed, so that a bright FLAIR core where all outputs agree is not read as heat
+            ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="bilinear", alpha=0.5)
+            heat = ax.imshow(np.ma.masked_equal(count, 0), cmap="inferno", vmin=0.5, vmax=top + 0.5, aspect=aspect,
+                             interpolation="nearest", alpha=0.85)
+            ax.set_title(f"{name}: outputs that differ", color="white", fontsize=10)
+            ax.axis("off")
+        bar = fig.colorbar(heat, ax=list(axes[1]), fraction=0.025, pad=0.01, ticks=range(1, top + 1, max(1, top // 7)))
+        bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
     present = sorted(set(np.unique(lab).tolist()) - {0})
     handles: list = [Patch(color=colours[v][:3], label=scheme.label(v).name) for v in present]
     if doubt.any():
@@ -83,6 +97,7 @@ def render_overlay(
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white", fontsize=9)
     if title:
         fig.suptitle(title, color="white", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    if rows == 1:
+        fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     fig.savefig(path, dpi=90, facecolor="black")
     plt.close(fig)

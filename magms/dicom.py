@@ -179,7 +179,14 @@ def check_dicom_output(path: Path, overwrite: bool, flag: str = "") -> None:
 
 
 def _save(dataset: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: dataset.save_as(tmp, enforce_file_format=True), suffix=".dcm")
+    import pydicom
+
+    # a DICOM file with preamble and file meta: pydicom 3 names it enforce_file_format, pydicom 2
+    # (the one Slicer 5.8's Python 3.9 gets) write_like_original=False
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        atomic_write(path, lambda tmp: dataset.save_as(tmp, enforce_file_format=True), suffix=".dcm")
+    else:
+        atomic_write(path, lambda tmp: dataset.save_as(tmp, write_like_original=False), suffix=".dcm")
 
 
 def _code_item(code: Code) -> Any:
@@ -328,6 +335,8 @@ def write_dicom_seg(
         name=f"MAGMS {model}".strip()[:64], family=codes.cid7162.ArtificialIntelligence, version=magms.__version__
     )
     found = structures(scheme)
+    # highdicom 0.23 added display colours; Python 3.9 (Slicer 5.8) gets 0.22, whose segments go without
+    coloured = hasattr(hd.color.CIELabColor, "from_rgb")
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i + 1,
@@ -339,7 +348,7 @@ def write_dicom_seg(
             tracking_id=s.key,
             tracking_uid=hd.UID(),
             anatomic_regions=[concept(s.anatomic_region)] if s.anatomic_region is not None else None,
-            display_color=hd.color.CIELabColor.from_rgb(*s.color),
+            **({"display_color": hd.color.CIELabColor.from_rgb(*s.color)} if coloured else {}),
         )
         for i, s in enumerate(found)
     ]

@@ -10,15 +10,11 @@ import io
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from conftest import DATA, needs_data, tiny_config
-from magms.bundle import save_bundle
+from conftest import DATA, needs_data, random_unet_bundle
 from magms.cli import main
-from magms.config import PreprocessConfig
 from magms.inference import Segmenter
 from magms.labels import get_scheme
-from magms.networks import build_network
 from magms.postprocess import flip_name
 from magms.review import dice_to_fullest, disagreement_map, structure_volumes
 
@@ -89,12 +85,7 @@ def test_flip_names_follow_the_working_orientation():
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", img_size=(32, 32, 32))
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
-    pre = PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25)
-    save_bundle(folder, build_network(cfg), cfg, get_scheme("brats2023"), pre, training={"data": "none: random weights for tests"})
-    return folder
+    return random_unet_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 def _image(seed: int) -> sitk.Image:

@@ -5,27 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from conftest import DATA, needs_data, tiny_config
-from magms.bundle import save_bundle
+from conftest import DATA, needs_data, random_unet_bundle
 from magms.cli import main
-from magms.config import PreprocessConfig
 from magms.inference import Segmenter
 from magms.labels import get_scheme
-from magms.networks import build_network
 
 SCHEME = get_scheme("brats2023")
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", img_size=(32, 32, 32))
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
-    pre = PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25)
-    save_bundle(folder, build_network(cfg), cfg, SCHEME, pre, training={"data": "none: random weights for tests"})
-    return folder
+    return random_unet_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 def _volume(shape=(20, 24, 28), seed=0) -> np.ndarray:

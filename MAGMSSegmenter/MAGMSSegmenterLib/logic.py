@@ -499,8 +499,8 @@ EXPORT_KINDS = {"rtstruct": ("RT Structure Set", ".rtstruct.dcm", "rtstruct"), "
 #: The format choice: key -> the kinds it writes.
 EXPORT_FORMATS = {"both": ("rtstruct", "seg"), "rtstruct": ("rtstruct",), "seg": ("seg",)}
 SLICERRT_ALTERNATIVE = (
-    "With the SlicerRT extension, Slicer's own DICOM export (right-click the segmentation in the Data module, "
-    "Export to DICOM...) can write an RT Structure Set together with a new DICOM series of its reference volume."
+    "With the SlicerRT extension, Slicer's own DICOM export (Data module: right-click the segmentation, Export to "
+    "DICOM..., export type RT structure set) can write one for images that did not come from DICOM."
 )
 
 

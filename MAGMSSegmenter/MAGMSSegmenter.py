@@ -80,6 +80,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.controller = SegmenterController(
             slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob, registry=self.logic.registry(),
             describeVolume=dicomSeriesDescription, builtinModels=builtinModelsOrWarning(),
+            newExportJob=self.logic.newExportJob, dicomFiles=dicomDatabaseFile,
         )
         self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.chooseBundle(path))
         self.ui.registryComboBox.connect("activated(int)", lambda i: self.controller.chooseListed(self.ui.registryComboBox.itemData(i) or ""))
@@ -88,6 +89,11 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.deviceComboBox.connect("activated(int)", lambda i: self.controller.setDevice(self.ui.deviceComboBox.itemData(i)))
         self.ui.compareSubsetsCheckBox.connect("toggled(bool)", lambda on: self.controller.setCompareSubsets(on))
         self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureInSlicer))
+        self.ui.exportSegmentationNodeComboBox.connect(
+            "currentNodeChanged(vtkMRMLNode*)", lambda node: self.controller.setExportSegmentation(node.GetID() if node else None))
+        self.ui.exportFormatComboBox.connect("activated(int)", lambda i: self.controller.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))
+        self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.setExportFolder(path))
+        self.ui.exportButton.connect("clicked(bool)", lambda: self.controller.exportOrCancel(dependencies.ensureDicomInSlicer))
         self.startControllerPanel(pollMilliseconds=200)
 
     # --- the view ------------------------------------------------------------------------------
@@ -145,9 +151,26 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         slicer.util.errorDisplay(text)
 
     def showResult(self, nodes) -> None:
-        if nodes:
+        if nodes:  # the foreground (the disagreement map, with compare subsets) is kept
             reference = nodes[-1].GetNodeReference(nodes[-1].GetReferenceImageGeometryReferenceRole())
             slicer.util.setSliceViewerLayers(background=reference, fit=True)
+
+    def showExportSettings(self, formats, current, folder) -> None:
+        fillComboBox(self.ui.exportFormatComboBox, formats, current)
+        if self.ui.exportFolderPathLineEdit.currentPath != folder:
+            wasBlocked = self.ui.exportFolderPathLineEdit.blockSignals(True)
+            self.ui.exportFolderPathLineEdit.currentPath = folder
+            self.ui.exportFolderPathLineEdit.blockSignals(wasBlocked)
+
+    def showExportSegmentation(self, nodeID) -> None:
+        wasBlocked = self.ui.exportSegmentationNodeComboBox.blockSignals(True)
+        self.ui.exportSegmentationNodeComboBox.setCurrentNodeID(nodeID or "")
+        self.ui.exportSegmentationNodeComboBox.blockSignals(wasBlocked)
+
+    def showExport(self, text, enabled, hint) -> None:
+        self.ui.exportButton.text = _(text)
+        self.ui.exportButton.enabled = enabled
+        self.ui.exportHintLabel.text = hint
 
 
 class MAGMSSegmenterLogic(ScriptedLoadableModuleLogic):
@@ -163,6 +186,9 @@ class MAGMSSegmenterLogic(ScriptedLoadableModuleLogic):
     def newJob(self) -> logic.SegmentationJob:
         return logic.SegmentationJob(slicer.mrmlScene, python=childPython())
 
+    def newExportJob(self) -> logic.ExportJob:
+        return logic.ExportJob(slicer.mrmlScene, python=childPython())
+
     def ensureDependencies(self) -> bool:
         """Ask before installing what is missing; never install at import time."""
         return dependencies.ensureInSlicer()
@@ -175,6 +201,14 @@ def dicomSeriesDescription(node) -> str:
     if uids and database is not None:
         return database.instanceValue(uids[0], "0008,103e") or seriesDescriptionAttribute(node)
     return seriesDescriptionAttribute(node)
+
+
+def dicomDatabaseFile(uid: str):
+    """The file Slicer's DICOM database holds for a SOP Instance UID ("" or None: not there)."""
+    database = getattr(slicer, "dicomDatabase", None)
+    if database is None or not database.isOpen:
+        return None
+    return database.fileForInstance(uid)
 
 
 class MAGMSSegmenterTest(ScriptedLoadableModuleTest):

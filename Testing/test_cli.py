@@ -147,3 +147,12 @@ def test_demo_uses_the_built_in_model_by_default(sample_data, builtin_models_fol
     assert (out / "new" / "flair.seg.nrrd").is_file()
     # the tiny model has no validation cases: no table, said so
     assert "no labelled sample case the model was not trained on" in printed
+
+
+def test_export_options_with_series_files_round_trip_through_a_config_file(tmp_path):
+    """The Segmenter hands magms export the DICOM database's files of a series: a tuple of paths in the JSON file."""
+    from magms.commands import ExportOptions
+
+    options = ExportOptions(labels=tmp_path / "l.nrrd", series=(tmp_path / "a.dcm", tmp_path / "b.dcm"), rtstruct=tmp_path / "o.dcm")
+    options.save(tmp_path / "export.json")
+    assert ExportOptions.load(tmp_path / "export.json") == options

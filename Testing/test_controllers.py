@@ -473,3 +473,144 @@ def test_training_from_damaged_builtin_weights_is_refused_naming_the_file(builti
     controller.start()
     assert "Cannot start training" in view.last("showError")[0] and "model.safetensors: sha256" in view.last("showError")[0]
     assert runner.commands == []
+
+
+# --- the Segmenter's Export to DICOM and compare-subsets messages ----------------------------------
+
+
+class RecordingExportJob:
+    """An export job that records what it was asked to export."""
+
+    def __init__(self) -> None:
+        self.progress, self.finished, self.failed, self.cancelled = Signal(float, str), Signal(list), Signal(str), Signal()
+        self.started: list = []
+        self.running = False
+
+    def start(self, segmentationNode, bundle, folder, formatKey, lookup):
+        self.started.append((segmentationNode, bundle, folder, formatKey, lookup))
+        self.running = True
+
+    def poll(self):
+        pass
+
+    def cancel(self):
+        self.running = False
+        self.cancelled.emit()
+
+
+def _export_scene(dicom: bool = True):
+    from MAGMSCommonLib.volumes import ensureSegmentationConverters
+
+    scene = slicer.vtkMRMLScene()
+    volume = add_volume(scene, "3: AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    if dicom:
+        volume.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
+    ensureSegmentationConverters()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reviewed")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    return scene, volume, segmentation
+
+
+def test_export_is_enabled_only_when_it_can_run_and_says_why_not(bundle, tmp_path):
+    scene, volume, segmentation = _export_scene()
+    view, jobs = View(), []
+    lookup = {"1.2.3.1": "a.dcm"}.get
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
+                                     newExportJob=lambda: jobs.append(RecordingExportJob()) or jobs[-1], dicomFiles=lookup)
+    assert view.last("showExportSettings") == (controller_module().EXPORT_FORMAT_ITEMS, "both", "")
+    assert view.last("showExport") == ("Export to DICOM", False, "Choose a segmentation to export.")
+    controller.setExportSegmentation(segmentation.GetID())
+    assert view.last("showExport")[2] == "Choose the model whose labels the segmentation has (Model, above)."
+    controller.chooseBundle(str(bundle))
+    assert view.last("showExport") == ("Export to DICOM", False, "Choose a folder for the DICOM files.")
+    controller.setExportFolder(str(tmp_path))
+    assert view.last("showExport") == ("Export to DICOM", True, f"Writes an RT Structure Set and a DICOM SEG of 'reviewed' into {tmp_path}, "
+                                                                 "referencing the DICOM series of its reference volume.")
+    controller.setExportFormat("seg")
+    assert view.last("showExport")[2].startswith("Writes a DICOM SEG of 'reviewed'")
+    # kept on the parameter node (saved with the scene) and shown again from it
+    assert (controller.parameters.get("exportFormat"), controller.parameters.get("exportFolder")) == ("seg", str(tmp_path))
+    controller.setParameterNode(controller.parameters.node)
+    assert view.last("showExportSettings")[1:] == ("seg", str(tmp_path)) and view.last("showExportSegmentation") == (segmentation.GetID(),)
+
+    # the packages are asked for first; declined: nothing starts
+    controller.exportOrCancel(ensureDependencies=lambda: False)
+    assert jobs == []
+    controller.exportOrCancel()
+    assert jobs[0].started == [(segmentation, bundle, str(tmp_path), "seg", lookup)]
+    assert view.last("showExport") == ("Cancel export", True, "Exporting...")
+    jobs[0].running = False
+    jobs[0].finished.emit([tmp_path / "reviewed.seg.dcm"])
+    assert view.last("showStatus") == (f"Exported to DICOM: {tmp_path / 'reviewed.seg.dcm'}",)
+    assert view.last("showExport")[:2] == ("Export to DICOM", True)
+    controller.exportOrCancel()
+    jobs[1].running = False
+    jobs[1].failed.emit("reviewed.nrrd: holds values [3] that are not labels")
+    assert view.last("showError") == ("Export to DICOM failed: reviewed.nrrd: holds values [3] that are not labels",)
+    controller.exportOrCancel()
+    controller.exportOrCancel()  # the button cancels while it runs
+    assert not jobs[2].running and view.last("showStatus") == ("Export cancelled; nothing was written",)
+
+
+def test_export_of_a_volume_not_loaded_from_dicom_is_disabled_naming_slicerrt(bundle, tmp_path):
+    scene, volume, segmentation = _export_scene(dicom=False)
+    view, jobs = View(), []
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
+                                     newExportJob=lambda: jobs.append(RecordingExportJob()) or jobs[-1])
+    controller.chooseBundle(str(bundle))
+    controller.setExportFolder(str(tmp_path))
+    controller.setExportSegmentation(segmentation.GetID())
+    text, enabled, hint = view.last("showExport")
+    assert not enabled and "'3: AX FLAIR', the reference volume of 'reviewed', was not loaded from Slicer's DICOM database" in hint
+    assert "SlicerRT" in hint
+    controller.exportOrCancel()
+    assert jobs == [] and view.last("showError")[0].startswith("Cannot export: '3: AX FLAIR', the reference volume")
+
+
+def test_export_refusals_from_the_job_are_shown_and_leave_the_button_ready(bundle, tmp_path):
+    """What only the job can check (the DICOM database's files, the packages, the segment names) is shown as an error."""
+    from MAGMSSegmenterLib.logic import ExportJob
+
+    from magms.devices import DICOM_REQUIREMENTS, RequirementState
+
+    scene, volume, segmentation = _export_scene()
+    view = View()
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
+                                     newExportJob=lambda: ExportJob(scene, runner=FakeRunner(),
+                                                                    unmet=lambda: [RequirementState(DICOM_REQUIREMENTS[2], None)]))
+    controller.chooseBundle(str(bundle))
+    controller.setExportFolder(str(tmp_path))
+    controller.setExportSegmentation(segmentation.GetID())
+    controller.exportOrCancel()
+    assert view.last("showError")[0].startswith("Cannot export: Export to DICOM needs these Python packages:")
+    assert "rt-utils>=1.2.7: not installed" in view.last("showError")[0]
+    assert view.last("showExport")[:2] == ("Export to DICOM", True) and not controller.exporting
+
+
+def test_a_finished_compare_run_shows_the_disagreement_map_and_the_report_and_offers_the_fullest_for_export(bundle, tmp_path):
+    scene = slicer.vtkMRMLScene()
+    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    view, jobs = View(), []
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
+                                     localBundles=lambda: [], devices=None)
+    controller.chooseBundle(str(bundle))
+    controller.setCompareSubsets(True)
+    controller.applyOrCancel()  # one volume: nothing to compare with
+    assert view.last("showStatus") == ("Compare subsets needs two or more volumes: segmenting once",)
+    assert jobs[0].started[0][1]["subsets"] == "all"
+    job = jobs[0]
+    nodes = [scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name) for name in ("a (flair)", "a (t1c)", "a (flair+t1c)")]
+    job.disagreementNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "a disagreement")
+    job.compared, job.reportFolder = 2, tmp_path / "report"
+    job.running = False
+    job.finished.emit(nodes)
+    status = view.last("showStatus")[0]
+    assert status.startswith("Created a (flair), a (t1c), a (flair+t1c). The disagreement map 'a disagreement'")
+    assert "0 to 2" in status and f"Report: {tmp_path / 'report' / 'report.md'}" in status
+    assert view.last("showExportSegmentation") == (nodes[-1].GetID(),) and controller.exportSegmentation() is nodes[-1]
+
+
+def controller_module():
+    from MAGMSSegmenterLib import controller
+
+    return controller

@@ -202,8 +202,46 @@ def test_review_options_are_refused_with_batch_and_subsets_need_two_inputs(bundl
                     "--report", tmp_path / "r") == 2
     assert "no smaller subset; use --compare flips" in capsys.readouterr().err
     assert _segment(bundle, "--input", f"flair={case['flair']}", "--output", tmp_path / "s.nii.gz", "--compare", "flips") == 2
-    assert "give --disagreement FILE or --report DIR" in capsys.readouterr().err
+    assert "give --disagreement FILE, --report DIR or --compared-outputs DIR" in capsys.readouterr().err
     assert not (tmp_path / "s.nii.gz").exists() and not (tmp_path / "r").exists()
+
+
+def test_compared_outputs_are_written_one_file_each_equal_to_the_subsets_segmentation(bundle, case, tmp_path, capsys):
+    from magms.data.io import read_labelmap
+
+    out, compared = tmp_path / "seg.nii.gz", tmp_path / "compared"
+    assert _segment(bundle, "--input", f"flair={case['flair']}", "--input", f"t1c={case['t1c']}", "--output", out,
+                    "--compare", "subsets", "--compared-outputs", compared) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:] == [str(compared / "flair.seg.nrrd"), str(compared / "t1c.seg.nrrd")]
+    assert sorted(p.name for p in compared.iterdir()) == ["flair.seg.nrrd", "t1c.seg.nrrd"]  # the fullest is --output
+    outputs = Segmenter(bundle, device="cpu").segment_subsets(case)
+    reference = sitk.ReadImage(str(case["flair"]))
+    for subset in (("flair",), ("t1c",)):
+        written = read_labelmap(compared / f"{subset[0]}.seg.nrrd")
+        assert _geometry(written) == _geometry(reference)  # every output on the reference input's grid
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(written), outputs[subset].labels)
+    # the segments carry the scheme's names, as Slicer imports them
+    assert "Segment0_Name:=" in (compared / "t1c.seg.nrrd").read_bytes()[:4000].decode("latin-1")
+
+
+def test_compared_outputs_need_compare_and_existing_files_are_kept_without_overwrite(bundle, case, tmp_path, capsys):
+    out, compared = tmp_path / "seg.nii.gz", tmp_path / "compared"
+    assert _segment(bundle, "--input", f"flair={case['flair']}", "--output", out, "--compared-outputs", compared) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--compared-outputs needs --compare" in err
+    assert not out.exists() and not compared.exists()
+    compared.mkdir()
+    (compared / "t1c.seg.nrrd").write_text("the reviewer's edit")
+    args = ["--input", f"flair={case['flair']}", "--input", f"t1c={case['t1c']}", "--output", out, "--compare", "subsets",
+            "--compared-outputs", compared]
+    assert _segment(bundle, *args) == 2
+    assert "t1c.seg.nrrd exist already (use --overwrite" in capsys.readouterr().err
+    assert (compared / "t1c.seg.nrrd").read_text() == "the reviewer's edit" and not out.exists()
+    (tmp_path / "out").mkdir()
+    assert _segment(bundle, "--batch", tmp_path, "--output-dir", tmp_path / "out", "--compare", "subsets",
+                    "--compared-outputs", compared) == 2
+    assert "--compare, --compared-outputs: review aids for one case" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------

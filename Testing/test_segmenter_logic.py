@@ -273,36 +273,130 @@ def test_a_run_creates_a_new_segmentation_that_matches_the_bundle(tiny_bundle, r
     assert not folder.exists() and fractions[-1] == 1.0
 
 
+def _labels_on(node, reference, scheme, tmp_path) -> np.ndarray:
+    """A segmentation node's segments as one label map (scheme values) on ``reference``'s grid."""
+    path = tmp_path / f"{node.GetID()}.nrrd"
+    logic.writeLabelsForExport(node, reference, logic.segmentLabelValues(node, scheme), path)
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def _slice_views(scene, background):
+    """The three slice views' composite nodes, as Slicer's layout makes them, the background shown."""
+    views = []
+    for name in ("Red", "Yellow", "Green"):
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetLayoutName(name)
+        composite = scene.AddNode(composite)
+        composite.SetBackgroundVolumeID(background.GetID())
+        views.append(composite)
+    return views
+
+
 @needs_data
-def test_compare_subsets_makes_one_segmentation_per_subset(tiny_bundle, real_scene):
-    scene, flair, t1c, _ = real_scene
-    job = logic.SegmentationJob(scene)
-    results = []
+def test_compare_subsets_is_one_child_run_whose_subsets_and_disagreement_map_are_added(tiny_bundle, real_scene, tmp_path):
+    """Compare subsets: ONE magms segment child (inputs prepared once) gives a node per subset, named
+    per subset as before, and the disagreement map, shown over the reference volume in every slice view."""
+    scene, flair, t1c, mine = real_scene
+    views = _slice_views(scene, flair)
+    before = {n[0]: n for n in snapshot(scene) if not n[1] == "vtkMRMLSliceCompositeNode"}
+    job = logic.SegmentationJob(scene, reportsFolder=tmp_path / "reports")
+    starts = []
+    original = job.runner.start
+    job.runner.start = lambda command, **kw: (starts.append(command), original(command, **kw))
+    results, fractions = [], []
     job.finished.connect(results.extend)
+    job.progress.connect(lambda f, text: fractions.append((f, text)))
     job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", subsets="all", modelName="tiny")
     job.wait(timeout=600)
+    assert len(starts) == 1 and "segment" in starts[0]  # one child for the three segmentations
+    assert fractions[0][1] == "segmenting from flair + t1c and its 2 smaller subsets" and fractions[-1][0] == 1.0
     assert [n.GetName() for n in results] == [
         "Flair_subtrMeanDivStd MAGMS tiny (flair)", "T1c_subtrMeanDivStd MAGMS tiny (t1c)", "Flair_subtrMeanDivStd MAGMS tiny (flair+t1c)"]
-    assert results[1].GetNodeReference(results[1].GetReferenceImageGeometryReferenceRole()) is t1c
+    # every output of the compare run lies on the reference volume's grid, so each node is referenced to it
+    assert all(n.GetNodeReference(n.GetReferenceImageGeometryReferenceRole()) is flair for n in results)
+
+    # the disagreement map: a new volume node, 0..2 counts equal to the subsets' differences from the fullest
+    doubt = job.disagreementNode
+    assert doubt is not None and scene.GetNodeByID(doubt.GetID()) is doubt and job.compared == 2
+    assert doubt.GetName() == "Flair_subtrMeanDivStd MAGMS tiny disagreement (flair+t1c)"
+    counts = slicer.util.arrayFromVolume(doubt)
+    scheme = get_scheme("msd_task01")
+    flair_only, t1c_only, full = (_labels_on(n, flair, scheme, tmp_path) for n in results)
+    np.testing.assert_array_equal(counts, (flair_only != full).astype(np.uint8) + (t1c_only != full))
+    assert counts.min() == 0 and counts.max() <= 2 and _geometry(doubt) == _geometry(flair)
+    display = doubt.GetDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 2)
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == 1  # 0: transparent
+    assert display.GetColorNode() is logic.heatColorNode(scene)
+    for view in views:
+        assert view.GetForegroundVolumeID() == doubt.GetID() and view.GetForegroundOpacity() == logic.DISAGREEMENT_OPACITY
+        assert view.GetBackgroundVolumeID() == flair.GetID()
+    # it is no input: the slot guess leaves it alone
+    assert doubt not in volumes.scalarVolumes(scene)
+    # the report is kept, its path known
+    assert job.reportFolder.parent == tmp_path / "reports"
+    assert sorted(p.name for p in job.reportFolder.iterdir()) == ["disagreement.nii.gz", "report.md", "report.png", "volumes.csv"]
+    # the nodes that were there are untouched
+    after = {n[0]: n for n in snapshot(scene)}
+    assert all(after[key] == node for key, node in before.items())
+
+
+def test_the_disagreement_map_is_a_heat_overlay_with_zero_transparent_whatever_colour_tables_the_scene_has(tmp_path):
+    """In Slicer the scene has the built-in colour tables; a bare MRML scene (slicer-core) has none, and
+    one Iron table is made, once."""
+    import SimpleITK as sitk
+
+    counts = np.zeros((6, 7, 8), np.uint8)
+    counts[1:3, 2:5, 3:6] = 1
+    counts[2, 3, 4] = 3
+    image = sitk.GetImageFromArray(counts)
+    image.SetSpacing((1.0, 1.2, 1.5))
+    sitk.WriteImage(image, str(tmp_path / "doubt.nii.gz"))
+
+    bare = slicer.vtkMRMLScene()
+    flair = add_volume(bare, "flair")
+    views = _slice_views(bare, flair)
+    node = logic.importDisagreement(bare, tmp_path / "doubt.nii.gz", "doubt", compared=6)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), counts)
+    display = node.GetDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 6) and not display.GetInterpolate()
+    assert display.GetApplyThreshold() and (display.GetLowerThreshold(), display.GetUpperThreshold()) == (1, 6)
+    made = display.GetColorNode()
+    assert made.GetName() == logic.FALLBACK_HEAT_NAME and made.GetType() == slicer.vtkMRMLColorTableNode.Iron
+    assert logic.heatColorNode(bare) is made and bare.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == 1
+    assert logic.showDisagreement(bare, node) == 3
+    assert all(v.GetForegroundVolumeID() == node.GetID() and v.GetBackgroundVolumeID() == flair.GetID() for v in views)
+    assert logic.showDisagreement(slicer.vtkMRMLScene(), node) == 0  # no views: nothing to set, nothing raised
+
+    full = slicer.vtkMRMLScene()
+    colors = slicer.vtkSlicerColorLogic()  # what the application sets up: the built-in colour nodes
+    colors.SetMRMLScene(full)
+    assert full.GetNodeByID("vtkMRMLColorTableNodeIron") is not None
+    chosen = logic.heatColorNode(full)
+    # Inferno comes from a colour file slicer-core does not find; PET-Heat is the next choice
+    assert chosen.GetID() in logic.HEAT_COLOR_NODE_IDS and chosen.GetID() == "vtkMRMLPETProceduralColorNodePET-Heat"
+    colors.SetMRMLScene(None)
 
 
 @needs_data
-def test_cancel_mid_run_leaves_the_scene_unchanged_and_no_process(tiny_bundle, real_scene):
+def test_cancel_mid_run_leaves_the_scene_unchanged_and_no_process(tiny_bundle, real_scene, tmp_path):
     scene, flair, t1c, _ = real_scene
     before = snapshot(scene)
-    job = logic.SegmentationJob(scene)
+    job = logic.SegmentationJob(scene, reportsFolder=tmp_path)
     cancelled, finished = [], []
     job.cancelled.connect(lambda: cancelled.append(True))
     job.finished.connect(finished.append)
     job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", subsets="all")
     folder, group = job.folder, job.runner.pid
-    assert any(folder.iterdir())  # the inputs were written
+    assert any(folder.iterdir()) and job.reportFolder.is_dir()  # the inputs were written, the report folder made
     time.sleep(1.0)
     job.poll()
     job.cancel()
     assert cancelled == [True] and not finished and not job.running
     assert snapshot(scene) == before
-    assert not folder.exists()
+    assert not folder.exists() and list(tmp_path.iterdir()) == []  # no report folder is left either
     assert living_in_group(group) == []
 
 

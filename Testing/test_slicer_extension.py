@@ -112,7 +112,7 @@ def test_catalog_entry_follows_the_current_schema_and_agrees_with_cmake():
 # What the code does with a widget, by the end of its name -> the classes that can do it.
 _EXPECTED_CLASS = (
     ("PathLineEdit", {"ctkPathLineEdit"}), ("LineEdit", {"QLineEdit"}), ("DoubleSpinBox", {"QDoubleSpinBox", "ctkDoubleSpinBox"}),
-    ("SpinBox", {"QSpinBox", "QDoubleSpinBox"}), ("ComboBox", {"QComboBox"}), ("RadioButton", {"QRadioButton"}),
+    ("SpinBox", {"QSpinBox", "QDoubleSpinBox"}), ("NodeComboBox", {"qMRMLNodeComboBox"}), ("ComboBox", {"QComboBox"}), ("RadioButton", {"QRadioButton"}),
     ("CheckBox", {"QCheckBox"}), ("CollapsibleButton", {"ctkCollapsibleButton"}), ("Button", {"QPushButton"}),
     ("ProgressBar", {"QProgressBar"}), ("Label", {"QLabel"}), ("Text", {"QPlainTextEdit"}), ("Table", {"QTableWidget"}),
     ("PlotWidget", {"qMRMLPlotWidget"}), ("FormLayout", {"QFormLayout"}),
@@ -172,6 +172,39 @@ def test_the_folders_are_browsed_as_folders_and_the_plot_gets_the_scene():
     tree = ET.parse(REPO / "MAGMSTraining" / "Resources" / "UI" / "MAGMSTraining.ui")
     connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot")) for c in tree.iter("connection")}
     assert ("MAGMSTraining", "mrmlSceneChanged(vtkMRMLScene*)", "plotWidget", "setMRMLScene(vtkMRMLScene*)") in connections
+
+
+def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
+    """The segmentation selector is a qMRMLNodeComboBox of segmentations that gets the scene through the
+    .ui connection, as the scripted-module template's selectors do; the output is a folder."""
+    ui = _ui("MAGMSSegmenter")
+    cls, selector = ui["exportSegmentationNodeComboBox"]
+    assert cls == "qMRMLNodeComboBox"
+    types = next(p for p in selector.iter("property") if p.get("name") == "nodeTypes")
+    assert [t.text for t in types.iter("string")] == ["vtkMRMLSegmentationNode"]
+    filters = next(p for p in ui["exportFolderPathLineEdit"][1].iter("property") if p.get("name") == "filters")
+    assert "ctkPathLineEdit::Dirs" in ET.tostring(filters, encoding="unicode") and "Files" not in ET.tostring(filters, encoding="unicode")
+    tree = ET.parse(REPO / "MAGMSSegmenter" / "Resources" / "UI" / "MAGMSSegmenter.ui")
+    connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot")) for c in tree.iter("connection")}
+    assert ("MAGMSSegmenter", "mrmlSceneChanged(vtkMRMLScene*)", "exportSegmentationNodeComboBox", "setMRMLScene(vtkMRMLScene*)") in connections
+    assert {c.findtext("class") for c in tree.iter("customwidget")} >= {"qMRMLNodeComboBox", "ctkPathLineEdit", "ctkCollapsibleButton"}
+    # each export handler is one call into the controller
+    source = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
+    for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)"):
+        assert f"self.controller.{call}" in source, call
+
+
+def test_dicom_requirements_match_the_dicom_extra():
+    from magms.devices import DICOM_REQUIREMENTS
+
+    from packaging.markers import Marker
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    # the entries whose environment marker holds on this Python, without the marker
+    here = [spec.split(";")[0].strip() for spec in project["optional-dependencies"]["dicom"]
+            if ";" not in spec or Marker(spec.split(";", 1)[1]).evaluate()]
+    assert [r.spec for r in DICOM_REQUIREMENTS] == here
+    assert [r.project for r in DICOM_REQUIREMENTS][:3] == ["pydicom", "highdicom", "rt-utils"]
 
 
 def test_the_extension_has_the_licence_the_package_declares():
@@ -343,6 +376,21 @@ def test_missing_dependencies_are_listed_with_their_pip_specifiers(monkeypatch):
     assert [s.requirement.module for s in missing] == ["torch", "monai"]
     text = dependencies.describeUnmet(missing, extension=True)
     assert "torch>=2.4,<2.14" in text and "monai>=1.4,<1.7" in text and "PyTorch extension" in text and "Install them now?" in text
+
+
+def test_missing_dicom_export_packages_are_listed_and_installed_with_the_dicom_extras_specifiers(monkeypatch):
+    from MAGMSCommonLib import dependencies
+
+    _installed(monkeypatch, rt_utils=None, highdicom="0.20.0")
+    states = dependencies.unmetDicom()
+    assert [(s.requirement.module, s.installed) for s in states] == [("highdicom", "0.20.0"), ("rt_utils", None)]
+    assert dependencies.unmet() == []  # segmenting needs none of them
+    text = dependencies.describeUnmetDicom(states)
+    assert "highdicom>=0.22: 0.20.0 is installed, which is outside that range" in text and "rt-utils>=1.2.7: not installed" in text
+    assert "pip: 'highdicom>=0.22' 'rt-utils>=1.2.7'" in text and "Install them now?" in text and "No restart" in text
+    pip = []
+    dependencies.installInSlicer(states, pipInstall=pip.append)
+    assert pip == [["highdicom>=0.22", "rt-utils>=1.2.7"]]  # exactly pyproject's dicom extra
 
 
 def test_a_torch_outside_the_tested_range_is_unmet_and_never_replaced_by_pip(monkeypatch):

@@ -193,6 +193,7 @@ def _cmd_segment(options: SegmentOptions) -> int:
     model = _model_folder(options)
     info = read_bundle_info(model)
     inputs = _segment_inputs(options, info.slots)
+    _check_compared_outputs(options, info, inputs)
     # every image check before the network is loaded; the checked images are then used as they are
     prepared, series = _check_case(inputs, info.slots, dicom)
     segmenter = _segmenter(options, model)
@@ -316,13 +317,49 @@ def _check_review_options(options: SegmentOptions) -> None:
         check_output_path(options.disagreement, options.overwrite, MAP_SUFFIXES)
     if options.report is not None:
         check_report_folder(options.report, options.overwrite)
-    if options.compare != "none" and options.disagreement is None and options.report is None:
-        raise ConfigError(f"--compare {options.compare}: give --disagreement FILE or --report DIR, where its results go")
+    if options.compared_outputs is not None:
+        if options.compare == "none":
+            raise ConfigError("--compared-outputs needs --compare subsets or --compare flips: the outputs it writes")
+        if options.compared_outputs.exists() and not options.compared_outputs.is_dir():
+            raise ConfigError(f"--compared-outputs {options.compared_outputs}: exists and is not a folder")
+        if not options.compared_outputs.parent.is_dir():
+            raise ConfigError(f"--compared-outputs {options.compared_outputs}: the folder {options.compared_outputs.parent} does not exist")
+    if options.compare != "none" and options.disagreement is None and options.report is None and options.compared_outputs is None:
+        raise ConfigError(f"--compare {options.compare}: give --disagreement FILE, --report DIR or --compared-outputs DIR, "
+                          "where its results go")
+
+
+#: ``--compared-outputs``: each compared output is written as ``<name>.seg.nrrd``.
+COMPARED_SUFFIX = ".seg.nrrd"
+
+
+def _compared_names(compare: str, info, inputs: Mapping[str, Path]) -> list[str]:
+    """The names of the outputs ``--compare`` compares with the fullest one, as the review names them."""
+    from magms.modalities import subsets_of
+    from magms.postprocess import ALL_FLIPS, flip_combinations, flip_name
+
+    if compare == "subsets":
+        return ["+".join(subset) for subset in subsets_of([s for s in info.slots if s in inputs])[:-1]]
+    if compare == "flips":
+        return [flip_name(flip, info.preprocessing.orientation) for flip in flip_combinations(ALL_FLIPS)]
+    return []
+
+
+def _check_compared_outputs(options: SegmentOptions, info, inputs: Mapping[str, Path]) -> None:
+    """Refuse ``--compared-outputs`` files that exist (without ``--overwrite``) before any work."""
+    if options.compared_outputs is None:
+        return
+    existing = [f"{name}{COMPARED_SUFFIX}" for name in _compared_names(options.compare, info, inputs)
+                if (options.compared_outputs / f"{name}{COMPARED_SUFFIX}").exists()]
+    if existing and not options.overwrite:
+        raise ConfigError(f"--compared-outputs {options.compared_outputs}: {', '.join(existing)} exist already "
+                          "(use --overwrite to replace them)")
 
 
 def _refuse_review_options_in_batch(options: SegmentOptions) -> None:
     given = [flag for flag, on in (("--compare", options.compare != "none"), ("--disagreement", options.disagreement is not None),
-                                   ("--report", options.report is not None)) if on]
+                                   ("--report", options.report is not None),
+                                   ("--compared-outputs", options.compared_outputs is not None)) if on]
     if given:
         raise ConfigError(f"{', '.join(given)}: review aids for one case, not with --batch")
 
@@ -355,10 +392,10 @@ def _segment_compared(segmenter, images, options: SegmentOptions, progress: Prog
 
 
 def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[str, Path], result, compared, notes: list[str]) -> None:
-    """``--disagreement`` and ``--report``, their paths printed."""
-    if options.disagreement is None and options.report is None:
+    """``--disagreement``, ``--report`` and ``--compared-outputs``, their paths printed."""
+    if options.disagreement is None and options.report is None and options.compared_outputs is None:
         return
-    from magms.data.io import write_map
+    from magms.data.io import write_labelmap, write_map
     from magms.review import CaseReview, write_report
 
     review = CaseReview(
@@ -372,6 +409,12 @@ def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[st
         print(options.disagreement)
     if options.report is not None:
         for path in write_report(options.report, review, overwrite=options.overwrite):
+            print(path)
+    if options.compared_outputs is not None:
+        options.compared_outputs.mkdir(exist_ok=True)
+        for name in review.compared:
+            path = options.compared_outputs / f"{name}{COMPARED_SUFFIX}"
+            write_labelmap(review.outputs[name], result.reference, path, info.scheme, overwrite=options.overwrite)
             print(path)
 
 

@@ -85,6 +85,10 @@ class SegmentOptions(InferenceOptions):
         None, "write a one-page review into this folder: report.md (inputs, model and its validation, volumes, Dice to the "
         "fullest output), report.png (overlay, disagreement outlined) and volumes.csv"
     )
+    compared_outputs: Path | None = option(
+        None, "with --compare: also write every compared output into this folder (made if missing), one <name>.seg.nrrd "
+        "each on the output's grid, named as in the report (flair.seg.nrrd, t1c.seg.nrrd; no flip.seg.nrrd, flip LR.seg.nrrd)"
+    )
     overwrite: bool = option(False, "replace existing output files (default: refuse)")
     batch: Path | None = option(
         None, "many cases: a CSV manifest (case,<slot>,...) or a folder of case folders; goes on past a bad case and "

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from magms.errors import ConfigError
@@ -15,7 +18,7 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
+__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +27,11 @@ class Requirement:
 
     module: str
     spec: str
+
+    @property
+    def project(self) -> str:
+        """The distribution name pip knows (``rt-utils`` for the module ``rt_utils``)."""
+        return re.split(r"[<>=!~;\[ ]", self.spec, maxsplit=1)[0]
 
 
 # The same specifiers as pyproject.toml's [project] dependencies (a test keeps them equal).
@@ -38,6 +46,17 @@ REQUIREMENTS = (
     Requirement("tqdm", "tqdm>=4.60"),
     Requirement("scipy", "scipy>=1.10"),
     Requirement("matplotlib", "matplotlib>=3.7"),
+)
+
+# The optional DICOM export (magms export, --rtstruct, --dicom-seg): pyproject.toml's ``dicom`` extra,
+# the same specifiers (a test keeps them equal). The Slicer module installs them on demand.
+DICOM_REQUIREMENTS = (
+    Requirement("pydicom", "pydicom>=2.4"),
+    Requirement("highdicom", "highdicom>=0.22"),
+    Requirement("rt_utils", "rt-utils>=1.2.7"),
+) + (
+    # Python 3.9 (Slicer 5.8) gets highdicom 0.22 and pydicom 2.4, which need numpy 1, so OpenCV 4 for rt-utils
+    (Requirement("numpy", "numpy<2"), Requirement("cv2", "opencv-python<5")) if sys.version_info < (3, 10) else ()
 )
 
 
@@ -75,7 +94,7 @@ class RequirementState:
 
     @property
     def specifier(self) -> str:
-        return self.requirement.spec[len(self.requirement.module):]
+        return self.requirement.spec[len(self.requirement.project):]
 
     @property
     def ok(self) -> bool:
@@ -87,29 +106,33 @@ class RequirementState:
         return f"{self.requirement.spec}: {self.installed} is installed" + ("" if self.ok else ", which is outside that range")
 
 
-def unmet_requirements() -> list[RequirementState]:
-    """The requirements that are missing or installed in a version outside the tested range.
+def unmet_requirements(requirements: Sequence[Requirement] = REQUIREMENTS) -> list[RequirementState]:
+    """The ``requirements`` (default: those of every run) that are missing or installed in a version
+    outside the tested range; :data:`DICOM_REQUIREMENTS` for the DICOM export.
 
     Read from the package metadata: nothing is imported (Slicer asks before torch may exist).
     """
     versions = installed_versions()
-    states = [RequirementState(r, versions[r.module]) for r in REQUIREMENTS]
+    states = [RequirementState(r, versions[r.module]) for r in requirements]
     return [s for s in states if not s.ok]
 
 
 def installed_versions() -> dict[str, str | None]:
-    """magms and each requirement's installed version (None: not installed), read from the package
-    metadata, so nothing is imported."""
+    """magms and each requirement's installed version (None: not installed), the DICOM export's
+    included, read from the package metadata, so nothing is imported."""
     from importlib.metadata import PackageNotFoundError, version
 
     import magms
 
     found: dict[str, str | None] = {"magms": magms.__version__}
-    for requirement in REQUIREMENTS:
-        try:
-            found[requirement.module] = version(requirement.module)
-        except PackageNotFoundError:
-            found[requirement.module] = None
+    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS:
+        found[requirement.module] = None
+        for name in dict.fromkeys((requirement.project, requirement.module)):  # Python 3.9 does not normalise names
+            try:
+                found[requirement.module] = version(name)
+                break
+            except PackageNotFoundError:
+                continue
     return found
 
 

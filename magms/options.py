@@ -202,7 +202,9 @@ class Options:
         out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):  # ExportOptions.series is a tuple of paths
+                value = [str(v) if isinstance(v, Path) else v for v in value]
+            out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
     @classmethod

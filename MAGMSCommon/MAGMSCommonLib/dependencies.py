@@ -9,6 +9,10 @@ the computer's GPU; plain pip would bring a CUDA build of its own choosing on Li
 pip fallback. A torch outside the tested range is not replaced inside a running Slicer: the message
 says how to change it in the PyTorch Utils module. MONAI and the rest are installed with pip, pinned
 to the ranges the core is tested with (``magms.devices.REQUIREMENTS``, equal to pyproject.toml).
+
+The DICOM export (``magms export``) needs pydicom, highdicom and rt-utils, pyproject.toml's ``dicom``
+extra (``magms.devices.DICOM_REQUIREMENTS``). They are asked for only when the user exports
+(:func:`ensureDicomInSlicer`), and need no restart: only the child process imports them.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from magms.devices import RequirementState, unmet_requirements
+from magms.devices import DICOM_REQUIREMENTS, RequirementState, unmet_requirements
 from magms.errors import ConfigError
 
-__all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer"]
+__all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer",
+           "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer"]
 
 PYTORCH_EXTENSION_MODULE = "PyTorchUtils"
 
@@ -136,3 +141,44 @@ def ensureInSlicer() -> bool:
             slicer.util.restart()
         return False
     return not unmet()
+
+
+# --- the DICOM export's packages ----------------------------------------------------------------
+
+
+def unmetDicom() -> list[RequirementState]:
+    """The DICOM export's packages that are missing or outside the tested range."""
+    return unmet_requirements(DICOM_REQUIREMENTS)
+
+
+def describeUnmetDicom(states: Sequence[RequirementState], ask: bool = True) -> str:
+    """What the DICOM export lacks, the exact pip requirements that install it, and (``ask``) the question."""
+    lines = ["Export to DICOM needs these Python packages:"] + [f"  {s.describe()}" for s in states]
+    lines.append("They are installed into Slicer's Python with pip: " + " ".join(repr(s.requirement.spec) for s in states)
+                 + " (the 'dicom' extra of magms-slicer).")
+    if ask:
+        lines.append("Install them now? No restart is needed: the export runs in a separate process.")
+    return "\n".join(lines)
+
+
+def ensureDicomInSlicer() -> bool:
+    """In Slicer: True when the DICOM export's packages are there; else ask and install them with pip.
+
+    Called when the user exports, never at import time.
+    """
+    import slicer
+
+    states = unmetDicom()
+    if not states:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(describeUnmetDicom(states)):
+        return False
+    try:
+        installInSlicer(states)  # the child imports them: a package Slicer imported before needs no restart here
+    except Exception as err:  # noqa: BLE001 - shown to the user
+        slicer.util.errorDisplay(f"Installing the Python packages failed: {err}")
+        return False
+    left = unmetDicom()
+    if left:
+        slicer.util.errorDisplay(describeUnmetDicom(left, ask=False))
+    return not left

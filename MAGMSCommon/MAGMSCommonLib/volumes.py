@@ -21,6 +21,7 @@ from magms.protocol import MIN_OVERLAP
 
 __all__ = [
     "SERIES_DESCRIPTION_ATTRIBUTE",
+    "ROLE_ATTRIBUTE",
     "VolumeGuess",
     "scalarVolumes",
     "seriesDescriptionAttribute",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 SERIES_DESCRIPTION_ATTRIBUTE = "DICOM.SeriesDescription"
+#: Set on the nodes MAGMS makes that are not images (the disagreement map): never an input.
+ROLE_ATTRIBUTE = "MAGMS.role"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +49,11 @@ class VolumeGuess:
 
 
 def scalarVolumes(scene: slicer.vtkMRMLScene) -> list[slicer.vtkMRMLScalarVolumeNode]:
-    """The scene's scalar volumes with image data (label maps excluded), in scene order."""
+    """The scene's scalar volumes with image data (label maps and MAGMS's own maps excluded), in scene order."""
     nodes = []
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-        if node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetImageData() is None:
+        if node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetImageData() is None or node.GetAttribute(ROLE_ATTRIBUTE):
             continue
         nodes.append(node)
     return nodes

@@ -21,14 +21,29 @@ from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import MAGMSError
 
-from .logic import SegmentationJob, describeBundle, readSlotMapping, writeSlotMapping
+from .logic import (
+    EXPORT_FORMATS,
+    ExportJob,
+    InstanceFiles,
+    SegmentationJob,
+    describeBundle,
+    exportProblem,
+    noDicomDatabase,
+    readSlotMapping,
+    writeSlotMapping,
+)
 
-__all__ = ["SegmenterView", "SegmenterController", "DEFAULTS"]
+__all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "EXPORT_FORMAT_ITEMS"]
 
 #: The panel's settings on the parameter node, with their defaults. ``bundlePath`` is a bundle folder,
 #: or ``builtin:<name>`` for a built-in model (its folder found again when a saved scene is loaded elsewhere);
-#: empty means the default built-in model.
-DEFAULTS = {"bundlePath": "", "device": "auto", "compareSubsets": False}
+#: empty means the default built-in model. ``exportFormat`` is a key of :data:`~.logic.EXPORT_FORMATS`.
+DEFAULTS = {"bundlePath": "", "device": "auto", "compareSubsets": False, "exportFormat": "both", "exportFolder": ""}
+#: The export format choice as the panel lists it.
+EXPORT_FORMAT_ITEMS = (("both", "RT Structure Set and DICOM SEG"), ("rtstruct", "RT Structure Set (RTSTRUCT)"),
+                       ("seg", "DICOM Segmentation (SEG)"))
+#: The segmentation to export, a node reference of the parameter node (saved with the scene).
+EXPORT_REFERENCE_ROLE = "MAGMS.exportSegmentation"
 NO_BUNDLE = ("", ".")  # what an empty path field may hold
 LOCAL = "local:"
 
@@ -46,6 +61,9 @@ class SegmenterView(Protocol):
     def showStatus(self, text: str) -> None: ...
     def showError(self, text: str) -> None: ...
     def showResult(self, nodes: list) -> None: ...
+    def showExportSettings(self, formats: Sequence[tuple[str, str]], current: str, folder: str) -> None: ...
+    def showExportSegmentation(self, nodeID: str) -> None: ...
+    def showExport(self, text: str, enabled: bool, hint: str) -> None: ...
 
 
 class SegmenterController:
@@ -62,14 +80,21 @@ class SegmenterController:
         builtinFolder: a built-in model's verified bundle folder by name (:func:`magms.builtin.builtin_model`).
         describeVolume: a volume's series description (the widget reads Slicer's DICOM database).
         devices: makes the device query (tests inject one); None lists only what needs no answer.
+        newExportJob: makes a :class:`~MAGMSSegmenterLib.logic.ExportJob` (tests inject one).
+        dicomFiles: SOP Instance UID -> file in Slicer's DICOM database (the widget's
+            ``slicer.dicomDatabase.fileForInstance``); without it no instance is found.
     """
 
     def __init__(self, scene, parameterNode, view: SegmenterView, newJob: Callable[[], SegmentationJob],
                  registry: Sequence[models.ModelEntry] = (), localBundles: Callable[[], list[Path]] = models.localBundles,
                  describeVolume: Callable = seriesDescriptionAttribute,
                  devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery,
-                 builtinModels: Sequence[BuiltinModel] = (), builtinFolder: Callable[[str], Path] = builtin_model) -> None:
+                 builtinModels: Sequence[BuiltinModel] = (), builtinFolder: Callable[[str], Path] = builtin_model,
+                 newExportJob: Callable[[], ExportJob] | None = None, dicomFiles: InstanceFiles = noDicomDatabase) -> None:
         self.scene, self.view, self.newJob = scene, view, newJob
+        self.newExportJob = newExportJob or (lambda: ExportJob(scene))
+        self.dicomFiles = dicomFiles
+        self.exportJob: ExportJob | None = None
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
         self.folder: Path | None = None  # the chosen bundle's folder, once it reads
@@ -91,6 +116,8 @@ class SegmenterController:
             return
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self.view.showDevices(self.devices, self.parameters.get("device"))
+        self.view.showExportSettings(EXPORT_FORMAT_ITEMS, self.parameters.get("exportFormat"), self.parameters.get("exportFolder"))
+        self.view.showExportSegmentation(parameterNode.GetNodeReferenceID(EXPORT_REFERENCE_ROLE) or "")
         self.info = None
         self.chooseBundle(self.parameters.get("bundlePath") or self.defaultChoice(), force=True)
 
@@ -103,11 +130,13 @@ class SegmenterController:
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
         self.cancel()
+        self.cancelExport()
         self.parameters, self.info, self.folder, self.mapping = None, None, None, {}
 
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end any child process tree."""
         self.cancel()
+        self.cancelExport()
         if self.deviceQuery is not None:
             self.deviceQuery.cancel()
 
@@ -148,6 +177,7 @@ class SegmenterController:
         if not path:
             self.view.showBundle(path, "Choose a model bundle: its slots, labels and validation table show here.", ())
             self._updateApply()
+            self._updateExport()
             return
         try:
             # a built-in model's weights are checked against the sha256 its index records
@@ -156,9 +186,11 @@ class SegmenterController:
         except MAGMSError as err:
             self.view.showBundle("" if path.startswith(models.BUILTIN_PREFIX) else path, str(err), ())
             self._updateApply()
+            self._updateExport()
             return
         self.folder = folder
         self.view.showBundle(str(folder), describeBundle(self.info), self.info.slots)
+        self._updateExport()
         saved = readSlotMapping(self.parameters.node, self.info.slots)
         if any(saved.values()):
             self._show(saved, {})
@@ -249,6 +281,9 @@ class SegmenterController:
         if device not in {key for key, _ in self.devices}:
             self.view.showStatus(f"{device} is not available: running on the CPU")
             device = "cpu"
+        compare = self.parameters.get("compareSubsets")
+        if compare and sum(1 for nodeID in self.mapping.values() if nodeID) < 2:
+            self.view.showStatus("Compare subsets needs two or more volumes: segmenting once")
         self.job = self.newJob()
         self.job.progress.connect(self._onProgress)
         self.job.finished.connect(self._onFinished)
@@ -257,7 +292,7 @@ class SegmenterController:
         self.started = time.monotonic()
         try:
             self.job.start(self.mapping, self.folder, device=device,
-                           subsets="all" if self.parameters.get("compareSubsets") else None, modelName=self.folder.name)
+                           subsets="all" if compare else None, modelName=self.folder.name)
         except MAGMSError as err:
             self.view.showError(f"Cannot segment: {err}")
         self._updateApply()
@@ -274,6 +309,8 @@ class SegmenterController:
             self.job.poll()
             if self.job.running:
                 self.view.showStatus(f"{self.statusText} ({time.monotonic() - self.started:.0f} s)")
+        if self.exportJob is not None:
+            self.exportJob.poll()
 
     def _onProgress(self, fraction: float, text: str) -> None:
         self.view.showProgress(fraction)
@@ -284,8 +321,17 @@ class SegmenterController:
         self._updateApply()
 
     def _onFinished(self, nodes: list) -> None:
-        self._end("Created " + ", ".join(n.GetName() for n in nodes))
+        text = "Created " + ", ".join(n.GetName() for n in nodes)
+        disagreement = getattr(self.job, "disagreementNode", None)
+        if disagreement is not None:
+            text += (f". The disagreement map '{disagreement.GetName()}' (how many of the {self.job.compared} smaller subsets "
+                     f"disagree with the fullest output, 0 to {self.job.compared}) is shown over the images: look where it "
+                     f"is bright first. Report: {self.job.reportFolder / 'report.md'}")
+        self._end(text)
         self.view.showResult(nodes)
+        if nodes:  # the fullest segmentation is the one to export
+            self.setExportSegmentation(nodes[-1].GetID())
+            self.view.showExportSegmentation(nodes[-1].GetID())
 
     def _onFailed(self, message: str) -> None:
         self.view.showProgress(0.0)
@@ -295,3 +341,105 @@ class SegmenterController:
     def _onCancelled(self) -> None:
         self.view.showProgress(0.0)
         self._end("Cancelled; nothing was changed")
+
+    # --- export to DICOM -------------------------------------------------------------------
+
+    @property
+    def exporting(self) -> bool:
+        return self.exportJob is not None and self.exportJob.running
+
+    def exportSegmentation(self):
+        """The segmentation node chosen for export (None: none, or it left the scene)."""
+        if self.parameters is None:
+            return None
+        node = self.parameters.node.GetNodeReference(EXPORT_REFERENCE_ROLE)
+        return node if node is not None and node.IsA("vtkMRMLSegmentationNode") else None
+
+    def setExportSegmentation(self, nodeID: str | None) -> None:
+        """The user chose the segmentation to export (or a run made one)."""
+        if self.parameters is not None:
+            self.parameters.node.SetNodeReferenceID(EXPORT_REFERENCE_ROLE, nodeID or None)
+        self._updateExport()
+
+    def setExportFormat(self, key: str) -> None:
+        if self.parameters is not None and key in EXPORT_FORMATS:
+            self.parameters.set("exportFormat", key)
+        self._updateExport()
+
+    def setExportFolder(self, path: str) -> None:
+        if self.parameters is not None:
+            self.parameters.set("exportFolder", "" if path in NO_BUNDLE else str(path))
+        self._updateExport()
+
+    def exportProblem(self) -> str:
+        """Why Export cannot run now ("" when it can)."""
+        if self.parameters is None:
+            return "No scene."
+        problem = exportProblem(self.exportSegmentation())
+        if problem:
+            return problem
+        if self.info is None:
+            return "Choose the model whose labels the segmentation has (Model, above)."
+        if not self.parameters.get("exportFolder"):
+            return "Choose a folder for the DICOM files."
+        return ""
+
+    def _updateExport(self) -> None:
+        if self.exporting:
+            self.view.showExport("Cancel export", True, "Exporting...")
+            return
+        problem = self.exportProblem()
+        if problem:
+            self.view.showExport("Export to DICOM", False, problem)
+            return
+        kinds = EXPORT_FORMATS[self.parameters.get("exportFormat")]
+        names = {"rtstruct": "an RT Structure Set", "seg": "a DICOM SEG"}
+        self.view.showExport("Export to DICOM", True, f"Writes {' and '.join(names[k] for k in kinds)} of "
+                             f"'{self.exportSegmentation().GetName()}' into {self.parameters.get('exportFolder')}, "
+                             "referencing the DICOM series of its reference volume.")
+
+    def exportOrCancel(self, ensureDependencies: Callable[[], bool] = lambda: True) -> None:
+        """Export starts a DICOM export of the chosen segmentation; while one runs, the button cancels it.
+
+        Args:
+            ensureDependencies: asks for and installs what the export lacks (pydicom, highdicom, rt-utils);
+                False stops here.
+        """
+        if self.exporting:
+            self.cancelExport()
+            return
+        problem = self.exportProblem()
+        if problem:
+            self.view.showError(f"Cannot export: {problem}")
+            return
+        if not ensureDependencies():
+            return
+        self.exportJob = self.newExportJob()
+        self.exportJob.finished.connect(self._onExported)
+        self.exportJob.failed.connect(self._onExportFailed)
+        self.exportJob.cancelled.connect(self._onExportCancelled)
+        try:
+            self.exportJob.start(self.exportSegmentation(), self.folder, self.parameters.get("exportFolder"),
+                                 self.parameters.get("exportFormat"), self.dicomFiles)
+        except MAGMSError as err:
+            self.view.showError(f"Cannot export: {err}")
+        else:
+            self.view.showStatus(f"Exporting '{self.exportSegmentation().GetName()}' to DICOM...")
+        self._updateExport()
+
+    def cancelExport(self) -> None:
+        if self.exporting:
+            self.exportJob.cancel()
+
+    def _onExported(self, paths: list) -> None:
+        self.view.showStatus("Exported to DICOM: " + ", ".join(str(p) for p in paths))
+        self._updateExport()
+
+    def _onExportFailed(self, message: str) -> None:
+        self.view.showStatus("Export to DICOM failed; nothing was written")
+        self.view.showError(f"Export to DICOM failed: {message}")
+        self._updateExport()
+
+    def _onExportCancelled(self) -> None:
+        self.view.showStatus("Export cancelled; nothing was written")
+        self._updateExport()

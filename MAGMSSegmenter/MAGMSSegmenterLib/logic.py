@@ -1,28 +1,36 @@
 """MAGMS Segmenter logic: MRML only, no Qt, importable without the Slicer application.
 
 It is tested against the real MRML of the ``slicer-core`` package. The scene is passed in, never
-taken from ``slicer.mrmlScene``. The network runs in a separate ``magms segment`` process
-(:class:`~MAGMSCommonLib.runner.ProcessRunner`). The scene is touched only when that process
-has succeeded, and then only by adding NEW segmentation nodes.
+taken from ``slicer.mrmlScene``; what only the application has (Slicer's DICOM database) is passed
+in as a callable. The network runs in a separate ``magms segment`` process, the DICOM export in a
+``magms export`` process (:class:`~MAGMSCommonLib.runner.ProcessRunner`): Slicer never imports
+torch, pydicom, highdicom or rt-utils. The scene is touched only when a process has succeeded, and
+then only by adding NEW nodes (segmentations; with compare subsets also the disagreement map, shown
+as the slice views' foreground). The DICOM export reads the scene and writes files only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import slicer
+import vtk
+from MAGMSCommonLib import dependencies, models
 from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
 from MAGMSCommonLib.runner import ProcessRunner, RunState
 from MAGMSCommonLib.signal import Signal
-from MAGMSCommonLib.volumes import checkMapping, ensureSegmentationConverters, writeVolumes
+from MAGMSCommonLib.volumes import ROLE_ATTRIBUTE, checkMapping, ensureSegmentationConverters, writeVolumes
 
 from magms.bundle import BundleInfo, read_bundle_info
-from magms.commands import SegmentOptions
+from magms.commands import ExportOptions, SegmentOptions
 from magms.errors import ConfigError
 from magms.labels import LabelScheme
 from magms.modalities import subsets_of
@@ -31,10 +39,25 @@ __all__ = [
     "readSlotMapping",
     "writeSlotMapping",
     "segmentOptions",
+    "compareOptions",
     "importSegmentation",
     "segmentationName",
     "describeBundle",
+    "defaultReportsFolder",
+    "importDisagreement",
+    "heatColorNode",
+    "showDisagreement",
     "SegmentationJob",
+    "InstanceFiles",
+    "noDicomDatabase",
+    "EXPORT_FORMATS",
+    "exportReference",
+    "exportProblem",
+    "dicomSeriesFiles",
+    "segmentLabelValues",
+    "writeLabelsForExport",
+    "exportPaths",
+    "ExportJob",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +79,15 @@ def writeSlotMapping(parameterNode: slicer.vtkMRMLNode, mapping: Mapping[str, st
 def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, device: str = "auto") -> SegmentOptions:
     """The ``magms segment`` options of one subset, with progress lines for the runner."""
     return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
+                          device=device, progress="lines", overwrite=True)
+
+
+def compareOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, compared: Path, disagreement: Path, report: Path,
+                   device: str = "auto") -> SegmentOptions:
+    """The ``magms segment`` options of one "compare subsets" run: the fullest output to ``output``,
+    every smaller subset's to ``compared/<slot+slot>.seg.nrrd``, the disagreement map and the report."""
+    return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
+                          compare="subsets", disagreement=disagreement, report=report, compared_outputs=compared,
                           device=device, progress="lines", overwrite=True)
 
 
@@ -120,38 +152,193 @@ def describeBundle(info: BundleInfo) -> str:
     return "\n".join(lines)
 
 
-class SegmentationJob:
-    """Segment the mapped volumes, once or once per subset ("compare subsets"), in a child process.
 
-    The mapped volumes are written to a temporary folder, ``magms segment`` runs per subset, and
-    only when every run has succeeded are the results added as new segmentation nodes. Cancel or
-    failure leaves the scene as it was. The temporary folder is removed in every case.
 
-    Signals:
-        progress(fraction: float, text: str)
-        finished(nodes: list): the new segmentation nodes.
-        failed(message: str)
-        cancelled()
+def _fileName(text: str) -> str:
+    """``text`` as a file name: path separators and characters Windows refuses replaced, at most 80 long."""
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]+', "_", text).strip(" .")[:80] or "segmentation"
+
+
+# --- compare subsets: the disagreement map over the reference volume -----------------------------
+
+#: The value of :data:`~MAGMSCommonLib.volumes.ROLE_ATTRIBUTE` on the disagreement map's volume node.
+DISAGREEMENT_ROLE = "disagreement"
+#: Heat colour tables the Slicer application creates, first found wins (node IDs as
+#: ``vtkMRMLColorLogic`` makes them: ``GetFileColorNodeID("Inferno.txt")``, ``GetPETColorNodeID(PETheat)``,
+#: ``GetColorTableNodeID(Iron)``). A bare MRML scene (``slicer-core``) has none of them.
+HEAT_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeIron")
+#: The colour table made when none of :data:`HEAT_COLOR_NODE_IDS` is in the scene.
+FALLBACK_HEAT_NAME = "MAGMS disagreement (Iron)"
+DISAGREEMENT_OPACITY = 0.5
+
+
+def defaultReportsFolder() -> Path:
+    """Where compare-subsets reports are kept: ``reports`` beside the model cache (``~/.cache/magms/reports``)."""
+    return models.defaultCacheFolder().parent / "reports"
+
+
+def heatColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorNode:
+    """A heat colour table of the scene: Slicer's Inferno, PET-Heat or Iron, else one made here (Iron type),
+    added once and found again by its name."""
+    for nodeID in HEAT_COLOR_NODE_IDS:
+        node = scene.GetNodeByID(nodeID)
+        if node is not None:
+            return node
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
+        if node.GetName() == FALLBACK_HEAT_NAME:
+            return node
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetTypeToIron()
+    node.SetName(FALLBACK_HEAT_NAME)
+    node.SetAttribute(ROLE_ATTRIBUTE, DISAGREEMENT_ROLE)
+    return scene.AddNode(node)
+
+
+def importDisagreement(scene: slicer.vtkMRMLScene, path: Path, name: str, compared: int) -> slicer.vtkMRMLScalarVolumeNode:
+    """Add a NEW scalar volume node read from the disagreement map at ``path`` (uint8 counts 0..``compared``),
+    displayed as a heat map: window 0..``compared``, 0 transparent (thresholded out), no interpolation.
+
+    Raises:
+        ConfigError: the file cannot be read.
     """
+    node = slicer.vtkMRMLScalarVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node) or node.GetImageData() is None:
+        raise ConfigError(f"{path}: cannot be read as the disagreement map")
+    node.SetName(scene.GenerateUniqueName(name))
+    node.SetAttribute(ROLE_ATTRIBUTE, DISAGREEMENT_ROLE)  # not an input: the slot guess leaves it alone
+    scene.AddNode(node)
+    display = slicer.vtkMRMLScalarVolumeDisplayNode()
+    scene.AddNode(display)
+    display.SetAndObserveColorNodeID(heatColorNode(scene).GetID())
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(0, max(compared, 1))
+    display.SetAutoThreshold(False)
+    display.SetApplyThreshold(True)  # voxels outside the threshold are transparent in the slice views
+    display.SetLowerThreshold(1)
+    display.SetUpperThreshold(max(compared, 1))
+    display.SetInterpolate(False)  # counts, not intensities
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    return node
 
-    def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None) -> None:
+
+def showDisagreement(scene: slicer.vtkMRMLScene, volume: slicer.vtkMRMLScalarVolumeNode, opacity: float = DISAGREEMENT_OPACITY) -> int:
+    """Show ``volume`` as the foreground of every slice view (``vtkMRMLSliceCompositeNode``), as
+    ``slicer.util.setSliceViewerLayers(foreground=..., foregroundOpacity=...)`` does; backgrounds and
+    label layers are kept. Returns how many views were set (none in a scene without views)."""
+    count = scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")
+    for index in range(count):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        composite.SetForegroundVolumeID(volume.GetID())
+        composite.SetForegroundOpacity(opacity)
+    return count
+
+
+# --- the child jobs ------------------------------------------------------------------------------
+
+
+class _ChildJob:
+    """One ``magms`` child process at a time, polled; a temporary folder removed in every case."""
+
+    def __init__(self, scene: slicer.vtkMRMLScene, python: str | None, runner: ProcessRunner | None) -> None:
         self.scene = scene
         self.python = python or childPython()
         self.runner = runner or ProcessRunner()
         self.progress = Signal(float, str)
-        self.finished = Signal(list)
         self.failed = Signal(str)
         self.cancelled = Signal()
         self.folder: Path | None = None
-        self._queue: list[tuple[str, ...]] = []
-        self._done: list[tuple[tuple[str, ...], Path]] = []
-        self._total = 0
         self.runner.progress.connect(self._onProgress)
         self.runner.finished.connect(self._onRunFinished)
 
     @property
     def running(self) -> bool:
         return self.folder is not None
+
+    def poll(self) -> None:
+        """Call regularly (the widget's timer); signals are emitted from here."""
+        if self.running:
+            self.runner.poll()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Poll until the job has ended (scripts and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the job did not end within {timeout} s")
+            time.sleep(0.05)
+
+    def _run(self, options, name: str) -> None:
+        command = configCommand(self.python, options, self.folder / f"{name}.json")
+        self.runner.start(command, env=childEnvironment())
+
+    def _onProgress(self, done: int, total: int) -> None:
+        raise NotImplementedError
+
+    def _onRunFinished(self, state: RunState, message: str) -> None:
+        raise NotImplementedError
+
+    def _cleanup(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One ``magms segment`` child: ``subsets`` are the segmentations it writes (one, or with
+    ``compare`` every subset of the last, smallest first)."""
+
+    subsets: tuple[tuple[str, ...], ...]
+    compare: bool = False
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return self.subsets[-1]
+
+
+class SegmentationJob(_ChildJob):
+    """Segment the mapped volumes, once or once per subset ("compare subsets"), in a child process.
+
+    The mapped volumes are written to a temporary folder and ``magms segment`` runs on them. With
+    ``subsets="all"`` and two or more volumes, ONE child runs ``--compare subsets`` (the inputs are
+    prepared once): it writes every subset's segmentation (``--compared-outputs``), the disagreement
+    map and the review report into a new folder under ``reportsFolder``, which is kept. An explicit
+    list of subsets runs one child per subset, as before. Only when every run has succeeded are the
+    results added: a new segmentation node per subset and, with compare subsets, the disagreement
+    map as a new volume node shown over the reference volume (:func:`showDisagreement`). Cancel or
+    failure leaves the scene as it was and removes the report folder. The temporary folder is
+    removed in every case.
+
+    Every output of a compare run lies on the reference volume's grid (the first mapped slot in the
+    model's order), so every new node is referenced to that volume, also a subset's without it.
+
+    Signals:
+        progress(fraction: float, text: str)
+        finished(nodes: list): the new segmentation nodes (the fullest last).
+        failed(message: str)
+        cancelled()
+
+    Attributes (after ``finished``):
+        disagreementNode: the disagreement map's volume node (None without compare subsets).
+        reportFolder: the folder holding report.md, report.png, volumes.csv and the map (None without).
+        compared: how many outputs were compared with the fullest one (the map's maximum possible count).
+    """
+
+    def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None,
+                 reportsFolder: Path | None = None) -> None:
+        super().__init__(scene, python, runner)
+        self.finished = Signal(list)
+        self.reportsFolder = reportsFolder
+        self.reportFolder: Path | None = None
+        self.disagreementNode: slicer.vtkMRMLScalarVolumeNode | None = None
+        self.compared = 0
+        self._queue: list[_Run] = []
+        self._done: list[_Run] = []
+        self._total = 0
 
     def start(
         self,
@@ -168,7 +355,7 @@ class SegmentationJob:
             bundle: model bundle folder.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
             subsets: None for one run with every mapped volume; ``"all"`` for every non-empty
-                subset of the mapped slots; or the subsets to run.
+                subset of the mapped slots (one compare run); or the subsets to run (one run each).
             modelName: for the node names (default: the bundle folder's name).
         Raises:
             BundleError, ConfigError: a bad bundle or mapping (nothing is started or written).
@@ -181,49 +368,61 @@ class SegmentationJob:
         pairs = checkMapping(self.scene, mapping, self.info.slots)
         mapped = tuple(slot for slot, _ in pairs)
         if subsets is None:
-            queue = [mapped]
+            queue = [_Run((mapped,))]
         elif subsets == "all":
-            queue = subsets_of(mapped)
+            # one input has no smaller subset to compare with: then it is one plain run
+            queue = [_Run(tuple(subsets_of(mapped)), compare=True)] if len(mapped) > 1 else [_Run((mapped,))]
         else:
-            queue = [tuple(s for s in mapped if s in subset) for subset in subsets]
-            missing = [("+".join(s)) for s, q in zip(subsets, queue) if set(s) - set(q)]
-            if missing or not all(queue):
+            chosen = [tuple(s for s in mapped if s in subset) for subset in subsets]
+            missing = [("+".join(s)) for s, q in zip(subsets, chosen) if set(s) - set(q)]
+            if missing or not all(chosen):
                 raise ConfigError(f"subset(s) {', '.join(missing) or 'empty'} use slots without a volume (mapped: {', '.join(mapped)})")
+            queue = [_Run((subset,)) for subset in chosen]
         self.nodes = dict(pairs)
         self.device = device
         self.modelName = modelName or self.bundle.name
+        self.reportFolder, self.disagreementNode, self.compared = None, None, 0
         self.folder = Path(tempfile.mkdtemp(prefix="magms-segment-"))
         try:
             self.inputs = writeVolumes(pairs, self.folder)
+            if any(run.compare for run in queue):
+                self.reportFolder = self._newReportFolder(pairs[0][1])
         except BaseException:
             self._cleanup()
             raise
         self._queue, self._done, self._total = list(queue), [], len(queue)
         self._startNext()
 
+    def _newReportFolder(self, reference: slicer.vtkMRMLScalarVolumeNode) -> Path:
+        root = self.reportsFolder or defaultReportsFolder()
+        stem = f"{_fileName(reference.GetName())} {_fileName(self.modelName)} {time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1, 1000):
+            folder = root / (stem if n == 1 else f"{stem} {n}")
+            try:
+                folder.mkdir(parents=True)  # the child writes the map into it: it must exist
+                return folder
+            except FileExistsError:
+                continue
+        raise ConfigError(f"{root}: cannot make a report folder for {stem}")
+
+    def _output(self, subset: Sequence[str]) -> Path:
+        return self.folder / f"{'+'.join(subset)}.seg.nrrd"
+
     def _startNext(self) -> None:
-        subset = self._queue[0]
-        name = "+".join(subset)
-        options = segmentOptions(self.bundle, {s: self.inputs[s] for s in subset}, self.folder / f"{name}.seg.nrrd", self.device)
-        command = configCommand(self.python, options, self.folder / f"{name}.json")
-        self.progress.emit(len(self._done) / self._total, f"segmenting from {' + '.join(subset)}")
-        self.runner.start(command, env=childEnvironment())
+        run = self._queue[0]
+        inputs = {s: self.inputs[s] for s in run.slots}
+        if run.compare:
+            options = compareOptions(self.bundle, inputs, self._output(run.slots), self.folder / "compared",
+                                     self.reportFolder / "disagreement.nii.gz", self.reportFolder, self.device)
+        else:
+            options = segmentOptions(self.bundle, inputs, self._output(run.slots), self.device)
+        self.progress.emit(len(self._done) / self._total, self._describe(run))
+        self._run(options, "+".join(run.slots))
 
-    def poll(self) -> None:
-        """Call regularly (the widget's timer); signals are emitted from here."""
-        if self.running:
-            self.runner.poll()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Poll until the job has ended (scripts and tests)."""
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.running:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the segmentation did not end within {timeout} s")
-            time.sleep(0.05)
+    @staticmethod
+    def _describe(run: _Run) -> str:
+        text = f"segmenting from {' + '.join(run.slots)}"
+        return f"{text} and its {len(run.subsets) - 1} smaller subsets" if run.compare else text
 
     def cancel(self) -> None:
         """Stop the child process tree; the scene stays as it was."""
@@ -232,41 +431,313 @@ class SegmentationJob:
             self.runner.cancel()
 
     def _onProgress(self, done: int, total: int) -> None:
-        subset = self._queue[0] if self._queue else ()
+        text = self._describe(self._queue[0]) if self._queue else "segmenting"
         fraction = (len(self._done) + done / max(total, 1)) / self._total
-        self.progress.emit(fraction, f"segmenting from {' + '.join(subset)}: window {done}/{total}")
+        self.progress.emit(fraction, f"{text}: window {done}/{total}")
 
     def _onRunFinished(self, state: RunState, message: str) -> None:
         if state is RunState.CANCELLED:
-            self._cleanup()
+            self._end()
             self.cancelled.emit()
             return
         if state is RunState.FAILED:
-            self._cleanup()
+            self._end()
             self.failed.emit(message)
             return
-        subset = self._queue.pop(0)
-        self._done.append((subset, self.folder / f"{'+'.join(subset)}.seg.nrrd"))
+        self._done.append(self._queue.pop(0))
         if self._queue:
             self._startNext()
             return
+        created: list = []
         try:
-            created = []
-            for subset, path in self._done:
-                reference = self.nodes[subset[0]]  # magms segment writes on the first present slot's grid
-                name = segmentationName(reference, self.modelName, subset)
-                created.append(importSegmentation(self.scene, path, reference, self.info.scheme, name))
+            for run in self._done:
+                for subset in run.subsets:
+                    path = self._output(subset) if subset == run.slots else self.folder / "compared" / f"{'+'.join(subset)}.seg.nrrd"
+                    # a compare run writes every output on its reference's grid, also a subset's without it
+                    reference = self.nodes[run.slots[0] if run.compare else subset[0]]
+                    name = segmentationName(self.nodes[subset[0]], self.modelName, subset)
+                    created.append(importSegmentation(self.scene, path, reference, self.info.scheme, name))
+            disagreement = self._importDisagreement()
         except Exception as err:  # noqa: BLE001 - reported to the user, the partial import undone
             for node in created:
                 self.scene.RemoveNode(node)
-            self._cleanup()
+            self._end()
             self.failed.emit(str(err))
             return
+        if disagreement is not None:
+            self.disagreementNode = disagreement
+            showDisagreement(self.scene, disagreement)
         self._cleanup()
         self.progress.emit(1.0, "done")
         self.finished.emit(created)
 
-    def _cleanup(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder = None
+    def _importDisagreement(self) -> slicer.vtkMRMLScalarVolumeNode | None:
+        run = next((run for run in self._done if run.compare), None)
+        if run is None:
+            return None
+        self.compared = len(run.subsets) - 1
+        reference = self.nodes[run.slots[0]]
+        name = f"{reference.GetName()} MAGMS {self.modelName} disagreement ({'+'.join(run.slots)})"
+        return importDisagreement(self.scene, self.reportFolder / "disagreement.nii.gz", name, self.compared)
+
+    def _end(self) -> None:
+        """Cancelled or failed: nothing is kept, the report folder made for this run neither."""
+        if self.reportFolder is not None:
+            shutil.rmtree(self.reportFolder, ignore_errors=True)
+            self.reportFolder = None
+        self._cleanup()
+
+
+# --- Export to DICOM -----------------------------------------------------------------------------
+
+#: SOP Instance UID -> the file Slicer's DICOM database holds for it ("" or None: not there). In Slicer:
+#: ``slicer.dicomDatabase.fileForInstance`` (ctkDICOMDatabase); tests look up files they wrote.
+InstanceFiles = Callable[[str], "str | None"]
+DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+#: What can be exported, by key: (name for people, file suffix, ``magms export`` option).
+EXPORT_KINDS = {"rtstruct": ("RT Structure Set", ".rtstruct.dcm", "rtstruct"), "seg": ("DICOM Segmentation", ".seg.dcm", "dicom_seg")}
+#: The format choice: key -> the kinds it writes.
+EXPORT_FORMATS = {"both": ("rtstruct", "seg"), "rtstruct": ("rtstruct",), "seg": ("seg",)}
+SLICERRT_ALTERNATIVE = (
+    "With the SlicerRT extension, Slicer's own DICOM export (Data module: right-click the segmentation, Export to "
+    "DICOM..., export type RT structure set) can write one for images that did not come from DICOM."
+)
+
+
+def noDicomDatabase(uid: str) -> None:
+    """The lookup without a DICOM database: no instance is found."""
+    return None
+
+
+def exportReference(segmentationNode: slicer.vtkMRMLSegmentationNode) -> slicer.vtkMRMLScalarVolumeNode:
+    """The volume whose grid and DICOM series the export uses: the segmentation's reference geometry volume.
+
+    Raises:
+        ConfigError: none, or a transform on either node.
+    """
+    name = segmentationNode.GetName()
+    reference = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+    if reference is None or not reference.IsA("vtkMRMLScalarVolumeNode"):
+        raise ConfigError(f"segmentation '{name}' has no reference volume: DICOM RT and SEG objects reference the images the "
+                          "segments were drawn on (choose its source volume in the Segment Editor)")
+    for node in (segmentationNode, reference):
+        if node.GetParentTransformNode() is not None:
+            raise ConfigError(f"'{node.GetName()}' is under transform '{node.GetParentTransformNode().GetName()}': "
+                              "harden or remove it before exporting")
+    return reference
+
+
+def exportProblem(segmentationNode: slicer.vtkMRMLSegmentationNode | None) -> str:
+    """Why ``segmentationNode`` cannot be exported, as far as the scene tells ("" when it can)."""
+    if segmentationNode is None:
+        return "Choose a segmentation to export."
+    try:
+        reference = exportReference(segmentationNode)
+    except ConfigError as err:
+        return str(err)
+    if not (reference.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split():
+        return (f"'{reference.GetName()}', the reference volume of '{segmentationNode.GetName()}', was not loaded from Slicer's "
+                f"DICOM database (it has no {DICOM_UIDS_ATTRIBUTE}): there is no DICOM series for an RT Structure Set or SEG to "
+                "reference. Load the images with the DICOM module and segment them there. " + SLICERRT_ALTERNATIVE)
+    return ""
+
+
+def dicomSeriesFiles(volume: slicer.vtkMRMLScalarVolumeNode, lookup: InstanceFiles) -> list[Path]:
+    """The files of the DICOM series ``volume`` was loaded from: its ``DICOM.instanceUIDs`` (one per
+    slice, set by Slicer's DICOMScalarVolumePlugin), each found with ``lookup``.
+
+    Raises:
+        ConfigError: no UIDs on the volume, or instances the database does not hold (counted, one named).
+    """
+    uids = (volume.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
+    if not uids:
+        raise ConfigError(f"'{volume.GetName()}' was not loaded from Slicer's DICOM database (no {DICOM_UIDS_ATTRIBUTE}). "
+                          + SLICERRT_ALTERNATIVE)
+    files, missing = [], []
+    for uid in uids:
+        found = lookup(uid) if uid != "Unknown" else None  # the plugin writes "Unknown" for a file without a UID
+        if found and Path(found).is_file():
+            files.append(Path(found))
+        else:
+            missing.append(uid)
+    if missing:
+        raise ConfigError(f"'{volume.GetName()}': {len(missing)} of its {len(uids)} DICOM instances are not in Slicer's DICOM "
+                          f"database, or their files are gone (first: {missing[0]}); import the series again in the DICOM module")
+    return list(dict.fromkeys(files))  # a multi-frame file holds several slices
+
+
+def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme, model: str = "the model") -> list[tuple[str, int]]:
+    """(segment ID, label value) of every segment: its name is a label's name or key in ``scheme``
+    (any case), as :func:`importSegmentation` names them.
+
+    Raises:
+        ConfigError: segments whose names are not labels of ``scheme`` (each named), or no segment.
+    """
+    by_name = {}
+    for label in scheme.labels:
+        if label.value != 0:
+            by_name[label.name.casefold()] = by_name[label.key.casefold()] = label.value
+    segmentation = segmentationNode.GetSegmentation()
+    values, unknown = [], []
+    for index in range(segmentation.GetNumberOfSegments()):
+        name = segmentation.GetNthSegment(index).GetName() or ""
+        value = by_name.get(name.strip().casefold())
+        if value is None:
+            unknown.append(name)
+        else:
+            values.append((segmentation.GetNthSegmentID(index), value))
+    if unknown:
+        names = ", ".join(label.name for label in scheme.labels if label.value != 0)
+        raise ConfigError(f"segment(s) {', '.join(repr(n) for n in unknown)} of '{segmentationNode.GetName()}' are not labels of "
+                          f"{model} ({names}): rename or remove them before exporting")
+    if not values:
+        raise ConfigError(f"'{segmentationNode.GetName()}' has no segments to export")
+    return values
+
+
+def writeLabelsForExport(segmentationNode: slicer.vtkMRMLSegmentationNode, reference: slicer.vtkMRMLScalarVolumeNode,
+                         values: Sequence[tuple[str, int]], path: Path) -> None:
+    """Write the segments' CURRENT content as one label map on ``reference``'s grid, in the model's values.
+
+    The segments are merged by the segmentation node itself (``GenerateMergedLabelmapForAllSegments``
+    with the reference volume's geometry and explicit label values; where segments overlap, the later
+    one wins), and written by a volume storage node: nothing is added to the scene.
+
+    Raises:
+        ConfigError: the merge or the write failed.
+    """
+    ensureSegmentationConverters()
+    geometry = slicer.vtkOrientedImageData()
+    geometry.SetExtent(reference.GetImageData().GetExtent())
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetIJKToRASMatrix(matrix)
+    geometry.SetImageToWorldMatrix(matrix)
+    ids = vtk.vtkStringArray()
+    labels = vtk.vtkIntArray()
+    for segmentID, value in values:
+        ids.InsertNextValue(segmentID)
+        labels.InsertNextValue(value)
+    merged = slicer.vtkOrientedImageData()
+    if not segmentationNode.GenerateMergedLabelmapForAllSegments(merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
+                                                                 geometry, ids, labels):
+        raise ConfigError(f"'{segmentationNode.GetName()}': its segments could not be merged into one label map")
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    image = vtk.vtkImageData()
+    image.DeepCopy(merged)
+    # a volume node keeps the geometry in its IJK-to-RAS matrix, not in its image data
+    image.SetOrigin(0.0, 0.0, 0.0)
+    image.SetSpacing(1.0, 1.0, 1.0)
+    image.SetDirectionMatrix(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    labelmap.SetAndObserveImageData(image)
+    merged.GetImageToWorldMatrix(matrix)
+    labelmap.SetIJKToRASMatrix(matrix)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(False)  # a temporary file: speed over size
+    if not storage.WriteData(labelmap) or not path.is_file():
+        raise ConfigError(f"'{segmentationNode.GetName()}': its label map could not be written to {path}")
+
+
+def exportPaths(folder: Path, name: str, kinds: Sequence[str]) -> dict[str, Path]:
+    """``folder/<name>.rtstruct.dcm`` and/or ``.seg.dcm``, numbered (``<name> 2``...) so that no file is replaced."""
+    stem = _fileName(name)
+    for n in range(1, 10000):
+        base = stem if n == 1 else f"{stem} {n}"
+        paths = {kind: folder / f"{base}{EXPORT_KINDS[kind][1]}" for kind in kinds}
+        if not any(p.exists() for p in paths.values()):
+            return paths
+    raise ConfigError(f"{folder}: no free file name for {stem}")
+
+
+class ExportJob(_ChildJob):
+    """Export a segmentation to DICOM RT Structure Set and/or SEG with ``magms export`` in a child process.
+
+    The segments' current content is written as a label map on the reference volume's grid (in the
+    model's label values), the reference volume's DICOM files are found through ``lookup``, and
+    ``magms export`` writes the objects referencing that series. The scene is only read. Cancel or
+    failure leaves no file behind; the temporary folder is removed in every case.
+
+    Signals:
+        progress(fraction: float, text: str)
+        finished(paths: list): the files written.
+        failed(message: str)
+        cancelled()
+    """
+
+    def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None,
+                 unmet: Callable[[], list] = dependencies.unmetDicom) -> None:
+        super().__init__(scene, python, runner)
+        self.finished = Signal(list)
+        self.unmet = unmet
+        self.paths: dict[str, Path] = {}
+
+    def start(self, segmentationNode: slicer.vtkMRMLSegmentationNode, bundle: str | os.PathLike[str], folder: str | os.PathLike[str],
+              formatKey: str = "both", lookup: InstanceFiles = noDicomDatabase) -> None:
+        """Check everything, write the label map and start ``magms export``.
+
+        Args:
+            segmentationNode: what to export (its current segments).
+            bundle: the model bundle whose labels the segments are.
+            folder: an existing folder for the DICOM files.
+            formatKey: a key of :data:`EXPORT_FORMATS`.
+            lookup: SOP Instance UID -> file, from Slicer's DICOM database.
+        Raises:
+            ConfigError, BundleError: anything that stops the export (nothing is started or written):
+                the export's Python packages missing, no DICOM reference volume, segments that are
+                not the model's labels, no output folder.
+            RuntimeError: an export is running already.
+        """
+        if self.running:
+            raise RuntimeError("an export is running already")
+        if formatKey not in EXPORT_FORMATS:
+            raise ValueError(f"formatKey: expected one of {', '.join(EXPORT_FORMATS)}, got {formatKey!r}")
+        missing = self.unmet()
+        if missing:
+            raise ConfigError(dependencies.describeUnmetDicom(missing, ask=False))
+        problem = exportProblem(segmentationNode)
+        if problem:
+            raise ConfigError(problem)
+        reference = exportReference(segmentationNode)
+        files = dicomSeriesFiles(reference, lookup)
+        bundle = Path(bundle)
+        values = segmentLabelValues(segmentationNode, read_bundle_info(bundle).scheme, bundle.name)
+        out = Path(folder)
+        if not str(folder) or not out.is_dir():
+            raise ConfigError(f"the output folder {out} does not exist: choose a folder for the DICOM files")
+        self.paths = exportPaths(out, segmentationNode.GetName(), EXPORT_FORMATS[formatKey])
+        self.folder = Path(tempfile.mkdtemp(prefix="magms-export-"))
+        try:
+            labels = self.folder / "labels.nrrd"
+            writeLabelsForExport(segmentationNode, reference, values, labels)
+            targets = {EXPORT_KINDS[kind][2]: path for kind, path in self.paths.items()}
+            options = ExportOptions(labels=labels, series=tuple(files), model=bundle, **targets)
+        except BaseException:
+            self._cleanup()
+            raise
+        self.progress.emit(0.0, f"exporting '{segmentationNode.GetName()}' to DICOM")
+        self._run(options, "export")
+
+    def cancel(self) -> None:
+        """Stop the child process tree; a file it wrote already is removed."""
+        if self.running:
+            self.runner.cancel()
+
+    def _onProgress(self, done: int, total: int) -> None:
+        self.progress.emit(done / max(total, 1), "exporting to DICOM")
+
+    def _removeWritten(self) -> None:
+        for path in self.paths.values():
+            if path.exists():
+                path.unlink()
+
+    def _onRunFinished(self, state: RunState, message: str) -> None:
+        self._cleanup()
+        if state is RunState.SUCCEEDED:
+            self.progress.emit(1.0, "done")
+            self.finished.emit(list(self.paths.values()))
+            return
+        self._removeWritten()  # the files did not exist before (exportPaths): an unfinished export leaves none
+        if state is RunState.CANCELLED:
+            self.cancelled.emit()
+        else:
+            self.failed.emit(message)

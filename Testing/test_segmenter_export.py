@@ -1,0 +1,227 @@
+"""The MAGMS Segmenter's Export to DICOM (MAGMSSegmenterLib.logic.ExportJob) on real MRML from
+`slicer-core`, a real DICOM MR series written from a BraTS 2018 case, and one real `magms export`
+child process.
+
+The volume is read from the DICOM files by Slicer's own volume storage node and given the
+``DICOM.instanceUIDs`` attribute that Slicer's DICOMScalarVolumePlugin sets; the DICOM database is
+a lookup over the files written here (``slicer.dicomDatabase.fileForInstance`` in Slicer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
+pydicom = pytest.importorskip("pydicom", reason="pydicom is not installed (pip install 'magms-slicer[dicom]')")
+pytest.importorskip("highdicom", reason="highdicom is not installed (pip install 'magms-slicer[dicom]')")
+pytest.importorskip("rt_utils", reason="rt-utils is not installed (pip install 'magms-slicer[dicom]')")
+
+from conftest import DATA, tiny_config  # noqa: E402
+from dicom_series import write_mr_series  # noqa: E402
+from test_dicom import _check_rtstruct, _check_seg  # noqa: E402 - the round-trip checks of the core's export
+from test_segmenter_logic import snapshot  # noqa: E402
+
+from MAGMSCommonLib.runner import RunState  # noqa: E402
+from MAGMSCommonLib.signal import Signal  # noqa: E402
+from MAGMSSegmenterLib import logic  # noqa: E402
+
+from magms.data.io import read_image, write_labelmap  # noqa: E402
+from magms.devices import DICOM_REQUIREMENTS, RequirementState  # noqa: E402
+from magms.errors import ConfigError  # noqa: E402
+from magms.labels import get_scheme  # noqa: E402
+
+CASE = "Brats18_CBICA_AQR_1"
+SCHEME = get_scheme("brats2021")  # the BraTS 2018 label values 0, 1, 2, 4
+
+
+class FakeRunner:
+    """Starts nothing; records what would have run."""
+
+    def __init__(self) -> None:
+        self.progress, self.output, self.finished = Signal(int, int), Signal(str), Signal(RunState, str)
+        self.commands: list = []
+        self.running = False
+
+    def start(self, command, env=None, cwd=None, stdout=None):
+        self.commands.append(command)
+        self.running = True
+
+    def poll(self):
+        return RunState.RUNNING
+
+    def cancel(self):
+        self.running = False
+
+
+@pytest.fixture(scope="module")
+def dicom_files(tmp_path_factory):
+    """The case's FLAIR as a DICOM MR series, its label map as a .seg.nrrd on that series' grid, and a bundle
+    with the case's label scheme."""
+    case = DATA / "brats18" / CASE
+    if not case.is_dir():
+        pytest.skip(f"no real data: {case} (set MAGMS_TEST_DATA)")
+    from magms.bundle import save_bundle
+    from magms.config import PreprocessConfig
+    from magms.networks import build_network
+
+    root = tmp_path_factory.mktemp("export")
+    files = write_mr_series(sitk.ReadImage(str(case / f"{CASE}_flair.nii.gz")), root / "flair", "AX FLAIR")
+    grid = read_image(root / "flair")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{CASE}_seg.nii.gz"))).astype(np.uint8)
+    write_labelmap(truth, grid, root / "truth.seg.nrrd", SCHEME)
+    bundle = root / "bundle"
+    config = tiny_config("unet")
+    save_bundle(bundle, build_network(config), config, SCHEME, PreprocessConfig(patch_size=(16, 16, 16)))
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    return {"files": files, "folder": root / "flair", "grid": grid, "truth": truth, "seg": root / "truth.seg.nrrd",
+            "bundle": bundle, "database": dict(zip(uids, map(str, files))), "uids": uids}
+
+
+def load_dicom_volume(scene, dicom_files, uids: bool = True):
+    """The series read by Slicer's volume storage node, with the attribute Slicer's DICOM plugin sets."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "3: AX FLAIR")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(dicom_files["files"][0]))
+    assert storage.ReadData(node)
+    assert node.GetImageData().GetDimensions() == dicom_files["grid"].GetSize()
+    if uids:
+        node.SetAttribute(logic.DICOM_UIDS_ATTRIBUTE, " ".join(dicom_files["uids"]))
+    return node
+
+
+def set_segment(segmentation_node, segment_id: str, mask: np.ndarray, reference) -> None:
+    """Replace a segment's voxels by ``mask`` (z, y, x on ``reference``'s grid), as a Segment Editor
+    effect does (``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment``)."""
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+
+def segment_id(node, name: str) -> str:
+    return node.GetSegmentation().GetSegmentIdBySegmentName(name)
+
+
+@pytest.fixture
+def scene_with_segmentation(dicom_files):
+    scene = slicer.vtkMRMLScene()
+    volume = load_dicom_volume(scene, dicom_files)
+    node = logic.importSegmentation(scene, dicom_files["seg"], volume, SCHEME, "3: AX FLAIR MAGMS model (flair)")
+    return scene, volume, node
+
+
+def test_export_writes_the_segments_as_they_are_now_as_rtstruct_and_seg(dicom_files, scene_with_segmentation, tmp_path):
+    """A reviewer erased part of the oedema and drew an enhancing blob: both objects hold the edited
+    segments, the SEG voxel for voxel, on the DICOM series the volume was loaded from."""
+    scene, volume, node = scene_with_segmentation
+    truth = dicom_files["truth"]
+    edited = truth.copy()
+    box = np.zeros(truth.shape, bool)
+    box[:, :, : int(np.median(np.argwhere(truth == 2)[:, 2]))] = True  # half the oedema erased
+    edited[box & (truth == 2)] = 0
+    blob = np.zeros(truth.shape, bool)
+    background = np.argwhere(truth == 0)
+    z, y, x = background[len(background) // 3]
+    blob[max(z - 3, 0):z + 3, max(y - 3, 0):y + 3, max(x - 3, 0):x + 3] = True
+    blob &= truth == 0
+    edited[blob] = 4
+    set_segment(node, segment_id(node, SCHEME.label(2).name), edited == 2, volume)
+    set_segment(node, segment_id(node, SCHEME.label(4).name), edited == 4, volume)
+    assert (edited != truth).sum() > 1000
+    before = snapshot(scene)
+
+    out = tmp_path / "dicom"
+    out.mkdir()
+    job = logic.ExportJob(scene)
+    written, failures = [], []
+    job.finished.connect(written.extend)
+    job.failed.connect(failures.append)
+    job.start(node, dicom_files["bundle"], out, "both", dicom_files["database"].get)
+    temporary = job.folder
+    job.wait(timeout=300)
+    assert failures == [] and written == [out / "3_ AX FLAIR MAGMS model (flair).rtstruct.dcm", out / "3_ AX FLAIR MAGMS model (flair).seg.dcm"]
+    _check_seg(written[1], dicom_files["folder"], edited)  # exactly the current segments
+    _check_rtstruct(written[0], dicom_files["folder"], dicom_files["grid"], edited)  # the scheme's structures, contours Dice >= 0.95
+    assert snapshot(scene) == before  # the scene was only read
+    assert not temporary.exists()
+    # a second export never replaces the first
+    assert logic.exportPaths(out, node.GetName(), ("rtstruct", "seg"))["seg"].name == "3_ AX FLAIR MAGMS model (flair) 2.seg.dcm"
+
+
+def test_a_reference_volume_not_from_the_dicom_database_is_refused_with_nothing_started(dicom_files, tmp_path):
+    scene = slicer.vtkMRMLScene()
+    volume = load_dicom_volume(scene, dicom_files, uids=False)  # as if loaded from NIfTI
+    node = logic.importSegmentation(scene, dicom_files["seg"], volume, SCHEME, "seg")
+    before = snapshot(scene)
+    runner = FakeRunner()
+    job = logic.ExportJob(scene, runner=runner)
+    with pytest.raises(ConfigError) as info:
+        job.start(node, dicom_files["bundle"], tmp_path, "both", dicom_files["database"].get)
+    message = str(info.value)
+    assert "'3: AX FLAIR', the reference volume of 'seg', was not loaded from Slicer's DICOM database" in message
+    assert "DICOM.instanceUIDs" in message and "SlicerRT" in message
+    assert logic.exportProblem(node) == message
+    assert runner.commands == [] and not job.running and list(tmp_path.iterdir()) == [] and snapshot(scene) == before
+    # a segmentation without a reference volume says so
+    bare = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn")
+    assert "segmentation 'drawn' has no reference volume" in logic.exportProblem(bare)
+
+
+def test_missing_export_packages_stop_the_export_with_the_install_message(scene_with_segmentation, dicom_files, tmp_path):
+    scene, volume, node = scene_with_segmentation
+    runner = FakeRunner()
+    missing = [RequirementState(DICOM_REQUIREMENTS[1], "0.20.0"), RequirementState(DICOM_REQUIREMENTS[2], None)]
+    job = logic.ExportJob(scene, runner=runner, unmet=lambda: missing)
+    with pytest.raises(ConfigError) as info:
+        job.start(node, dicom_files["bundle"], tmp_path, "rtstruct", dicom_files["database"].get)
+    message = str(info.value)
+    assert message.startswith("Export to DICOM needs these Python packages:")
+    assert "highdicom>=0.22: 0.20.0 is installed, which is outside that range" in message and "rt-utils>=1.2.7: not installed" in message
+    assert "pip: 'highdicom>=0.22' 'rt-utils>=1.2.7'" in message
+    assert runner.commands == [] and list(tmp_path.iterdir()) == []
+
+
+def test_segments_that_are_not_the_models_labels_and_instances_not_in_the_database_are_refused(scene_with_segmentation, dicom_files, tmp_path):
+    scene, volume, node = scene_with_segmentation
+    runner = FakeRunner()
+    job = logic.ExportJob(scene, runner=runner)
+    database = dict(dicom_files["database"])
+    del database[dicom_files["uids"][5]]
+    with pytest.raises(ConfigError, match=r"'3: AX FLAIR': 1 of its \d+ DICOM instances are not in Slicer's DICOM database"):
+        job.start(node, dicom_files["bundle"], tmp_path, "seg", database.get)
+    node.GetSegmentation().AddEmptySegment("gtv", "GTV")
+    with pytest.raises(ConfigError, match=r"segment\(s\) 'GTV' of .* are not labels of bundle \(Necrotic"):
+        job.start(node, dicom_files["bundle"], tmp_path, "seg", dicom_files["database"].get)
+    node.GetSegmentation().RemoveSegment("gtv")
+    with pytest.raises(ConfigError, match="the output folder .* does not exist"):
+        job.start(node, dicom_files["bundle"], tmp_path / "missing", "seg", dicom_files["database"].get)
+    assert runner.commands == []
+    # names are matched case-insensitively, by name or key, as imported or renamed
+    segmentation = node.GetSegmentation()
+    segmentation.GetSegment(segment_id(node, SCHEME.label(2).name)).SetName("EDEMA")
+    assert sorted(v for _, v in logic.segmentLabelValues(node, SCHEME)) == [1, 2, 4]
+    # with everything in place the job writes the labels and starts magms export on the series' files
+    job.start(node, dicom_files["bundle"], tmp_path, "seg", dicom_files["database"].get)
+    command = runner.commands[0]
+    assert command[1:4] == ["-m", "magms", "export"]
+    import json
+
+    options = json.loads(Path(command[-1]).read_text(encoding="utf-8"))
+    assert options["dicom_seg"] == str(tmp_path / "3_ AX FLAIR MAGMS model (flair).seg.dcm") and options["rtstruct"] is None
+    assert sorted(options["series"]) == sorted(map(str, dicom_files["files"]))
+    labels = sitk.ReadImage(options["labels"])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), dicom_files["truth"])
+    assert np.allclose(labels.GetOrigin(), dicom_files["grid"].GetOrigin())
+    job.cancel()
+    runner.finished.emit(RunState.CANCELLED, "")
+    assert not job.running and not Path(options["labels"]).exists()

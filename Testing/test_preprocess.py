@@ -283,3 +283,46 @@ def test_without_deepbet_strip_exits_2_and_segment_still_works(no_deepbet, tiny_
     assert "note: t1: canonical_avg152T1.nii.gz looks not skull-stripped" in capsys.readouterr().err
     assert main(["segment", "--model", str(tiny_bundle), "--progress", "none", "--input", f"flair={BRATS}flair.nii.gz",
                  "--preprocess", "auto", "--output", str(tmp_path / "c.nii.gz")]) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# training from raw cases
+
+
+@needs_data
+@pytest.mark.slow
+def test_train_preprocesses_raw_cases_once_into_the_run_folder(tmp_path):
+    """A whole-head case (MNI T1, and its T2 moved onto another grid) trains with --preprocess full:
+    the T2 registered to the T1, both skull-stripped, the label kept; --resume reuses the files."""
+    pytest.importorskip("deepbet")
+    from magms.bundle import read_bundle_info
+
+    t1 = sitk.ReadImage(str(MNI / "canonical_avg152T1.nii.gz"), sitk.sitkFloat32)
+    t2 = sitk.Resample(sitk.ReadImage(str(MNI / "canonical_avg152T2.nii.gz"), sitk.sitkFloat32), [80, 96, 40], _motion(t1),
+                       sitk.sitkLinear, t1.TransformContinuousIndexToPhysicalPoint((5, 6, 3)), (2.2, 2.2, 4.4), t1.GetDirection())
+    case = tmp_path / "data" / "mni"
+    case.mkdir(parents=True)
+    sitk.WriteImage(t1, str(case / "T1w.nii.gz"))
+    sitk.WriteImage(t2, str(case / "T2w.nii.gz"))
+    label = np.zeros(sitk.GetArrayViewFromImage(t1).shape, np.uint8)
+    label[40:48, 60:70, 30:40], label[42:46, 63:67, 33:37] = 2, 4  # a made-up "tumour" inside the brain
+    seg = sitk.GetImageFromArray(label)
+    seg.CopyInformation(t1)
+    sitk.WriteImage(seg, str(case / "seg.nii.gz"))
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(tmp_path / "data"), "--labels", "brats2021", "--slots", "t1,t2", "--out", str(out), "--epochs", "1",
+            "--patch", "16", "--spacing", "4", "--channels", "4,8,16", "--val-fraction", "0", "--samples-per-case", "1",
+            "--batch-size", "1", "--device", "cpu", "--progress", "none", "--preprocess", "full"]
+    assert main(argv) == 0
+    done = out / "preprocessed" / "mni"
+    stripped = {s: sitk.ReadImage(str(done / f"{s}.nii.gz")) for s in ("t1", "t2")}
+    assert _geometry(stripped["t1"]) == _geometry(t1) == _geometry(stripped["t2"])
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(MNI / "toolbox_FieldMap_brainmask.nii.gz"))) > 0.5
+    assert _dice(sitk.GetArrayViewFromImage(stripped["t1"]) > 0, truth) >= 0.90
+    # the T2 registered back onto the T1: its brain where the T1's is
+    t2_brain, t1_brain = (sitk.GetArrayViewFromImage(stripped[s]) > 0 for s in ("t2", "t1"))
+    assert _dice(t2_brain, t1_brain) >= 0.95
+    assert read_bundle_info(out).training["options"]["preprocess"] == "full"
+    stamp = (done / "t1.nii.gz").stat().st_mtime_ns
+    assert main([*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:], "--resume"]) == 0
+    assert (done / "t1.nii.gz").stat().st_mtime_ns == stamp  # reused, not made again

@@ -17,6 +17,7 @@ from magms.config import PreprocessConfig
 from magms.data import clinical
 from magms.data.clinical import preprocess_inputs, register_rigid, skull_check
 from magms.data.inputs import prepare_inputs
+from magms.data.io import same_grid
 from magms.errors import ConfigError, ImageError
 from magms.labels import get_scheme
 from magms.networks import build_network
@@ -326,3 +327,56 @@ def test_train_preprocesses_raw_cases_once_into_the_run_folder(tmp_path):
     stamp = (done / "t1.nii.gz").stat().st_mtime_ns
     assert main([*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:], "--resume"]) == 0
     assert (done / "t1.nii.gz").stat().st_mtime_ns == stamp  # reused, not made again
+
+
+# --------------------------------------------------------------------------------------------
+# what auto reads from the headers; batch
+
+
+def _dicom_series(img: sitk.Image, folder, frame: str) -> None:
+    folder.mkdir(parents=True)
+    img16 = sitk.Cast(img, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(img16.GetDepth()):
+        slice_ = img16[:, :, k]
+        for tag, value in {"0008|0060": "MR", "0020|0052": frame, "0020|000e": f"{frame}.1", "0020|0013": str(k + 1),
+                           "0020|0032": "\\".join(map(str, img16.TransformIndexToPhysicalPoint((0, 0, k)))),
+                           "0020|0037": "1\\0\\0\\0\\1\\0"}.items():
+            slice_.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
+        writer.Execute(slice_)
+
+
+def test_auto_registers_a_series_from_another_dicom_frame_of_reference_on_the_same_grid(tmp_path):
+    img = _ellipsoid()
+    _dicom_series(img, tmp_path / "a", "1.2.826.0.1.3680043.2.1125.7.1")
+    _dicom_series(img, tmp_path / "b", "1.2.826.0.1.3680043.2.1125.7.2")
+    _dicom_series(img, tmp_path / "c", "1.2.826.0.1.3680043.2.1125.7.1")
+    assert clinical.frame_of_reference(tmp_path / "b") == "1.2.826.0.1.3680043.2.1125.7.2"
+    assert clinical.frame_of_reference(img) is None
+    images = {s: sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / f))) for s, f in (("flair", "a"), ("t1", "b"))}
+    assert same_grid(images["flair"], images["t1"])
+    frames = {s: clinical.frame_of_reference(tmp_path / f) for s, f in (("flair", "a"), ("t1", "b"), ("t2", "c"))}
+    assert clinical._needs_registration("t1", images, frames, "flair") == "another DICOM frame of reference"
+    assert clinical._needs_registration("t2", {**images, "t2": images["flair"]}, frames, "flair") is None
+
+
+@needs_data
+@pytest.mark.slow
+def test_batch_applies_preprocess_to_each_case_and_goes_on_past_a_bad_one(moved_case, tiny_bundle, tmp_path, capsys):
+    _, moved_path, _ = moved_case
+    moved = sitk.ReadImage(str(moved_path))
+    noise = sitk.GetImageFromArray(np.random.default_rng(1).normal(100, 30, sitk.GetArrayViewFromImage(moved).shape).astype(np.float32))
+    noise.CopyInformation(moved)
+    for case in ("good", "bad"):
+        (tmp_path / "cases" / case).mkdir(parents=True)
+        (tmp_path / "cases" / case / "flair.nii.gz").symlink_to(f"{BRATS}flair.nii.gz")
+    sitk.WriteImage(noise, str(tmp_path / "cases" / "bad" / "t1c.nii.gz"))
+    (tmp_path / "out").mkdir()
+    argv = ["segment", "--model", str(tiny_bundle), "--progress", "none", "--batch", str(tmp_path / "cases"),
+            "--output-dir", str(tmp_path / "out"), "--format", ".nii.gz", "--preprocess", "auto"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 case(s) failed" in err and "bad: t1c (t1c.nii.gz): cannot be registered to the reference flair" in err, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.nii.gz"]

@@ -286,9 +286,13 @@ _BRAIN_ML = (300.0, 3000.0)
 
 @functools.lru_cache(maxsize=1)
 def _deepbet_model():
+    import warnings
+
     from deepbet.bet import BrainExtraction
 
-    return BrainExtraction(no_gpu=True)  # ~4 s per image on one CPU core; keeps the GPU for the network
+    with warnings.catch_warnings():  # deepbet's TorchScript loading: torch's deprecation notice is not the user's concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return BrainExtraction(no_gpu=True)  # ~4 s per image on one CPU core; keeps the GPU for the network
 
 
 def load_brain_extractor(name: str = "deepbet") -> BrainExtractor:

@@ -195,7 +195,7 @@ def _cmd_segment(options: SegmentOptions) -> int:
     inputs = _segment_inputs(options, info.slots)
     _check_compared_outputs(options, info, inputs)
     # every image check before the network is loaded; the checked images are then used as they are
-    prepared, series = _check_case(inputs, info.slots, dicom)
+    prepared, series = _check_case(inputs, info.slots, dicom, options.preprocess)
     segmenter = _segmenter(options, model)
     progress = ProgressReporter(options.progress, "window", _progress_label(options, info.slots, inputs))
     try:
@@ -207,11 +207,12 @@ def _cmd_segment(options: SegmentOptions) -> int:
     return 0
 
 
-def _check_case(inputs: dict, slots: Sequence[str], dicom: Sequence[tuple[str, Path]]):
-    """One case's images read and checked (and its reference DICOM series when DICOM objects are asked for)."""
-    from magms.data.inputs import prepare_inputs
+def _check_case(inputs: dict, slots: Sequence[str], dicom: Sequence[tuple[str, Path]], preprocess: str = "none"):
+    """One case's images read, checked and preprocessed as ``--preprocess`` asks (and its reference DICOM
+    series when DICOM objects are asked for)."""
+    from magms.data.clinical import preprocess_inputs
 
-    prepared = prepare_inputs(inputs, slots)
+    prepared = preprocess_inputs(inputs, slots, preprocess)
     series = None
     if dicom:
         series = _reference_series(inputs, prepared.reference_slot, prepared.reference, [f"--{k}" for k, _ in dicom])
@@ -253,7 +254,7 @@ def _segment_batch(options: SegmentOptions) -> int:
         try:
             dicom = _dicom_requests(*(_batch_dicom_file(dicom_folders.get(k), case.name, k) for k in ("rtstruct", "dicom-seg")),
                                     options.overwrite)
-            prepared, series = _check_case(case.images, segmenter.slots, dicom)
+            prepared, series = _check_case(case.images, segmenter.slots, dicom, options.preprocess)
             result = segmenter.segment(prepared.images, progress=progress)
             _write_outputs(segmenter, prepared, result, series, model.name, output, None, dicom, options.overwrite, f"{case.name}: ")
         except MAGMSError as err:

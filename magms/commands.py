@@ -19,6 +19,7 @@ from magms.config import BACKBONES, NetConfig, PreprocessConfig, TrainConfig, as
 from magms.errors import ConfigError
 from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
+from magms.protocol import PREPROCESS_MODES
 
 __all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
 
@@ -104,6 +105,12 @@ class SegmentOptions(InferenceOptions):
         None, "also write a DICOM Segmentation (.dcm) referencing the reference input's DICOM series, with the labels' "
         "SNOMED CT codes; with --batch a folder, one <case>.seg.dcm per case"
     )
+    preprocess: str = option(
+        "none", "raw clinical images: register each sequence rigidly to the reference (register), extract the brain with "
+        "deepbet (strip), both (full), or what the inputs need (auto: register the sequences on another grid or DICOM frame "
+        "of reference, extract the brain when an input is not skull-stripped); none does neither. The output stays on "
+        "the reference input's grid", choices=PREPROCESS_MODES,
+    )
     progress: str = option("bar", "progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none", choices=PROGRESS_STYLES)
 
 
@@ -178,6 +185,10 @@ class TrainOptions(Options):
     val_every: int = same_as(TrainConfig, "val_every")
     val_share: float = same_as(TrainConfig, "val_share")
     amp: bool = same_as(TrainConfig, "amp", help="full precision on CUDA")
+    preprocess: str = option(
+        "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT/preprocessed/ "
+        "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,
+    )
     check_only: bool = option(False, "check every case as training would, report every problem, then stop (nothing is written)")
     resume: bool = option(False, "continue the run in --out from its checkpoint")
     init: Path | None = option(None, "start from this bundle's weights (fine-tuning; same architecture)")

@@ -16,6 +16,7 @@ __all__ = [
     "CHECKPOINT_STATE_FILE",
     "STOP_REQUEST_FILE",
     "MIN_OVERLAP",
+    "PREPROCESS_MODES",
     "ProgressLine",
     "format_progress",
     "parse_progress",
@@ -33,6 +34,10 @@ STOP_REQUEST_FILE = "stop-requested"
 
 #: Smallest fraction of an input's world box that must lie inside the reference input's box.
 MIN_OVERLAP = 0.5
+
+#: ``--preprocess`` of ``magms segment`` and ``magms train`` (:mod:`magms.data.clinical`): nothing, what
+#: the inputs need, co-registration, brain extraction, or both.
+PREPROCESS_MODES = ("none", "auto", "register", "strip", "full")
 
 _PROGRESS = re.compile(r"^progress (?P<done>\d+)/(?P<total>\d+)(?:\s+(?P<detail>.*))?$")
 

@@ -227,9 +227,10 @@ def overlap_fraction(a: sitk.Image, b: sitk.Image) -> float:
     return box_overlap_fraction(*_world_box(a), *_world_box(b))
 
 
-def resample_like(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
-    """Resample ``img`` onto ``reference``'s grid (zero outside ``img``)."""
-    return sitk.Resample(img, reference, sitk.Transform(), interpolator, 0.0, img.GetPixelID())
+def resample_like(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear, transform: sitk.Transform | None = None) -> sitk.Image:
+    """Resample ``img`` onto ``reference``'s grid (zero outside ``img``); ``transform`` maps the
+    reference's world points to ``img``'s (identity: as the headers place them)."""
+    return sitk.Resample(img, reference, transform or sitk.Transform(), interpolator, 0.0, img.GetPixelID())
 
 
 def check_output_path(path: Path, overwrite: bool, suffixes: Sequence[str] = LABELMAP_SUFFIXES) -> str:

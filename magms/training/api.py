@@ -31,6 +31,7 @@ def train(
     stop: Callable[[int], bool] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     options: Mapping[str, Any] | None = None,
+    preprocess: str = "none",
 ) -> Path | None:
     """Train a MAG-MS model and write it as a bundle in ``out``.
 
@@ -48,11 +49,15 @@ def train(
         stop: called with the global step after each step; True stops cleanly (checkpoint, no bundle).
         progress: called after each step with a dict (epoch, step, loss...).
         options: the ``magms train`` options of the run, kept in the bundle's provenance.
+        preprocess: ``none``, or ``auto``/``register``/``strip``/``full``: each case co-registered and/or
+            skull-stripped once into ``out/preprocessed/`` as ``magms segment --preprocess`` does
+            (:mod:`magms.data.clinical`); the label stays with the reference input, which never moves.
     Returns:
         The bundle folder, or None when the run stopped before the end (resume later).
     """
     job = TrainJob(cases=cases, out=out, labels=labels, slots=slots, net_overrides=net_overrides, preprocessing=preprocessing,
-                   config=config, device=device, resume=resume, init=init, stop=stop, progress=progress, options=options)
+                   config=config, device=device, resume=resume, init=init, stop=stop, progress=progress, options=options,
+                   preprocess=preprocess)
     return Trainer(job).run()
 
 
@@ -73,5 +78,5 @@ def train_from_options(options: TrainOptions, progress: Callable[[dict[str, Any]
         cases, options.out, options.labels, slots or slots_of(cases), net_overrides=options.net_overrides(),
         preprocessing=options.preprocessing(), config=options.train_config(), device=options.device,
         resume=options.resume, init=options.init, stop=lambda step: stop_file.exists(), progress=progress,
-        options=options.to_dict(),
+        options=options.to_dict(), preprocess=options.preprocess,
     )

@@ -31,9 +31,10 @@ from magms.bundle import METADATA_FILE, load_bundle, save_bundle
 from magms.config import NetConfig, PreprocessConfig, TrainConfig
 from magms.data.cases import Case
 from magms.data.checks import check_cases
+from magms.data.clinical import preprocess_cases
 from magms.data.dataset import case_transforms, patch_transforms
 from magms.devices import resolve_device
-from magms.errors import ConfigError
+from magms.errors import ConfigError, MAGMSError
 from magms.labels import get_scheme
 from magms.losses import MAGMSLoss
 from magms.networks import build_network
@@ -97,6 +98,11 @@ class TrainJob:
     stop: Callable[[int], bool] | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
     options: Mapping[str, Any] | None = None  # the ``magms train`` options, recorded: ``--config`` of them repeats the run
+    preprocess: str = "none"  # ``--preprocess``: registration and brain extraction of raw cases, once, into OUT/preprocessed
+
+
+#: Where ``--preprocess`` puts the preprocessed cases, inside the output folder (reused by ``--resume``).
+PREPROCESSED_DIR = "preprocessed"
 
 
 class Trainer:
@@ -178,6 +184,7 @@ class Trainer:
         self._check_output_folder()
         self._split_and_check_cases()
         self._create_output_folder()
+        self._preprocess_cases()
         set_determinism(self.config.seed)
         self._build_network()
         self._build_datasets()
@@ -202,6 +209,29 @@ class Trainer:
         self.ranks.barrier()  # every rank has checked the output folder before rank 0 writes
         if self.ranks.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def _preprocess_cases(self) -> None:
+        """``--preprocess``: each case registered and/or skull-stripped once into ``OUT/preprocessed/``, as
+        ``magms segment --preprocess`` does (:func:`~magms.data.clinical.preprocess_cases`); rank 0 writes,
+        the other ranks then read its files. Every failing case is reported at once."""
+        mode = self.job.preprocess
+        if mode == "none":
+            return
+        folder = self.out_dir / PREPROCESSED_DIR
+        done, failed = None, None
+        if self.ranks.is_main:
+            try:
+                done = preprocess_cases(self.job.cases, self.job.slots, mode, folder)
+            except MAGMSError as err:
+                failed = err
+        self.ranks.barrier()
+        if failed is not None:
+            raise failed
+        if done is None:  # rank 0's files, reused; a case that failed there fails here the same way
+            done = preprocess_cases(self.job.cases, self.job.slots, mode, folder)
+        by_name = {case.name: case for case in done}
+        self.train_cases = [by_name[c.name] for c in self.train_cases]
+        self.val_cases = [by_name[c.name] for c in self.val_cases]
 
     def _build_network(self) -> None:
         """The network, with the weights of ``init`` when fine-tuning, in train mode on the device."""

@@ -83,7 +83,7 @@ def render_overlay(
         for ax, (name, grey, _, _, count, aspect) in zip(axes[1], views):
             # the image dimmed, so that a bright FLAIR core where all outputs agree is not read as heat
             ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="bilinear", alpha=0.5)
-            heat = ax.imshow(np.ma.masked_equal(count, 0), cmap="inferno", vmin=0.5, vmax=top + 0.5, aspect=aspect,
+            heat = ax.imshow(np.ma.masked_equal(count, 0), cmap="plasma", vmin=0.5, vmax=top + 0.5, aspect=aspect,
                              interpolation="nearest", alpha=0.85)
             ax.set_title(f"{name}: outputs that differ", color="white", fontsize=10)
             ax.axis("off")

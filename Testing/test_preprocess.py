@@ -315,7 +315,7 @@ def test_train_preprocesses_raw_cases_once_into_the_run_folder(tmp_path):
             "--patch", "16", "--spacing", "4", "--channels", "4,8,16", "--val-fraction", "0", "--samples-per-case", "1",
             "--batch-size", "1", "--device", "cpu", "--progress", "none", "--preprocess", "full"]
     assert main(argv) == 0
-    done = out / "preprocessed" / "mni"
+    done = out.with_name(out.name + ".preprocessed") / "mni"
     stripped = {s: sitk.ReadImage(str(done / f"{s}.nii.gz")) for s in ("t1", "t2")}
     assert _geometry(stripped["t1"]) == _geometry(t1) == _geometry(stripped["t2"])
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(MNI / "toolbox_FieldMap_brainmask.nii.gz"))) > 0.5
@@ -324,6 +324,7 @@ def test_train_preprocesses_raw_cases_once_into_the_run_folder(tmp_path):
     t2_brain, t1_brain = (sitk.GetArrayViewFromImage(stripped[s]) > 0 for s in ("t2", "t1"))
     assert _dice(t2_brain, t1_brain) >= 0.95
     assert read_bundle_info(out).training["options"]["preprocess"] == "full"
+    assert not any(p.suffix == ".gz" for p in out.rglob("*"))  # no patient image inside the bundle
     stamp = (done / "t1.nii.gz").stat().st_mtime_ns
     assert main([*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:], "--resume"]) == 0
     assert (done / "t1.nii.gz").stat().st_mtime_ns == stamp  # reused, not made again

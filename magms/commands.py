@@ -186,7 +186,7 @@ class TrainOptions(Options):
     val_share: float = same_as(TrainConfig, "val_share")
     amp: bool = same_as(TrainConfig, "amp", help="full precision on CUDA")
     preprocess: str = option(
-        "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT/preprocessed/ "
+        "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT.preprocessed/ beside OUT "
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,
     )
     check_only: bool = option(False, "check every case as training would, report every problem, then stop (nothing is written)")

@@ -50,7 +50,7 @@ def train(
         progress: called after each step with a dict (epoch, step, loss...).
         options: the ``magms train`` options of the run, kept in the bundle's provenance.
         preprocess: ``none``, or ``auto``/``register``/``strip``/``full``: each case co-registered and/or
-            skull-stripped once into ``out/preprocessed/`` as ``magms segment --preprocess`` does
+            skull-stripped once into ``<out>.preprocessed/`` beside ``out`` as ``magms segment --preprocess`` does
             (:mod:`magms.data.clinical`); the label stays with the reference input, which never moves.
     Returns:
         The bundle folder, or None when the run stopped before the end (resume later).

@@ -98,11 +98,12 @@ class TrainJob:
     stop: Callable[[int], bool] | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
     options: Mapping[str, Any] | None = None  # the ``magms train`` options, recorded: ``--config`` of them repeats the run
-    preprocess: str = "none"  # ``--preprocess``: registration and brain extraction of raw cases, once, into OUT/preprocessed
+    preprocess: str = "none"  # ``--preprocess``: registration and brain extraction of raw cases, once, into OUT.preprocessed
 
 
-#: Where ``--preprocess`` puts the preprocessed cases, inside the output folder (reused by ``--resume``).
-PREPROCESSED_DIR = "preprocessed"
+#: Where ``--preprocess`` puts the preprocessed cases: beside the output folder, not in it, so that a bundle
+#: passed on never carries patient images (reused by ``--resume``).
+PREPROCESSED_SUFFIX = ".preprocessed"
 
 
 class Trainer:
@@ -211,13 +212,13 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def _preprocess_cases(self) -> None:
-        """``--preprocess``: each case registered and/or skull-stripped once into ``OUT/preprocessed/``, as
+        """``--preprocess``: each case registered and/or skull-stripped once into ``OUT.preprocessed/``, as
         ``magms segment --preprocess`` does (:func:`~magms.data.clinical.preprocess_cases`); rank 0 writes,
         the other ranks then read its files. Every failing case is reported at once."""
         mode = self.job.preprocess
         if mode == "none":
             return
-        folder = self.out_dir / PREPROCESSED_DIR
+        folder = self.out_dir.with_name(self.out_dir.name + PREPROCESSED_SUFFIX)
         done, failed = None, None
         if self.ranks.is_main:
             try:

@@ -190,8 +190,14 @@ def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
     assert {c.findtext("class") for c in tree.iter("customwidget")} >= {"qMRMLNodeComboBox", "ctkPathLineEdit", "ctkCollapsibleButton"}
     # each export handler is one call into the controller
     source = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
-    for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)"):
+    for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)",
+                 "setImagesPrepared", "applyOrCancel(dependencies.ensureInSlicer)"):
         assert f"self.controller.{call}" in source, call
+    # issue #16: the box and the detection beside it, unchecked by default (--preprocess auto)
+    cls, box = ui["imagesPreparedCheckBox"]
+    assert cls == "QCheckBox" and "My images are already skull-stripped and aligned" in ET.tostring(box, encoding="unicode")
+    assert "checked" not in {p.get("name") for p in box.iter("property")}
+    assert ui["preprocessLabel"][0] == "QLabel"
 
 
 def test_dicom_requirements_match_the_dicom_extra():

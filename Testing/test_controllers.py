@@ -650,12 +650,15 @@ def test_the_export_button_is_off_while_packages_install_and_only_the_chosen_obj
 
     def install(kinds):
         seen.append((kinds, view.last("showExport")))
-        controller.exportOrCancel(lambda kinds: True)  # a second click while pip runs: the button is off, nothing starts
+        segmentation.Modified()  # an observed node changes while pip runs: the button stays off
+        seen.append(view.last("showExport"))
+        controller.exportOrCancel(lambda kinds: True)  # a click that reaches the controller all the same starts nothing
+        controller.applyOrCancel(lambda brain: True)
         return True
 
     controller.exportOrCancel(install)
-    assert seen[0][0] == ("seg",) and seen[0][1][:2] == ("Installing packages...", False)
-    assert len(jobs) == 2 and view.last("showExport") == ("Cancel export", True, "Exporting...")
+    assert seen[0][0] == ("seg",) and seen[0][1][:2] == seen[1][:2] == ("Installing packages...", False)
+    assert len(jobs) == 1 and view.last("showExport") == ("Cancel export", True, "Exporting...")
     # the Apply button likewise, and the question says whether deepbet is needed
     asked = []
     controller.mappingChanged({"flair": volume.GetID(), "t1c": None})

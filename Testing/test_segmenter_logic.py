@@ -246,7 +246,8 @@ def test_a_run_creates_a_new_segmentation_that_matches_the_bundle(tiny_bundle, r
     job.finished.connect(results.extend)
     job.failed.connect(failures.append)
     job.progress.connect(lambda f, text: fractions.append(f))
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", modelName="tiny")
+    # the panel's default, --preprocess auto: these skull-stripped volumes on one grid go through unchanged
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", modelName="tiny", preprocess="auto")
     folder = job.folder
     job.wait(timeout=300)
     assert not failures and len(results) == 1

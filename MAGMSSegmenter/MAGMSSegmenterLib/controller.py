@@ -113,6 +113,7 @@ class SegmenterController:
         self.exportJob: ExportJob | None = None
         self._observed: list[tuple] = []  # (node, observer tag): the export's segmentation and its reference volume
         self._skullChecks: dict[str, tuple] = {}  # node ID -> (image modification time, SkullCheck): computed once per content
+        self._installing = False  # pip is running (it runs Qt's event loop): Apply and Export wait
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
         self.folder: Path | None = None  # the chosen bundle's folder, once it reads
@@ -369,13 +370,15 @@ class SegmenterController:
         if self.running:
             self.cancel()
             return
-        if self.info is None or self.parameters is None:
+        if self.info is None or self.parameters is None or self._installing:
             return
         # pip runs Qt's event loop: a second click must not start anything meanwhile
         self.view.showApply("Installing packages...", False)
+        self._installing = True
         try:
             ready = ensureDependencies(self.needsBrainExtraction())
         finally:
+            self._installing = False
             self._updateApply()
         if not ready or self.parameters is None:
             return
@@ -526,6 +529,8 @@ class SegmenterController:
         return ""
 
     def _updateExport(self) -> None:
+        if self._installing:  # an observed node changed while pip ran: the button stays off
+            return
         if self.exporting:
             self.view.showExport("Cancel export", True, "Exporting...")
             return
@@ -549,15 +554,19 @@ class SegmenterController:
         if self.exporting:
             self.cancelExport()
             return
+        if self._installing:
+            return
         problem = self.exportProblem()
         if problem:
             self.view.showError(f"Cannot export: {problem}")
             return
         # pip runs Qt's event loop: a second click must not start a second export meanwhile
         self.view.showExport("Installing packages...", False, "Installing the Python packages the export needs...")
+        self._installing = True
         try:
             ready = ensureDependencies(EXPORT_FORMATS[self.exportFormat()])
         finally:
+            self._installing = False
             self._updateExport()
         if not ready or self.exportProblem():
             return

@@ -388,6 +388,8 @@ def test_missing_dicom_export_packages_are_listed_and_installed_with_the_dicom_e
     from MAGMSCommonLib import dependencies
 
     _installed(monkeypatch, rt_utils=None, highdicom="0.20.0")
+    for module in ("highdicom", "rt_utils"):  # as in Slicer, which never imports them (other tests here may have)
+        monkeypatch.delitem(sys.modules, module, raising=False)
     states = dependencies.unmetDicom()
     assert [(s.requirement.module, s.installed) for s in states] == [("highdicom", "0.20.0"), ("rt_utils", None)]
     assert dependencies.unmet() == []  # segmenting needs none of them
@@ -431,6 +433,7 @@ def test_a_dicom_install_keeps_slicers_pydicom_and_asks_for_a_restart_when_a_loa
     from magms.devices import DICOM_REQUIREMENTS, RequirementState
 
     highdicom = RequirementState(DICOM_REQUIREMENTS[1], None)
+    monkeypatch.delitem(sys.modules, "highdicom", raising=False)  # as in Slicer, which never imports it
     installed = {"numpy": "1.26.4", "pydicom": "2.4.4", "pillow": "11.2.1", "torch": "2.6.0"}
     assert dependencies.keptConstraints([highdicom], installed) == ["numpy==1.26.4", "pydicom==2.4.4", "pillow==11.2.1", "torch==2.6.0"]
     # a package MAGMS itself needs in another version is not held back

@@ -267,6 +267,9 @@ def test_a_child_that_cannot_start_leaves_no_label_map_and_the_job_ready(scene_w
     job.runner.finished.connect(job._onRunFinished)
     job.start(node, dicom_files["bundle"], tmp_path, "seg", dicom_files["database"].get)
     assert job.running
+    job.cancel()
+    job.runner.finished.emit(RunState.CANCELLED, "")
+    assert not job.running
 
 
 def test_cancel_and_failure_leave_nothing_in_the_folder_not_even_a_temporary_file(scene_with_segmentation, dicom_files, tmp_path):
@@ -315,10 +318,12 @@ def test_a_file_made_meanwhile_under_the_chosen_name_is_never_replaced_nor_delet
 def test_only_the_packages_of_the_chosen_objects_are_asked_for(scene_with_segmentation, dicom_files, tmp_path):
     """Finding 11: a SEG-only export asked for rt-utils (and OpenCV)."""
     scene, volume, node = scene_with_segmentation
-    asked = []
-    job = logic.ExportJob(scene, runner=FakeRunner(), unmet=lambda kinds: asked.append(kinds) or [])
+    asked, runner = [], FakeRunner()
+    job = logic.ExportJob(scene, runner=runner, unmet=lambda kinds: asked.append(kinds) or [])
     job.start(node, dicom_files["bundle"], tmp_path, "seg", dicom_files["database"].get)
     assert asked == [("seg",)]
+    job.cancel()
+    runner.finished.emit(RunState.CANCELLED, "")
 
 
 def _grid_transform(scene, name):

@@ -80,7 +80,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.controller = SegmenterController(
             slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob, registry=self.logic.registry(),
             describeVolume=dicomSeriesDescription, builtinModels=builtinModelsOrWarning(),
-            newExportJob=self.logic.newExportJob, dicomFiles=dicomDatabaseFile,
+            newExportJob=self.logic.newExportJob, dicomFiles=dicomDatabaseFile, dicomPositions=dicomDatabasePosition,
         )
         self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.chooseBundle(path))
         self.ui.registryComboBox.connect("activated(int)", lambda i: self.controller.chooseListed(self.ui.registryComboBox.itemData(i) or ""))
@@ -88,6 +88,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.guessButton.connect("clicked(bool)", lambda: self.controller.guess())
         self.ui.deviceComboBox.connect("activated(int)", lambda i: self.controller.setDevice(self.ui.deviceComboBox.itemData(i)))
         self.ui.compareSubsetsCheckBox.connect("toggled(bool)", lambda on: self.controller.setCompareSubsets(on))
+        self.ui.imagesPreparedCheckBox.connect("toggled(bool)", lambda on: self.controller.setImagesPrepared(on))
         self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureInSlicer))
         self.ui.exportSegmentationNodeComboBox.connect(
             "currentNodeChanged(vtkMRMLNode*)", lambda node: self.controller.setExportSegmentation(node.GetID() if node else None))
@@ -109,6 +110,12 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         wasBlocked = self.ui.compareSubsetsCheckBox.blockSignals(True)  # a value shown is no user's change
         self.ui.compareSubsetsCheckBox.checked = compareSubsets
         self.ui.compareSubsetsCheckBox.blockSignals(wasBlocked)
+
+    def showPreprocess(self, prepared, text) -> None:
+        wasBlocked = self.ui.imagesPreparedCheckBox.blockSignals(True)  # a value shown is no user's change
+        self.ui.imagesPreparedCheckBox.checked = prepared
+        self.ui.imagesPreparedCheckBox.blockSignals(wasBlocked)
+        self.ui.preprocessLabel.text = text
 
     def showBundle(self, path, description, slots) -> None:
         if self.ui.bundlePathLineEdit.currentPath != path:
@@ -209,6 +216,15 @@ def dicomDatabaseFile(uid: str):
     if database is None or not database.isOpen:
         return None
     return database.fileForInstance(uid)
+
+
+def dicomDatabasePosition(uid: str):
+    """An instance's Image Position (Patient), ``x\\y\\z`` in mm, from Slicer's DICOM database ("" or None: not known),
+    as DICOMScalarVolumePlugin reads it (``instanceValue(uid, "0020,0032")``)."""
+    database = getattr(slicer, "dicomDatabase", None)
+    if database is None or not database.isOpen:
+        return None
+    return database.instanceValue(uid, "0020,0032")
 
 
 class MAGMSSegmenterTest(ScriptedLoadableModuleTest):

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-from conftest import REPO, tiny_config  # noqa: E402
+from conftest import DATA, REPO, needs_data, tiny_config  # noqa: E402
 from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
 from MAGMSCommonLib.signal import Signal  # noqa: E402
 from MAGMSSegmenterLib.controller import SegmenterController  # noqa: E402
@@ -125,7 +125,8 @@ def test_a_scene_closed_and_reopened_gets_a_working_panel(bundle):
 
 
 def test_opening_either_panel_imports_no_torch():
-    """Finding 12: listing devices imported torch into Slicer just to open a module."""
+    """Finding 12: listing devices imported torch into Slicer just to open a module. The skull-strip detection
+    shown for the mapped volumes imports neither torch nor SimpleITK either (magms.data.skull is numpy only)."""
     code = """
 import sys
 sys.path[:0] = [{common!r}, {segmenter!r}, {training!r}]
@@ -145,7 +146,17 @@ trainer = TrainingController(scene, node, View(), newJob=lambda: None)
 segmenter.enter(), trainer.enter()
 while segmenter.deviceQuery.runner.running or trainer.deviceQuery.runner.running:
     segmenter.poll(), trainer.poll()
-heavy = [m for m in ("torch", "monai") if m in sys.modules]
+import numpy as np
+from vtk.util import numpy_support
+import vtk
+image = vtk.vtkImageData()
+image.SetDimensions(8, 7, 6)
+image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.arange(336, dtype=np.float32), deep=True))
+volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "AX FLAIR")
+volume.SetAndObserveImageData(image)
+segmenter.mappingChanged({{"flair": volume.GetID()}})  # the skull-strip detection of Part B, in the panel's process
+assert "looks" in segmenter.preprocessText(), segmenter.preprocessText()
+heavy = [m for m in ("torch", "monai", "SimpleITK") if m in sys.modules]
 assert not heavy, heavy
 print([key for key, _ in segmenter.devices])
 """.format(common=str(REPO / "MAGMSCommon"), segmenter=str(REPO / "MAGMSSegmenter"), training=str(REPO / "MAGMSTraining"))
@@ -486,7 +497,7 @@ class RecordingExportJob:
         self.started: list = []
         self.running = False
 
-    def start(self, segmentationNode, bundle, folder, formatKey, lookup):
+    def start(self, segmentationNode, bundle, folder, formatKey, lookup, positions=None):
         self.started.append((segmentationNode, bundle, folder, formatKey, lookup))
         self.running = True
 
@@ -503,8 +514,8 @@ def _export_scene(dicom: bool = True):
 
     scene = slicer.vtkMRMLScene()
     volume = add_volume(scene, "3: AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
-    if dicom:
-        volume.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
+    if dicom:  # one instance per slice, as Slicer's DICOMScalarVolumePlugin records them
+        volume.SetAttribute("DICOM.instanceUIDs", " ".join(f"1.2.3.{k + 1}" for k in range(SHAPE[0])))
     ensureSegmentationConverters()
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reviewed")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
@@ -534,7 +545,7 @@ def test_export_is_enabled_only_when_it_can_run_and_says_why_not(bundle, tmp_pat
     assert view.last("showExportSettings")[1:] == ("seg", str(tmp_path)) and view.last("showExportSegmentation") == (segmentation.GetID(),)
 
     # the packages are asked for first; declined: nothing starts
-    controller.exportOrCancel(ensureDependencies=lambda: False)
+    controller.exportOrCancel(ensureDependencies=lambda kinds: False)
     assert jobs == []
     controller.exportOrCancel()
     assert jobs[0].started == [(segmentation, bundle, str(tmp_path), "seg", lookup)]
@@ -577,7 +588,7 @@ def test_export_refusals_from_the_job_are_shown_and_leave_the_button_ready(bundl
     view = View()
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
                                      newExportJob=lambda: ExportJob(scene, runner=FakeRunner(),
-                                                                    unmet=lambda: [RequirementState(DICOM_REQUIREMENTS[2], None)]))
+                                                                    unmet=lambda kinds: [RequirementState(DICOM_REQUIREMENTS[2], None)]))
     controller.chooseBundle(str(bundle))
     controller.setExportFolder(str(tmp_path))
     controller.setExportSegmentation(segmentation.GetID())
@@ -614,3 +625,193 @@ def controller_module():
     from MAGMSSegmenterLib import controller
 
     return controller
+
+
+# --- the review's findings on the panel -------------------------------------------------------------
+
+
+def _export_controller(bundle, tmp_path, **kw):
+    scene, volume, segmentation = _export_scene()
+    view, jobs = View(), []
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
+                                     newExportJob=kw.pop("newExportJob", lambda: jobs.append(RecordingExportJob()) or jobs[-1]), **kw)
+    controller.chooseBundle(str(bundle))
+    controller.setExportFolder(str(tmp_path))
+    controller.setExportSegmentation(segmentation.GetID())
+    return scene, volume, segmentation, view, controller, jobs
+
+
+def test_the_export_button_is_off_while_packages_install_and_only_the_chosen_objects_packages_are_asked_for(bundle, tmp_path):
+    """Findings 5 and 11: Slicer's pip runs Qt's event loop, and the Export button stayed enabled meanwhile;
+    a SEG-only export asked for rt-utils too."""
+    scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
+    controller.setExportFormat("seg")
+    seen = []
+
+    def install(kinds):
+        seen.append((kinds, view.last("showExport")))
+        segmentation.Modified()  # an observed node changes while pip runs: the button stays off
+        seen.append(view.last("showExport"))
+        controller.exportOrCancel(lambda kinds: True)  # a click that reaches the controller all the same starts nothing
+        controller.applyOrCancel(lambda brain: True)
+        return True
+
+    controller.exportOrCancel(install)
+    assert seen[0][0] == ("seg",) and seen[0][1][:2] == seen[1][:2] == ("Installing packages...", False)
+    assert len(jobs) == 1 and view.last("showExport") == ("Cancel export", True, "Exporting...")
+    # the Apply button likewise, and the question says whether deepbet is needed
+    asked = []
+    controller.mappingChanged({"flair": volume.GetID(), "t1c": None})
+    controller.applyOrCancel(lambda brain: asked.append((brain, view.last("showApply"))) or False)
+    assert asked == [(controller.needsBrainExtraction(), ("Installing packages...", False))]
+    assert view.last("showApply") == ("Apply", True)
+
+
+def test_a_format_no_panel_wrote_falls_back_to_both(bundle, tmp_path):
+    """Finding 9: a bad saved exportFormat raised KeyError in every refresh."""
+    scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
+    controller.parameters.node.SetParameter("exportFormat", "dicom-sr")
+    controller.setParameterNode(controller.parameters.node)
+    assert view.last("showExportSettings")[1] == "both" and view.last("showExport")[2].startswith("Writes an RT Structure Set and a DICOM SEG")
+    controller.exportOrCancel()
+    assert jobs[0].started[0][3] == "both"
+
+
+def test_the_export_hint_follows_the_segmentation_and_its_volume_and_is_refreshed_on_entering(bundle, tmp_path):
+    """Finding 8: the hint changed only with the panel's own controls."""
+    scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
+    assert view.last("showExport")[:2] == ("Export to DICOM", True)
+    other = add_volume(scene, "NIfTI T1", np.zeros(SHAPE))
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(other)  # a new reference volume, not from DICOM
+    assert not view.last("showExport")[1] and "'NIfTI T1', the reference volume of 'reviewed', was not loaded" in view.last("showExport")[2]
+    other.SetAttribute("DICOM.instanceUIDs", " ".join(f"9.{k}" for k in range(SHAPE[0])))  # the new volume is followed
+    assert view.last("showExport")[:2] == ("Export to DICOM", True)
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    segmentation.SetAndObserveTransformNodeID(moved.GetID())
+    assert "'reviewed' is under transform 'moved' but its reference volume 'NIfTI T1' is under no transform" in view.last("showExport")[2]
+    other.SetAndObserveTransformNodeID(moved.GetID())
+    assert view.last("showExport")[:2] == ("Export to DICOM", True)
+    shown = len([c for c in view.calls if c[0] == "showExport"])
+    controller.enter()
+    assert len([c for c in view.calls if c[0] == "showExport"]) == shown + 1
+    controller.sceneClosing()  # the observers go with the scene
+    segmentation.Modified()
+    assert len([c for c in view.calls if c[0] == "showExport"]) == shown + 1
+
+
+def test_a_job_that_cannot_start_its_child_is_an_error_message_not_a_traceback(bundle, tmp_path):
+    """Finding 3: an OSError (no PythonSlicer, no permission) escaped the controller into the Qt slot, and the
+    panel stayed on "Cancel export". (The jobs' own clean-up: test_segmenter_export.py, test_segmenter_logic.py.)"""
+    scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
+
+    class Job(RecordingExportJob):
+        def start(self, *args, **kwargs):
+            raise FileNotFoundError(2, "No such file or directory", "PythonSlicer")
+
+    controller.newExportJob = Job
+    controller.exportOrCancel()
+    assert view.last("showError") == ("Cannot export: [Errno 2] No such file or directory: 'PythonSlicer'",)
+    assert not controller.exporting and view.last("showExport")[:2] == ("Export to DICOM", True)
+
+    class Segmentation(RecordingJob):
+        def start(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", "PythonSlicer")
+
+    controller.newJob = Segmentation
+    controller.mappingChanged({"flair": volume.GetID(), "t1c": None})
+    controller.applyOrCancel()
+    assert view.last("showError") == ("Cannot segment: [Errno 13] Permission denied: 'PythonSlicer'",)
+    assert not controller.running and view.last("showApply") == ("Apply", True)
+
+
+def test_the_status_says_the_map_replaced_the_views_foreground(bundle):
+    """Finding 6: showing the map replaces the user's foreground in every view; the status says so."""
+    scene = slicer.vtkMRMLScene()
+    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    view, jobs = View(), []
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
+                                     localBundles=lambda: [], devices=None)
+    controller.chooseBundle(str(bundle))
+    controller.applyOrCancel()
+    job = jobs[0]
+    job.disagreementNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "a disagreement")
+    job.compared, job.reportFolder, job.running = 2, Path("/r"), False
+    job.notes = ["t1c: t1c.nrrd registered to flair (another grid): rotation 2.0 degrees"]
+    job.finished.emit([scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "a")])
+    status = view.last("showStatus")[0]
+    assert "as the foreground of every slice view, in place of any foreground you had there" in status
+    assert status.endswith(". t1c: t1c.nrrd registered to flair (another grid): rotation 2.0 degrees")
+
+
+# --- issue #16 in the Segmenter: skull-stripped and aligned, or prepared by magms segment --preprocess auto ---
+
+
+def _load(scene, path, name):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node), path
+    return node
+
+
+@needs_data
+def test_the_panel_shows_what_preprocess_auto_will_do_from_the_same_detection_as_magms_segment(bundle, tmp_path):
+    """A stripped BraTS 2018 FLAIR and the whole-head MNI T1, read from their files by Slicer's storage node:
+    the panel's detection is the core's on the very files the child reads, and the choice reaches the job."""
+    from MAGMSCommonLib.volumes import writeVolumes
+
+    from magms.data.clinical import skull_check
+
+    brats = DATA / "brats18" / "Brats18_CBICA_AQR_1" / "Brats18_CBICA_AQR_1_flair.nii.gz"
+    mni = DATA / "mni_avg152" / "canonical_avg152T1.nii.gz"
+    scene = slicer.vtkMRMLScene()
+    flair = _load(scene, brats, "AX FLAIR")
+    head = _load(scene, mni, "T1 whole head")
+    view, jobs = View(), []
+    controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
+                                     localBundles=lambda: [], devices=None)
+    controller.chooseBundle(str(bundle))
+    assert controller.parameters.get("imagesPrepared") is False and controller.preprocess == "auto"  # the panel's default
+
+    # the same numbers as magms segment computes on the files the job writes for the child
+    files = writeVolumes([("flair", flair), ("t1c", head)], tmp_path)
+    controller.mappingChanged({"flair": flair.GetID(), "t1c": head.GetID()})
+    checks = controller.skullChecks()
+    assert checks["flair"][1] == skull_check(sitk.ReadImage(str(files["flair"])))
+    assert checks["t1c"][1] == skull_check(sitk.ReadImage(str(files["t1c"])))
+    assert checks["flair"][1].stripped and not checks["t1c"][1].stripped
+
+    prepared, text = view.last("showPreprocess")
+    assert prepared is False and text.startswith("MAGMS prepares the volumes first (--preprocess auto)")
+    assert f"FLAIR 'AX FLAIR': looks {checks['flair'][1].describe()}" in text and "T1c 'T1 whole head': looks not skull-stripped" in text
+    assert "The brain of the skull-stripped one masks the others." in text and not controller.needsBrainExtraction()
+
+    controller.mappingChanged({"flair": None, "t1c": head.GetID()})
+    assert "None looks skull-stripped: the brain is extracted with deepbet" in view.last("showPreprocess")[1]
+    asked = []
+    controller.applyOrCancel(lambda brain: asked.append(brain) or True)
+    assert asked == [True] and jobs[-1].started[0][1]["preprocess"] == "auto"
+    jobs[-1].running = False
+
+    controller.setImagesPrepared(True)
+    prepared, text = view.last("showPreprocess")
+    assert prepared is True and text.startswith("The volumes are segmented as they are (--preprocess none).")
+    assert "'T1 whole head' does not look skull-stripped: uncheck the box" in text
+    controller.applyOrCancel(lambda brain: asked.append(brain) or True)
+    assert asked[-1] is False and jobs[-1].started[0][1]["preprocess"] == "none"
+    # kept on the parameter node, shown again from it
+    controller.setParameterNode(controller.parameters.node)
+    assert view.last("showPreprocess")[0] is True
+    # computed once per image content
+    calls = []
+    import MAGMSSegmenterLib.controller as module
+
+    original = module.volumeSkullCheck
+    module.volumeSkullCheck = lambda node: calls.append(node) or original(node)
+    try:
+        controller.skullChecks()
+        head.GetImageData().Modified()
+        controller.skullChecks()
+    finally:
+        module.volumeSkullCheck = original
+    assert calls == [head]

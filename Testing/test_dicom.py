@@ -315,3 +315,22 @@ def test_batch_writes_one_rtstruct_per_dicom_case_and_names_the_others(dicom_cas
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dicom_case.seg.nrrd"]  # nothing for the refused case
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "dicom_case.seg.nrrd")))
     _check_rtstruct(tmp_path / "rt" / "dicom_case.rtstruct.dcm", dicom_case["folders"]["flair"], dicom_case["grid"], labels)
+
+
+def test_highdicom_022_gets_the_numpy_alias_it_names_under_numpy_2():
+    """3D Slicer 5.8 and 5.10 ship pydicom 2.4.4, which the Slicer module keeps, so pip gives them highdicom 0.22
+    (0.23 needs pydicom 3); on Slicer 5.10's numpy 2 its SEG constructor failed on ``np.float_``. Checked by hand
+    with pydicom 2.4.4, numpy 2.0.2, highdicom 0.22.0 and rt-utils 1.2.7: both objects written from a real case,
+    the SEG voxel for voxel, no dciodvfy errors."""
+    import types
+
+    from magms.dicom import _numpy_aliases_for_highdicom
+
+    numpy2 = types.SimpleNamespace(float64=np.float64)
+    _numpy_aliases_for_highdicom("0.28.2", numpy2)
+    assert not hasattr(numpy2, "float_")  # a highdicom that needs no alias gets none
+    _numpy_aliases_for_highdicom("0.22.0", numpy2)
+    assert numpy2.float_ is np.float64
+    numpy1 = types.SimpleNamespace(float64=np.float64, float_="numpy 1's own")
+    _numpy_aliases_for_highdicom("0.22.0", numpy1)
+    assert numpy1.float_ == "numpy 1's own"

@@ -246,7 +246,8 @@ def test_a_run_creates_a_new_segmentation_that_matches_the_bundle(tiny_bundle, r
     job.finished.connect(results.extend)
     job.failed.connect(failures.append)
     job.progress.connect(lambda f, text: fractions.append(f))
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", modelName="tiny")
+    # the panel's default, --preprocess auto: these skull-stripped volumes on one grid go through unchanged
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", modelName="tiny", preprocess="auto")
     folder = job.folder
     job.wait(timeout=300)
     assert not failures and len(results) == 1
@@ -327,7 +328,7 @@ def test_compare_subsets_is_one_child_run_whose_subsets_and_disagreement_map_are
     np.testing.assert_array_equal(counts, (flair_only != full).astype(np.uint8) + (t1c_only != full))
     assert counts.min() == 0 and counts.max() <= 2 and _geometry(doubt) == _geometry(flair)
     display = doubt.GetDisplayNode()
-    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 2)
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.5, 2)  # a count of 1 at a third of the table
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == 1  # 0: transparent
     assert display.GetColorNode() is logic.heatColorNode(scene)
     for view in views:
@@ -361,7 +362,7 @@ def test_the_disagreement_map_is_a_heat_overlay_with_zero_transparent_whatever_c
     node = logic.importDisagreement(bare, tmp_path / "doubt.nii.gz", "doubt", compared=6)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), counts)
     display = node.GetDisplayNode()
-    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 6) and not display.GetInterpolate()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == logic.disagreementWindow(6) and not display.GetInterpolate()
     assert display.GetApplyThreshold() and (display.GetLowerThreshold(), display.GetUpperThreshold()) == (1, 6)
     made = display.GetColorNode()
     assert made.GetName() == logic.FALLBACK_HEAT_NAME and made.GetType() == slicer.vtkMRMLColorTableNode.Iron
@@ -421,3 +422,116 @@ def test_describe_bundle_lists_slots_labels_and_validation(tiny_bundle, tmp_path
     (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
     text = logic.describeBundle(read_bundle_info(tmp_path))
     assert "  flair: wt_dice 0.71" in text and "  flair+t1c: wt_dice 0.80, et_dice 0.50" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# the review's findings on the disagreement overlay and on starting children
+
+
+@pytest.mark.parametrize("compared", [1, 2, 6, 14])
+def test_a_count_of_one_is_clearly_visible_in_the_heat_map(compared):
+    """Finding 13: with the window from 0, a 1 of 14 (four volumes) sat at 7 % of Inferno: black on a dark MR."""
+    low, high = logic.disagreementWindow(compared)
+    assert high == compared and low <= 0.5
+    share = (1 - low) / (high - low)  # where a count of 1 falls in the colour table
+    assert share == pytest.approx(1.0 if compared == 1 else 1 / 3)
+
+
+def test_a_later_run_without_a_map_takes_the_old_map_out_of_the_views(tmp_path):
+    """Finding 6: the disagreement map stayed the foreground over images of a later run it does not describe.
+    The user's own foreground is kept."""
+    import SimpleITK as sitk
+
+    scene = slicer.vtkMRMLScene()
+    flair = add_volume(scene, "flair")
+    views = _slice_views(scene, flair)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 7, 8), np.uint8)), str(tmp_path / "doubt.nii.gz"))
+    doubt = logic.importDisagreement(scene, tmp_path / "doubt.nii.gz", "doubt", compared=2)
+    logic.showDisagreement(scene, doubt)
+    mine = add_volume(scene, "my PET", seed=3)
+    views[2].SetForegroundVolumeID(mine.GetID())
+    assert logic.hideDisagreement(scene) == 2
+    assert [v.GetForegroundVolumeID() for v in views] == [None, None, mine.GetID()]
+    assert scene.GetNodeByID(doubt.GetID()) is doubt  # the map itself stays in the scene
+    assert logic.hideDisagreement(slicer.vtkMRMLScene()) == 0
+
+
+class _FakeRunner:
+    def __init__(self, fail: bool = False) -> None:
+        from MAGMSCommonLib.signal import Signal
+
+        self.progress, self.output, self.finished = Signal(int, int), Signal(str), Signal(RunState, str)
+        self.fail, self.commands, self.running = fail, [], False
+
+    def start(self, command, env=None, cwd=None, stdout=None):
+        self.commands.append(command)
+        if self.fail:
+            raise PermissionError(13, "Permission denied", command[0])
+        self.running = True
+
+    def poll(self):
+        return RunState.RUNNING
+
+    def cancel(self):
+        self.running = False
+
+
+def test_a_plain_run_after_a_compare_run_hides_the_old_map(tiny_bundle, tmp_path):
+    """Finding 6 through the job: a run that made no map hides the one an earlier run showed."""
+    import SimpleITK as sitk
+
+    scene = slicer.vtkMRMLScene()
+    flair = add_volume(scene, "flair", shape=(16, 16, 16))
+    views = _slice_views(scene, flair)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16, 16), np.uint8)), str(tmp_path / "doubt.nii.gz"))
+    logic.showDisagreement(scene, logic.importDisagreement(scene, tmp_path / "doubt.nii.gz", "old map", compared=2))
+    runner = _FakeRunner()
+    job = logic.SegmentationJob(scene, python="python", runner=runner)
+    job.start({"flair": flair.GetID()}, tiny_bundle, device="cpu", preprocess="auto")
+    options = __import__("json").loads(Path(runner.commands[0][-1]).read_text(encoding="utf-8"))
+    assert options["preprocess"] == "auto"  # the panel's choice reaches magms segment
+    labels = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.uint8))
+    sitk.WriteImage(labels, options["output"])
+    runner.output.emit("note: flair: flair.nrrd looks skull-stripped")
+    runner.finished.emit(RunState.SUCCEEDED, "")
+    assert not job.running and job.disagreementNode is None and job.notes == ["flair: flair.nrrd looks skull-stripped"]
+    assert [v.GetForegroundVolumeID() for v in views] == [None, None, None]
+    with pytest.raises(ValueError, match="preprocess"):
+        job.start({"flair": flair.GetID()}, tiny_bundle, preprocess="sometimes")
+
+
+def test_a_child_that_cannot_start_leaves_no_images_and_no_report_folder(tiny_bundle, tmp_path):
+    """Finding 3: the child's start sat outside the clean-up: an OSError left the written volumes (patient
+    images) and the new report folder behind and the job 'running' for ever."""
+    scene = slicer.vtkMRMLScene()
+    flair = add_volume(scene, "flair")
+    t1c = add_volume(scene, "t1c", seed=1)
+    runner = _FakeRunner(fail=True)
+    job = logic.SegmentationJob(scene, python="python", runner=runner, reportsFolder=tmp_path / "reports")
+    temporaries = set(Path(logic.tempfile.gettempdir()).glob("magms-segment-*"))
+    before = snapshot(scene)
+    with pytest.raises(PermissionError):
+        job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, subsets="all")
+    assert len(runner.commands) == 1 and not job.running and job.reportFolder is None
+    assert set(Path(logic.tempfile.gettempdir()).glob("magms-segment-*")) == temporaries
+    assert list((tmp_path / "reports").iterdir()) == [] and snapshot(scene) == before
+    # a later run of an explicit list that cannot start is a failure, not an exception in the panel's timer
+    runner.fail, failures = False, []
+    job.failed.connect(failures.append)
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, subsets=[("flair",), ("t1c",)])
+    runner.fail = True
+    runner.finished.emit(RunState.SUCCEEDED, "")
+    assert failures and failures[0].startswith("the next run could not be started: [Errno 13] Permission denied")
+    assert not job.running
+
+
+def test_the_runner_is_not_running_when_its_child_cannot_start(tmp_path):
+    """Finding 3: the runner said RUNNING before Popen, so after a failed start cancel and poll did nothing
+    and every later start was refused as 'still running'."""
+    runner = ProcessRunner()
+    with pytest.raises(FileNotFoundError):
+        runner.start([str(tmp_path / "no-such-python"), "-c", "pass"])
+    assert not runner.running and runner.state is RunState.IDLE
+    runner.cancel()  # nothing to cancel, nothing raised
+    runner.start(_python("import sys; sys.exit(0)"))
+    assert runner.wait(timeout=30) is RunState.SUCCEEDED

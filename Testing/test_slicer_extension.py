@@ -190,8 +190,14 @@ def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
     assert {c.findtext("class") for c in tree.iter("customwidget")} >= {"qMRMLNodeComboBox", "ctkPathLineEdit", "ctkCollapsibleButton"}
     # each export handler is one call into the controller
     source = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
-    for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)"):
+    for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)",
+                 "setImagesPrepared", "applyOrCancel(dependencies.ensureInSlicer)"):
         assert f"self.controller.{call}" in source, call
+    # issue #16: the box and the detection beside it, unchecked by default (--preprocess auto)
+    cls, box = ui["imagesPreparedCheckBox"]
+    assert cls == "QCheckBox" and "My images are already skull-stripped and aligned" in ET.tostring(box, encoding="unicode")
+    assert "checked" not in {p.get("name") for p in box.iter("property")}
+    assert ui["preprocessLabel"][0] == "QLabel"
 
 
 def test_dicom_requirements_match_the_dicom_extra():
@@ -278,7 +284,7 @@ def test_what_the_slicer_side_reads_imports_no_torch():
     """The modules read the options, the protocol and bundle metadata before torch may be installed."""
     import subprocess
 
-    code = ("import sys; import magms.commands, magms.protocol, magms.bundle, magms.builtin, magms.options, magms.data.geometry, "
+    code = ("import sys; import magms.commands, magms.protocol, magms.bundle, magms.builtin, magms.options, magms.data.geometry, magms.data.skull, "
             "magms.modalities, magms.labels, magms.files, magms.devices; "
             "bad = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -382,15 +388,89 @@ def test_missing_dicom_export_packages_are_listed_and_installed_with_the_dicom_e
     from MAGMSCommonLib import dependencies
 
     _installed(monkeypatch, rt_utils=None, highdicom="0.20.0")
+    for module in ("highdicom", "rt_utils"):  # as in Slicer, which never imports them (other tests here may have)
+        monkeypatch.delitem(sys.modules, module, raising=False)
     states = dependencies.unmetDicom()
     assert [(s.requirement.module, s.installed) for s in states] == [("highdicom", "0.20.0"), ("rt_utils", None)]
     assert dependencies.unmet() == []  # segmenting needs none of them
-    text = dependencies.describeUnmetDicom(states)
+    text = dependencies.describeUnmetDicom(states, versions={"pydicom": "2.4.4", "numpy": "2.0.2", "pillow": "11.2.1", "torch": None})
     assert "highdicom>=0.22: 0.20.0 is installed, which is outside that range" in text and "rt-utils>=1.2.7: not installed" in text
-    assert "pip: 'highdicom>=0.22' 'rt-utils>=1.2.7'" in text and "Install them now?" in text and "No restart" in text
-    pip = []
-    dependencies.installInSlicer(states, pipInstall=pip.append)
-    assert pip == [["highdicom>=0.22", "rt-utils>=1.2.7"]]  # exactly pyproject's dicom extra
+    assert "pip: 'highdicom>=0.22' 'rt-utils>=1.2.7'" in text and "Install them now?" in text
+    assert "pip is told to keep Slicer's own numpy==2.0.2, pydicom==2.4.4, pillow==11.2.1 as they are" in text
+    assert "No restart is needed: the export runs in a separate process." in text
+    pip = _recordingPip()
+    dependencies.installInSlicer(states, pipInstall=pip, versions=lambda: {"numpy": "2.0.2", "pydicom": "2.4.4", "pillow": None, "torch": None})
+    assert pip.calls == [(["highdicom>=0.22", "rt-utils>=1.2.7"], ["numpy==2.0.2", "pydicom==2.4.4"])]  # exactly pyproject's dicom extra
+    # only what the chosen objects need
+    assert [s.requirement.module for s in dependencies.unmetDicom(("seg",))] == ["highdicom"]
+    assert [s.requirement.module for s in dependencies.unmetDicom(("rtstruct",))] == ["rt_utils"]
+
+
+class _recordingPip:
+    """Records each pip call as (requirements, the lines of its -c constraints file, read while pip would run)."""
+
+    def __init__(self, change=None) -> None:
+        self.calls, self.change = [], change
+
+    def __call__(self, args):
+        args = list(args)
+        constraints = []
+        if args[:1] == ["-c"]:
+            with open(args[1], encoding="utf-8") as file:
+                constraints = file.read().split()
+            args = args[2:]
+        self.calls.append((args, constraints))
+        if self.change:
+            self.change()
+
+
+def test_a_dicom_install_keeps_slicers_pydicom_and_asks_for_a_restart_when_a_loaded_package_changed_all_the_same(monkeypatch):
+    """Finding 2: Slicer 5.8 and 5.10 ship pydicom 2.4.4 and their DICOM plugins import it; highdicom>=0.22 resolved
+    to 0.28, which needs pydicom 3, so pip upgraded pydicom under the running Slicer, and the restart flag was dropped.
+    A constraint keeps it (pip then takes highdicom 0.22, the newest for pydicom 2), and a change is a restart."""
+    from MAGMSCommonLib import dependencies
+
+    from magms.devices import DICOM_REQUIREMENTS, RequirementState
+
+    highdicom = RequirementState(DICOM_REQUIREMENTS[1], None)
+    monkeypatch.delitem(sys.modules, "highdicom", raising=False)  # as in Slicer, which never imports it
+    installed = {"numpy": "1.26.4", "pydicom": "2.4.4", "pillow": "11.2.1", "torch": "2.6.0"}
+    assert dependencies.keptConstraints([highdicom], installed) == ["numpy==1.26.4", "pydicom==2.4.4", "pillow==11.2.1", "torch==2.6.0"]
+    # a package MAGMS itself needs in another version is not held back
+    old_pydicom = RequirementState(DICOM_REQUIREMENTS[0], "2.3.0")
+    assert dependencies.keptConstraints([old_pydicom, highdicom], installed) == ["numpy==1.26.4", "pillow==11.2.1", "torch==2.6.0"]
+    assert dependencies.keptConstraints([highdicom], {"numpy": "2.0.2", "pydicom": None, "pillow": None, "torch": None}) == ["numpy==2.0.2"]
+    # the message says so, and asks for a restart when Slicer has loaded the package to be replaced
+    monkeypatch.setitem(sys.modules, "pydicom", sys.modules.get("pydicom") or __import__("types").ModuleType("pydicom"))
+    text = dependencies.describeUnmetDicom([old_pydicom, highdicom], versions=installed)
+    assert "Install them now? Slicer has loaded pydicom already: it must restart afterwards." in text and "No restart" not in text
+    versions = dict(installed)
+    pip = _recordingPip()
+    assert dependencies.installInSlicer([old_pydicom, highdicom], pipInstall=pip, versions=lambda: dict(versions)) is True
+    assert pip.calls == [(["pydicom>=2.4", "highdicom>=0.22"], ["numpy==1.26.4", "pillow==11.2.1", "torch==2.6.0"])]
+    # nothing loaded among the states, but a loaded package changed anyway (another package's requirement): restart
+    monkeypatch.setitem(sys.modules, "numpy", sys.modules["numpy"])
+    pip = _recordingPip(change=lambda: versions.update(numpy="2.0.2"))
+    assert dependencies.installInSlicer([highdicom], pipInstall=pip, versions=lambda: dict(versions)) is True
+    versions["numpy"] = "1.26.4"
+    assert dependencies.installInSlicer([highdicom], pipInstall=_recordingPip(), versions=lambda: dict(versions)) is False
+
+
+def test_brain_extraction_is_asked_for_with_the_brain_extras_specifier(monkeypatch):
+    from MAGMSCommonLib import dependencies
+
+    from magms.devices import BRAIN_REQUIREMENTS
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert [r.spec for r in BRAIN_REQUIREMENTS] == project["optional-dependencies"]["brain"]
+    _installed(monkeypatch, deepbet=None)
+    states = dependencies.unmetBrain()
+    assert [s.requirement.spec for s in states] == ["deepbet>=1.0.2"] and dependencies.unmet() == []
+    text = dependencies.describeUnmet(states, extension=True)
+    assert "deepbet>=1.0.2: not installed" in text and "your PyTorch stays as it is" in text
+    pip = _recordingPip()
+    dependencies.installInSlicer(states, pipInstall=pip, versions=lambda: {"numpy": "1.26.4", "pydicom": None, "pillow": None, "torch": "2.6.0"})
+    assert pip.calls == [(["deepbet>=1.0.2"], ["numpy==1.26.4", "torch==2.6.0"])]  # pip never swaps the torch the extension chose
 
 
 def test_a_torch_outside_the_tested_range_is_unmet_and_never_replaced_by_pip(monkeypatch):
@@ -425,10 +505,12 @@ def test_torch_through_the_extension_and_the_rest_pinned_through_pip(monkeypatch
     from MAGMSCommonLib import dependencies
 
     _installed(monkeypatch, torch=None, monai=None)
-    torch_specs, pip = [], []
-    restart = dependencies.installInSlicer(dependencies.unmet(), pipInstall=pip.append,
-                                           installTorch=lambda spec: torch_specs.append(spec) or "torch module")
-    assert torch_specs == [">=2.4,<2.14"] and pip == [["monai>=1.4,<1.7"]]
+    torch_specs, pip = [], _recordingPip()
+    versions = {"numpy": "2.0.2", "pydicom": None, "pillow": None, "torch": None}
+    restart = dependencies.installInSlicer(dependencies.unmet(), pipInstall=pip,
+                                           installTorch=lambda spec: torch_specs.append(spec) or versions.update(torch="2.6.0") or "torch",
+                                           versions=lambda: dict(versions))
+    assert torch_specs == [">=2.4,<2.14"] and pip.calls == [(["monai>=1.4,<1.7"], ["numpy==2.0.2", "torch==2.6.0"])]
     assert restart == any(m in sys.modules for m in ("torch", "monai"))  # an imported package needs a restart
 
 
@@ -453,7 +535,7 @@ def test_devices_say_what_was_found(monkeypatch):
 SLICER_PYTHONS = {"5.8": "3.9", "5.10": "3.12"}
 # What the Slicer side imports from the core and MAGMSCommonLib before torch may be installed.
 TORCH_FREE = ("magms.commands", "magms.options", "magms.config", "magms.bundle", "magms.builtin", "magms.labels", "magms.modalities",
-              "magms.protocol", "magms.files", "magms.devices", "magms.data.geometry", "magms.errors", "magms.cli",
+              "magms.protocol", "magms.files", "magms.devices", "magms.data.geometry", "magms.data.skull", "magms.errors", "magms.cli",
               "MAGMSCommonLib.runner", "MAGMSCommonLib.signal", "MAGMSCommonLib.models", "MAGMSCommonLib.dependencies",
               "MAGMSCommonLib.child")
 

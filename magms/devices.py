@@ -18,7 +18,7 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
+__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,26 @@ DICOM_REQUIREMENTS = (
     # Python 3.9 (Slicer 5.8) gets highdicom 0.22 and pydicom 2.4, which need numpy 1, so OpenCV 4 for rt-utils
     (Requirement("numpy", "numpy<2"), Requirement("cv2", "opencv-python<5")) if sys.version_info < (3, 10) else ()
 )
+# What each DICOM object needs (module names of DICOM_REQUIREMENTS): rt-utils writes the RT Structure
+# Set, highdicom the SEG; numpy and OpenCV (rt-utils' contours) only where the markers above add them.
+DICOM_MODULES_BY_KIND = {"rtstruct": ("pydicom", "rt_utils", "numpy", "cv2"), "seg": ("pydicom", "highdicom", "numpy")}
+
+# The optional brain extraction for raw clinical images (--preprocess strip|full, auto on an unstripped
+# input): pyproject.toml's ``brain`` extra (a test keeps them equal). The Slicer module installs it on demand.
+BRAIN_REQUIREMENTS = (Requirement("deepbet", "deepbet>=1.0.2"),)
+
+
+def dicom_requirements(kinds: Sequence[str] = ("rtstruct", "seg")) -> tuple[Requirement, ...]:
+    """The :data:`DICOM_REQUIREMENTS` that writing ``kinds`` (``rtstruct``, ``seg``) needs.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    unknown = [k for k in kinds if k not in DICOM_MODULES_BY_KIND]
+    if unknown:
+        raise ValueError(f"kinds: expected some of {', '.join(DICOM_MODULES_BY_KIND)}, got {unknown}")
+    modules = {m for kind in kinds for m in DICOM_MODULES_BY_KIND[kind]}
+    return tuple(r for r in DICOM_REQUIREMENTS if r.module in modules)
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -118,14 +138,14 @@ def unmet_requirements(requirements: Sequence[Requirement] = REQUIREMENTS) -> li
 
 
 def installed_versions() -> dict[str, str | None]:
-    """magms and each requirement's installed version (None: not installed), the DICOM export's
-    included, read from the package metadata, so nothing is imported."""
+    """magms and each requirement's installed version (None: not installed), the DICOM export's and
+    the brain extraction's included, read from the package metadata, so nothing is imported."""
     from importlib.metadata import PackageNotFoundError, version
 
     import magms
 
     found: dict[str, str | None] = {"magms": magms.__version__}
-    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS:
+    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS + BRAIN_REQUIREMENTS:
         found[requirement.module] = None
         for name in dict.fromkeys((requirement.project, requirement.module)):  # Python 3.9 does not normalise names
             try:

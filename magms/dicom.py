@@ -63,6 +63,19 @@ def _require(module: str) -> Any:
         raise ConfigError(f"DICOM export needs the package {module.replace('_', '-')} ({err}): {DICOM_EXTRA}") from None
 
 
+def _numpy_aliases_for_highdicom(version: str, numpy: Any) -> None:
+    """Give ``numpy`` 2 the alias ``float_`` (= ``float64``) that highdicom before 0.23 names.
+
+    highdicom 0.22 is the newest release for pydicom 2 (0.23 needs pydicom 3), and 3D Slicer 5.8 and
+    5.10 ship pydicom 2.4.4, which the Slicer module keeps installed: so Slicer 5.10 (numpy 2.0)
+    gets highdicom 0.22, whose SEG constructor checks ``dtype in (np.float_, ...)``, a name numpy 2
+    removed (its only use of one). Only this child process's numpy module gets the alias.
+    """
+    release = tuple(int(p) if p.isdigit() else 0 for p in version.split(".")[:2])
+    if release < (0, 23) and not hasattr(numpy, "float_"):
+        numpy.float_ = numpy.float64
+
+
 @dataclasses.dataclass(frozen=True)
 class DicomSeries:
     """The headers of one DICOM image series, ordered as the slices of a grid.
@@ -326,6 +339,7 @@ def write_dicom_seg(
     check_dicom_output(out, overwrite)
     _check_labels(labels, grid, scheme)
     hd = _require("highdicom")
+    _numpy_aliases_for_highdicom(hd.__version__, np)
     from pydicom.sr.codedict import codes
 
     def concept(code: Code) -> Any:

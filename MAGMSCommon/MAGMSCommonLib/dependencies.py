@@ -11,8 +11,18 @@ says how to change it in the PyTorch Utils module. MONAI and the rest are instal
 to the ranges the core is tested with (``magms.devices.REQUIREMENTS``, equal to pyproject.toml).
 
 The DICOM export (``magms export``) needs pydicom, highdicom and rt-utils, pyproject.toml's ``dicom``
-extra (``magms.devices.DICOM_REQUIREMENTS``). They are asked for only when the user exports
-(:func:`ensureDicomInSlicer`), and need no restart: only the child process imports them.
+extra (``magms.devices.DICOM_REQUIREMENTS``), and only what the chosen objects need: rt-utils for an
+RT Structure Set, highdicom for a SEG. They are asked for only when the user exports
+(:func:`ensureDicomInSlicer`). Brain extraction (deepbet, the ``brain`` extra) is asked for only
+when a segmentation will need it (``ensureInSlicer(brain=True)``).
+
+Every pip install keeps the packages a running Slicer ships and may have imported (:data:`KEPT`:
+numpy, pydicom and Pillow, which its DICOM plugins import, and torch) at their installed versions
+with a pip constraint, unless MAGMS itself needs another version of one. Without it pip would, for
+example, take ``highdicom>=0.22`` to the newest highdicom, which needs pydicom 3, and upgrade
+Slicer's pydicom 2.4.4 (5.8 and 5.10) on disk under the plugins that loaded it; with it pip picks
+highdicom 0.22, the newest for pydicom 2. When an install changes a package Slicer has imported
+all the same, a restart is offered, as for the main install.
 """
 
 from __future__ import annotations
@@ -20,16 +30,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 
-from magms.devices import DICOM_REQUIREMENTS, RequirementState, unmet_requirements
+from magms.devices import BRAIN_REQUIREMENTS, RequirementState, dicom_requirements, unmet_requirements
 from magms.errors import ConfigError
 
-__all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer",
-           "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer"]
+__all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer", "KEPT",
+           "installedVersions", "keptConstraints", "unmetBrain", "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer"]
 
 PYTORCH_EXTENSION_MODULE = "PyTorchUtils"
+#: Distributions a running Slicer ships (or the PyTorch extension installed) and may have imported,
+#: with their module names: a MAGMS install keeps each at its installed version (:func:`keptConstraints`).
+KEPT = {"numpy": "numpy", "pydicom": "pydicom", "pillow": "PIL", "torch": "torch"}
 
 
 def unmet() -> list[RequirementState]:
@@ -59,6 +74,9 @@ def describeUnmet(states: Sequence[RequirementState], extension: bool | None = N
     torch = next((s for s in states if s.requirement.module == "torch"), None)
     if torch is not None:
         lines.append(_torchAdvice(torch, extension))
+    if any(s.requirement in BRAIN_REQUIREMENTS for s in states):
+        lines.append("deepbet extracts the brain from images with the skull (it brings pandas and a few small packages; "
+                     "your PyTorch stays as it is).")
     if installable(states, extension):
         lines.append("Install them now? This can take several minutes and may need a restart of Slicer.")
     return "\n".join(lines)
@@ -70,21 +88,61 @@ def installable(states: Sequence[RequirementState], extension: bool) -> bool:
     return torch is None or (extension and torch.installed is None)
 
 
+def installedVersions(names: Sequence[str] = tuple(KEPT)) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (None: not installed), from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in names:
+        found[name] = None
+        for spelling in dict.fromkeys((name, name.capitalize())):  # Python 3.9 matches names as written ("Pillow")
+            try:
+                found[name] = version(spelling)
+                break
+            except PackageNotFoundError:
+                continue
+    return found
+
+
+def keptConstraints(states: Sequence[RequirementState], versions: Mapping[str, str | None] | None = None) -> list[str]:
+    """pip constraints (``name==version``) that keep each installed package of :data:`KEPT` as it is,
+    except one that ``states`` ask to change (MAGMS needs another version of it).
+
+    Args:
+        versions: the installed versions (default: :func:`installedVersions`).
+    """
+    changing = {s.requirement.project.lower() for s in states} | {s.requirement.module.lower() for s in states}
+    versions = installedVersions() if versions is None else versions
+    return [f"{name}=={versions[name]}" for name in KEPT if versions.get(name) and name not in changing and KEPT[name].lower() not in changing]
+
+
+def _changedImported(before: Mapping[str, str | None], after: Mapping[str, str | None]) -> list[str]:
+    """The packages of :data:`KEPT` that a running Slicer has imported and whose version changed."""
+    return [name for name in KEPT if before.get(name) != after.get(name) and KEPT[name] in sys.modules]
+
+
 def installInSlicer(
     states: Sequence[RequirementState],
     pipInstall: Callable[[list[str]], None] | None = None,
     installTorch: Callable[[str], object] | None = None,
+    versions: Callable[[], Mapping[str, str | None]] = installedVersions,
 ) -> bool:
     """Install what ``states`` lack. Returns True when Slicer must restart to use them.
 
+    pip gets a constraints file (``-c FILE`` first in its arguments, which ``slicer.util.pip_install``
+    of Slicer 5.8 and 5.10 and ``slicer.packaging.pip_install`` pass on as they are) that keeps the
+    installed packages of :data:`KEPT` at their versions (:func:`keptConstraints`).
+
     Args:
-        pipInstall: installs pip requirement strings (default: ``slicer.util.pip_install``).
+        pipInstall: installs pip arguments (default: ``slicer.util.pip_install``).
         installTorch: installs torch for a specifier, returns None when the user declined
             (default: the PyTorch extension's ``installTorch``).
+        versions: the installed versions of :data:`KEPT` (tests pretend).
     Raises:
         ConfigError: torch cannot be installed here (no PyTorch extension, or a version outside
             the range is installed); the message says what to do.
     """
+    before = versions()
     torch = next((s for s in states if s.requirement.module == "torch"), None)
     if torch is not None:
         extension = installTorch is not None or pyTorchExtensionPresent()
@@ -94,10 +152,16 @@ def installInSlicer(
             raise ConfigError("PyTorch was not installed (declined or failed): MAGMS cannot run without it")
     rest = [s.requirement.spec for s in states if s.requirement.module != "torch"]
     if rest:
-        (pipInstall or _slicerPipInstall)(rest)
+        # after the PyTorch extension's step: the torch it has just installed is kept too
+        constraints = keptConstraints([s for s in states if s.requirement.module != "torch"], versions())
+        with tempfile.TemporaryDirectory(prefix="magms-pip-") as folder:
+            path = os.path.join(folder, "constraints.txt")
+            with open(path, "w", encoding="utf-8") as file:
+                file.write("".join(f"{line}\n" for line in constraints))
+            (pipInstall or _slicerPipInstall)((["-c", path] if constraints else []) + rest)
     importlib.invalidate_caches()
     # a package imported before cannot be replaced in a running Slicer
-    return any(s.requirement.module in sys.modules for s in states)
+    return any(s.requirement.module in sys.modules for s in states) or bool(_changedImported(before, versions()))
 
 
 def _extensionInstallTorch(specifier: str) -> object:
@@ -111,14 +175,31 @@ def _slicerPipInstall(requirements: list[str]) -> None:
     slicer.util.pip_install(requirements)
 
 
-def ensureInSlicer() -> bool:
+def unmetBrain() -> list[RequirementState]:
+    """Brain extraction's package (deepbet) if it is missing or outside the tested range."""
+    return unmet_requirements(BRAIN_REQUIREMENTS)
+
+
+def _offerRestart() -> None:
+    import slicer
+
+    if slicer.app.testingEnabled():  # dialogs answer themselves there: a restart would run the tests again, unseen
+        logging.getLogger(__name__).warning("the new packages need a restart of Slicer")
+    elif slicer.util.confirmYesNoDisplay("Slicer must restart to use the new packages. Restart now?"):
+        slicer.util.restart()
+
+
+def ensureInSlicer(brain: bool = False) -> bool:
     """In Slicer: True when nothing is unmet; else ask, install, and offer a restart when needed.
 
     Never called at import time: the modules call it when the user starts work.
+
+    Args:
+        brain: the run will extract the brain: deepbet is needed too.
     """
     import slicer
 
-    states = unmet()
+    states = unmet() + (unmetBrain() if brain else [])
     if not states:
         return True
     extension = pyTorchExtensionPresent()
@@ -135,50 +216,65 @@ def ensureInSlicer() -> bool:
     # the PyTorch extension imports torch once it has installed it, and a module imported before
     # cannot be replaced in a running Slicer: both need a restart
     if restart or any(s.requirement.module == "torch" for s in states):
-        if slicer.app.testingEnabled():  # dialogs answer themselves there: a restart would run the tests again, unseen
-            logging.getLogger(__name__).warning("the new packages need a restart of Slicer")
-        elif slicer.util.confirmYesNoDisplay("Slicer must restart to use the new packages. Restart now?"):
-            slicer.util.restart()
+        _offerRestart()
         return False
-    return not unmet()
+    return not (unmet() + (unmetBrain() if brain else []))
 
 
 # --- the DICOM export's packages ----------------------------------------------------------------
 
-
-def unmetDicom() -> list[RequirementState]:
-    """The DICOM export's packages that are missing or outside the tested range."""
-    return unmet_requirements(DICOM_REQUIREMENTS)
+ALL_KINDS = ("rtstruct", "seg")
 
 
-def describeUnmetDicom(states: Sequence[RequirementState], ask: bool = True) -> str:
-    """What the DICOM export lacks, the exact pip requirements that install it, and (``ask``) the question."""
+def unmetDicom(kinds: Sequence[str] = ALL_KINDS) -> list[RequirementState]:
+    """The packages that writing ``kinds`` (``rtstruct``, ``seg``) needs and that are missing or outside the tested range."""
+    return unmet_requirements(dicom_requirements(kinds))
+
+
+def describeUnmetDicom(states: Sequence[RequirementState], ask: bool = True, versions: Mapping[str, str | None] | None = None) -> str:
+    """What the DICOM export lacks, the exact pip requirements that install it, and (``ask``) the question,
+    saying which of Slicer's packages pip keeps as they are and whether Slicer must restart.
+
+    Args:
+        versions: the installed versions of :data:`KEPT` (default: :func:`installedVersions`).
+    """
     lines = ["Export to DICOM needs these Python packages:"] + [f"  {s.describe()}" for s in states]
     lines.append("They are installed into Slicer's Python with pip: " + " ".join(repr(s.requirement.spec) for s in states)
-                 + " (the 'dicom' extra of magms-slicer).")
+                 + " (from the 'dicom' extra of magms-slicer).")
     if ask:
-        lines.append("Install them now? No restart is needed: the export runs in a separate process.")
+        kept = keptConstraints(states, installedVersions() if versions is None else versions)
+        if kept:
+            lines.append(f"pip is told to keep Slicer's own {', '.join(kept)} as they are, so it picks versions that work with them.")
+        loaded = [s.requirement.project for s in states if s.installed is not None and s.requirement.module in sys.modules]
+        if loaded:
+            lines.append(f"Install them now? Slicer has loaded {', '.join(loaded)} already: it must restart afterwards.")
+        else:
+            lines.append("Install them now? No restart is needed: the export runs in a separate process.")
     return "\n".join(lines)
 
 
-def ensureDicomInSlicer() -> bool:
-    """In Slicer: True when the DICOM export's packages are there; else ask and install them with pip.
+def ensureDicomInSlicer(kinds: Sequence[str] = ALL_KINDS) -> bool:
+    """In Slicer: True when the packages for writing ``kinds`` are there; else ask and install them with pip,
+    keeping Slicer's own packages (:func:`installInSlicer`), and offer a restart when one it had loaded changed.
 
     Called when the user exports, never at import time.
     """
     import slicer
 
-    states = unmetDicom()
+    states = unmetDicom(kinds)
     if not states:
         return True
     if not slicer.util.confirmOkCancelDisplay(describeUnmetDicom(states)):
         return False
     try:
-        installInSlicer(states)  # the child imports them: a package Slicer imported before needs no restart here
+        restart = installInSlicer(states)
     except Exception as err:  # noqa: BLE001 - shown to the user
         slicer.util.errorDisplay(f"Installing the Python packages failed: {err}")
         return False
-    left = unmetDicom()
+    if restart:
+        _offerRestart()
+        return False
+    left = unmetDicom(kinds)
     if left:
         slicer.util.errorDisplay(describeUnmetDicom(left, ask=False))
     return not left

@@ -64,14 +64,18 @@ class ProcessRunner:
 
     def start(self, command: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None,
               stdout: str | os.PathLike[str] | None = None) -> None:
-        """Start ``command``; raises RuntimeError if a process is still running.
+        """Start ``command``.
 
         Args:
             stdout: a file for the child's standard output (its results); by default it is discarded.
+        Raises:
+            RuntimeError: a process is still running.
+            OSError: the process cannot be started (no such program, no permission); the runner stays
+                as it was, not running.
         """
         if self.running:
             raise RuntimeError("a process is still running")
-        self.state, self.lines, self._cancelled = RunState.RUNNING, [], False
+        self.lines, self._cancelled = [], False
         self._queue = queue.Queue()
         # A new process group (session) so that cancel reaches every process the child starts.
         # On Windows also no console window (Slicer has none; launchConsoleProcess hides it too).
@@ -86,6 +90,8 @@ class ProcessRunner:
         finally:
             if stdout is not None:
                 out.close()  # the child has its own handle
+        # running only once there is a process: a start that raised (no such program) leaves nothing to cancel or poll
+        self.state = RunState.RUNNING
         threading.Thread(target=self._read, args=(self._process, self._queue), daemon=True).start()
 
     @staticmethod

@@ -7,11 +7,14 @@ stand-in view on the real MRML of ``slicer-core``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import slicer
+import vtk
 from MAGMSCommonLib import models
 from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
 from MAGMSCommonLib.parameters import Parameters
@@ -20,25 +23,33 @@ from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, seriesDescriptionA
 from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import MAGMSError
+from magms.modalities import slot_display_name
 
 from .logic import (
     EXPORT_FORMATS,
     ExportJob,
     InstanceFiles,
+    InstancePositions,
     SegmentationJob,
     describeBundle,
     exportProblem,
     noDicomDatabase,
     readSlotMapping,
+    volumeSkullCheck,
     writeSlotMapping,
 )
 
 __all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "EXPORT_FORMAT_ITEMS"]
 
+logger = logging.getLogger(__name__)
+
 #: The panel's settings on the parameter node, with their defaults. ``bundlePath`` is a bundle folder,
 #: or ``builtin:<name>`` for a built-in model (its folder found again when a saved scene is loaded elsewhere);
 #: empty means the default built-in model. ``exportFormat`` is a key of :data:`~.logic.EXPORT_FORMATS`.
-DEFAULTS = {"bundlePath": "", "device": "auto", "compareSubsets": False, "exportFormat": "both", "exportFolder": ""}
+#: ``imagesPrepared``: the user says the images are skull-stripped and aligned (``--preprocess none``);
+#: unchecked, the default, ``magms segment`` prepares them as they need (``--preprocess auto``).
+DEFAULTS = {"bundlePath": "", "device": "auto", "compareSubsets": False, "imagesPrepared": False, "exportFormat": "both",
+            "exportFolder": ""}
 #: The export format choice as the panel lists it.
 EXPORT_FORMAT_ITEMS = (("both", "RT Structure Set and DICOM SEG"), ("rtstruct", "RT Structure Set (RTSTRUCT)"),
                        ("seg", "DICOM Segmentation (SEG)"))
@@ -56,6 +67,7 @@ class SegmenterView(Protocol):
     def showBundle(self, path: str, description: str, slots: Sequence[str]) -> None: ...
     def showMapping(self, mapping: Mapping[str, str | None], tooltips: Mapping[str, str]) -> None: ...
     def showSettings(self, device: str, compareSubsets: bool) -> None: ...
+    def showPreprocess(self, prepared: bool, text: str) -> None: ...
     def showApply(self, text: str, enabled: bool) -> None: ...
     def showProgress(self, fraction: float) -> None: ...
     def showStatus(self, text: str) -> None: ...
@@ -83,6 +95,9 @@ class SegmenterController:
         newExportJob: makes a :class:`~MAGMSSegmenterLib.logic.ExportJob` (tests inject one).
         dicomFiles: SOP Instance UID -> file in Slicer's DICOM database (the widget's
             ``slicer.dicomDatabase.fileForInstance``); without it no instance is found.
+        dicomPositions: SOP Instance UID -> Image Position (Patient) from the database
+            (``slicer.dicomDatabase.instanceValue(uid, "0020,0032")``): the slices are checked before
+            an export starts; without it ``magms export`` checks them.
     """
 
     def __init__(self, scene, parameterNode, view: SegmenterView, newJob: Callable[[], SegmentationJob],
@@ -90,11 +105,15 @@ class SegmenterController:
                  describeVolume: Callable = seriesDescriptionAttribute,
                  devices: Callable[[Callable], DeviceQuery] | None = DeviceQuery,
                  builtinModels: Sequence[BuiltinModel] = (), builtinFolder: Callable[[str], Path] = builtin_model,
-                 newExportJob: Callable[[], ExportJob] | None = None, dicomFiles: InstanceFiles = noDicomDatabase) -> None:
+                 newExportJob: Callable[[], ExportJob] | None = None, dicomFiles: InstanceFiles = noDicomDatabase,
+                 dicomPositions: InstancePositions = noDicomDatabase) -> None:
         self.scene, self.view, self.newJob = scene, view, newJob
         self.newExportJob = newExportJob or (lambda: ExportJob(scene))
-        self.dicomFiles = dicomFiles
+        self.dicomFiles, self.dicomPositions = dicomFiles, dicomPositions
         self.exportJob: ExportJob | None = None
+        self._observed: list[tuple] = []  # (node, observer tag): the export's segmentation and its reference volume
+        self._skullChecks: dict[str, tuple] = {}  # node ID -> (image modification time, SkullCheck): computed once per content
+        self._installing = False  # pip is running (it runs Qt's event loop): Apply and Export wait
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
         self.folder: Path | None = None  # the chosen bundle's folder, once it reads
@@ -116,27 +135,35 @@ class SegmenterController:
             return
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self.view.showDevices(self.devices, self.parameters.get("device"))
-        self.view.showExportSettings(EXPORT_FORMAT_ITEMS, self.parameters.get("exportFormat"), self.parameters.get("exportFolder"))
+        self.view.showExportSettings(EXPORT_FORMAT_ITEMS, self.exportFormat(), self.parameters.get("exportFolder"))
         self.view.showExportSegmentation(parameterNode.GetNodeReferenceID(EXPORT_REFERENCE_ROLE) or "")
         self.info = None
+        self._observeExport()
+        self._updatePreprocess()
         self.chooseBundle(self.parameters.get("bundlePath") or self.defaultChoice(), force=True)
 
     def enter(self) -> None:
-        """The panel is shown: list the models (MAGMS Training may have added one), ask for devices once."""
+        """The panel is shown: list the models (MAGMS Training may have added one), ask for devices once,
+        and say again whether Export can run (the scene may have changed while the panel was hidden)."""
         self.showModels()
         if self.deviceQuery is not None:
             self.deviceQuery.startOnce()
+        self._observeExport()
+        self._updateExport()
 
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
         self.cancel()
         self.cancelExport()
+        self._unobserveExport()
+        self._skullChecks = {}
         self.parameters, self.info, self.folder, self.mapping = None, None, None, {}
 
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end any child process tree."""
         self.cancel()
         self.cancelExport()
+        self._unobserveExport()
         if self.deviceQuery is not None:
             self.deviceQuery.cancel()
 
@@ -247,6 +274,7 @@ class SegmenterController:
         if self.parameters is not None:
             writeSlotMapping(self.parameters.node, mapping)
         self._updateApply()
+        self._updatePreprocess()
 
     def setDevice(self, key: str) -> None:
         if self.parameters is not None:
@@ -255,6 +283,68 @@ class SegmenterController:
     def setCompareSubsets(self, on: bool) -> None:
         if self.parameters is not None:
             self.parameters.set("compareSubsets", bool(on))
+
+    # --- preprocessing (skull-stripping and alignment) ---------------------------------------
+
+    def setImagesPrepared(self, on: bool) -> None:
+        """The box "My images are already skull-stripped and aligned": checked runs ``--preprocess none``,
+        unchecked ``--preprocess auto``."""
+        if self.parameters is not None:
+            self.parameters.set("imagesPrepared", bool(on))
+        self._updatePreprocess()
+
+    @property
+    def preprocess(self) -> str:
+        """The ``--preprocess`` mode the panel's choice means."""
+        return "none" if self.parameters is not None and self.parameters.get("imagesPrepared") else "auto"
+
+    def skullChecks(self) -> dict[str, tuple]:
+        """slot -> (volume node, :class:`~magms.data.skull.SkullCheck`) of every mapped volume with image data,
+        in the mapping's order; each volume's check computed once per content of its image."""
+        checks = {}
+        for slot, nodeID in self.mapping.items():
+            node = self.scene.GetNodeByID(nodeID) if nodeID else None
+            if node is None or node.GetImageData() is None:
+                continue
+            stamp = node.GetImageData().GetMTime()
+            cached = self._skullChecks.get(nodeID)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, volumeSkullCheck(node))
+                self._skullChecks[nodeID] = cached
+            checks[slot] = (node, cached[1])
+        return checks
+
+    def needsBrainExtraction(self) -> bool:
+        """Whether the run will extract the brain with deepbet: ``auto`` and no mapped volume looks
+        skull-stripped (with one that does, ``magms segment`` masks the others with its brain)."""
+        checks = self.skullChecks()
+        return self.preprocess == "auto" and bool(checks) and not any(check.stripped for _, check in checks.values())
+
+    def preprocessText(self) -> str:
+        """What the panel says about preprocessing: the choice, each mapped volume's skull-strip detection,
+        and what ``magms segment`` will do with them."""
+        checks = self.skullChecks()
+        lines = [f"{slot_display_name(slot)} '{node.GetName()}': looks {check.describe()}" for slot, (node, check) in checks.items()]
+        unstripped = [node.GetName() for node, check in checks.values() if not check.stripped]
+        if self.preprocess == "none":
+            lines.insert(0, "The volumes are segmented as they are (--preprocess none).")
+            if unstripped:
+                lines.append(f"{', '.join(repr(n) for n in unstripped)} {'does' if len(unstripped) == 1 else 'do'} not look "
+                             "skull-stripped: uncheck the box to have the brain extracted first, or the tumour may be missed.")
+            return "\n".join(lines)
+        lines.insert(0, "MAGMS prepares the volumes first (--preprocess auto): each volume on another grid than the first "
+                        "is registered to it (rigid), and the brain is extracted unless the volumes are skull-stripped.")
+        if checks and not unstripped:
+            lines.append("All look skull-stripped: they are used as they are (registered if needed).")
+        elif unstripped and len(unstripped) < len(checks):
+            lines.append("The brain of the skull-stripped one masks the others.")
+        elif unstripped:
+            lines.append("None looks skull-stripped: the brain is extracted with deepbet (installed after asking, if missing).")
+        return "\n".join(lines)
+
+    def _updatePreprocess(self) -> None:
+        if self.parameters is not None:
+            self.view.showPreprocess(bool(self.parameters.get("imagesPrepared")), self.preprocessText())
 
     def _onDevices(self, devices: list[tuple[str, str]], problem: str) -> None:
         self.devices = devices
@@ -270,12 +360,27 @@ class SegmenterController:
         mapped = any(self.mapping.values())
         self.view.showApply("Cancel" if self.running else "Apply", self.running or (self.info is not None and mapped))
 
-    def applyOrCancel(self, ensureDependencies: Callable[[], bool] = lambda: True) -> None:
-        """Apply starts a segmentation of the mapped volumes; while one runs, the button cancels it."""
+    def applyOrCancel(self, ensureDependencies: Callable[[bool], bool] = lambda brain=False: True) -> None:
+        """Apply starts a segmentation of the mapped volumes; while one runs, the button cancels it.
+
+        Args:
+            ensureDependencies: asks for and installs what MAGMS lacks, called with whether the run
+                will extract the brain (deepbet needed too); False stops here.
+        """
         if self.running:
             self.cancel()
             return
-        if self.info is None or self.parameters is None or not ensureDependencies():
+        if self.info is None or self.parameters is None or self._installing:
+            return
+        # pip runs Qt's event loop: a second click must not start anything meanwhile
+        self.view.showApply("Installing packages...", False)
+        self._installing = True
+        try:
+            ready = ensureDependencies(self.needsBrainExtraction())
+        finally:
+            self._installing = False
+            self._updateApply()
+        if not ready or self.parameters is None:
             return
         device = self.parameters.get("device")
         if device not in {key for key, _ in self.devices}:
@@ -292,8 +397,10 @@ class SegmenterController:
         self.started = time.monotonic()
         try:
             self.job.start(self.mapping, self.folder, device=device,
-                           subsets="all" if compare else None, modelName=self.folder.name)
-        except MAGMSError as err:
+                           subsets="all" if compare else None, modelName=self.folder.name, preprocess=self.preprocess)
+        except Exception as err:  # noqa: BLE001 - shown, not raised into a Qt slot (OSError: no Python to run)
+            if not isinstance(err, MAGMSError):
+                logger.exception("the segmentation could not start")
             self.view.showError(f"Cannot segment: {err}")
         self._updateApply()
 
@@ -316,8 +423,8 @@ class SegmenterController:
         self.view.showProgress(fraction)
         self.statusText = text
 
-    def _end(self, text: str) -> None:
-        self.view.showStatus(f"{text} after {time.monotonic() - self.started:.0f} s")
+    def _end(self, text: str, tail: str = "") -> None:
+        self.view.showStatus(f"{text} after {time.monotonic() - self.started:.0f} s{tail}")
         self._updateApply()
 
     def _onFinished(self, nodes: list) -> None:
@@ -325,9 +432,11 @@ class SegmenterController:
         disagreement = getattr(self.job, "disagreementNode", None)
         if disagreement is not None:
             text += (f". The disagreement map '{disagreement.GetName()}' (how many of the {self.job.compared} smaller subsets "
-                     f"disagree with the fullest output, 0 to {self.job.compared}) is shown over the images: look where it "
-                     f"is bright first. Report: {self.job.reportFolder / 'report.md'}")
-        self._end(text)
+                     f"disagree with the fullest output, 0 to {self.job.compared}) is shown over the images as the foreground "
+                     f"of every slice view, in place of any foreground you had there: look where it is bright first. "
+                     f"Report: {self.job.reportFolder / 'report.md'}")
+        notes = getattr(self.job, "notes", [])  # what magms segment did beyond segmenting (registration, brain extraction)
+        self._end(text, "".join(f". {note}" for note in notes))
         self.view.showResult(nodes)
         if nodes:  # the fullest segmentation is the one to export
             self.setExportSegmentation(nodes[-1].GetID())
@@ -359,11 +468,46 @@ class SegmenterController:
         """The user chose the segmentation to export (or a run made one)."""
         if self.parameters is not None:
             self.parameters.node.SetNodeReferenceID(EXPORT_REFERENCE_ROLE, nodeID or None)
+        self._observeExport()
         self._updateExport()
 
     def setExportFormat(self, key: str) -> None:
         if self.parameters is not None and key in EXPORT_FORMATS:
             self.parameters.set("exportFormat", key)
+        self._updateExport()
+
+    def exportFormat(self) -> str:
+        """The chosen key of :data:`~.logic.EXPORT_FORMATS`; ``both`` for a value no version of the panel wrote."""
+        key = self.parameters.get("exportFormat") if self.parameters is not None else "both"
+        return key if key in EXPORT_FORMATS else "both"
+
+    # The export's hint and button follow the segmentation and its reference volume: a new reference,
+    # a transform, a volume reloaded with other attributes change whether it can be exported.
+    _EXPORT_EVENTS = (vtk.vtkCommand.ModifiedEvent, slicer.vtkMRMLNode.ReferenceAddedEvent, slicer.vtkMRMLNode.ReferenceModifiedEvent,
+                      slicer.vtkMRMLNode.ReferenceRemovedEvent, slicer.vtkMRMLTransformableNode.TransformModifiedEvent)
+
+    def _exportNodes(self) -> list:
+        node = self.exportSegmentation()
+        if node is None:
+            return []
+        reference = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
+        return [node] + ([reference] if reference is not None else [])
+
+    def _observeExport(self) -> None:
+        self._unobserveExport()
+        for node in self._exportNodes():
+            for event in self._EXPORT_EVENTS:
+                self._observed.append((node, node.AddObserver(event, self._onExportNodeChanged)))
+
+    def _unobserveExport(self) -> None:
+        for node, tag in self._observed:
+            node.RemoveObserver(tag)
+        self._observed = []
+
+    def _onExportNodeChanged(self, caller, event) -> None:
+        observed = list(dict.fromkeys(node.GetID() for node, _ in self._observed))
+        if [node.GetID() for node in self._exportNodes()] != observed:  # another reference volume: follow it
+            self._observeExport()
         self._updateExport()
 
     def setExportFolder(self, path: str) -> None:
@@ -385,6 +529,8 @@ class SegmenterController:
         return ""
 
     def _updateExport(self) -> None:
+        if self._installing:  # an observed node changed while pip ran: the button stays off
+            return
         if self.exporting:
             self.view.showExport("Cancel export", True, "Exporting...")
             return
@@ -392,27 +538,37 @@ class SegmenterController:
         if problem:
             self.view.showExport("Export to DICOM", False, problem)
             return
-        kinds = EXPORT_FORMATS[self.parameters.get("exportFormat")]
+        kinds = EXPORT_FORMATS[self.exportFormat()]
         names = {"rtstruct": "an RT Structure Set", "seg": "a DICOM SEG"}
         self.view.showExport("Export to DICOM", True, f"Writes {' and '.join(names[k] for k in kinds)} of "
                              f"'{self.exportSegmentation().GetName()}' into {self.parameters.get('exportFolder')}, "
                              "referencing the DICOM series of its reference volume.")
 
-    def exportOrCancel(self, ensureDependencies: Callable[[], bool] = lambda: True) -> None:
+    def exportOrCancel(self, ensureDependencies: Callable[[Sequence[str]], bool] = lambda kinds=(): True) -> None:
         """Export starts a DICOM export of the chosen segmentation; while one runs, the button cancels it.
 
         Args:
-            ensureDependencies: asks for and installs what the export lacks (pydicom, highdicom, rt-utils);
-                False stops here.
+            ensureDependencies: asks for and installs what writing the given kinds (``rtstruct``,
+                ``seg``) lacks (pydicom, and rt-utils or highdicom); False stops here.
         """
         if self.exporting:
             self.cancelExport()
+            return
+        if self._installing:
             return
         problem = self.exportProblem()
         if problem:
             self.view.showError(f"Cannot export: {problem}")
             return
-        if not ensureDependencies():
+        # pip runs Qt's event loop: a second click must not start a second export meanwhile
+        self.view.showExport("Installing packages...", False, "Installing the Python packages the export needs...")
+        self._installing = True
+        try:
+            ready = ensureDependencies(EXPORT_FORMATS[self.exportFormat()])
+        finally:
+            self._installing = False
+            self._updateExport()
+        if not ready or self.exportProblem():
             return
         self.exportJob = self.newExportJob()
         self.exportJob.finished.connect(self._onExported)
@@ -420,8 +576,10 @@ class SegmenterController:
         self.exportJob.cancelled.connect(self._onExportCancelled)
         try:
             self.exportJob.start(self.exportSegmentation(), self.folder, self.parameters.get("exportFolder"),
-                                 self.parameters.get("exportFormat"), self.dicomFiles)
-        except MAGMSError as err:
+                                 self.exportFormat(), self.dicomFiles, positions=self.dicomPositions)
+        except Exception as err:  # noqa: BLE001 - shown, not raised into a Qt slot (OSError: no Python to run)
+            if not isinstance(err, MAGMSError):
+                logger.exception("the export could not start")
             self.view.showError(f"Cannot export: {err}")
         else:
             self.view.showStatus(f"Exporting '{self.exportSegmentation().GetName()}' to DICOM...")

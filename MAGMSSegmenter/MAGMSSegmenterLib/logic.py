@@ -6,7 +6,8 @@ in as a callable. The network runs in a separate ``magms segment`` process, the 
 ``magms export`` process (:class:`~MAGMSCommonLib.runner.ProcessRunner`): Slicer never imports
 torch, pydicom, highdicom or rt-utils. The scene is touched only when a process has succeeded, and
 then only by adding NEW nodes (segmentations; with compare subsets also the disagreement map, shown
-as the slice views' foreground). The DICOM export reads the scene and writes files only.
+as the slice views' foreground; a run without one takes an earlier map out of the views). The DICOM
+export reads the scene and writes files only.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ from MAGMSCommonLib.volumes import ROLE_ATTRIBUTE, checkMapping, ensureSegmentat
 
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.commands import ExportOptions, SegmentOptions
+from magms.data.skull import SkullCheck, skull_check_array
 from magms.errors import ConfigError
 from magms.labels import LabelScheme
 from magms.modalities import subsets_of
+from magms.protocol import PREPROCESS_MODES
 
 __all__ = [
     "readSlotMapping",
     "writeSlotMapping",
     "segmentOptions",
     "compareOptions",
+    "volumeSkullCheck",
     "importSegmentation",
     "segmentationName",
     "describeBundle",
@@ -47,12 +51,16 @@ __all__ = [
     "importDisagreement",
     "heatColorNode",
     "showDisagreement",
+    "hideDisagreement",
+    "disagreementWindow",
     "SegmentationJob",
     "InstanceFiles",
     "noDicomDatabase",
     "EXPORT_FORMATS",
+    "acquisitionTransform",
     "exportReference",
     "exportProblem",
+    "slicePositionProblem",
     "dicomSeriesFiles",
     "segmentLabelValues",
     "writeLabelsForExport",
@@ -76,19 +84,29 @@ def writeSlotMapping(parameterNode: slicer.vtkMRMLNode, mapping: Mapping[str, st
         parameterNode.SetNodeReferenceID(SLOT_REFERENCE_ROLE + slot, node_id or None)
 
 
-def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, device: str = "auto") -> SegmentOptions:
-    """The ``magms segment`` options of one subset, with progress lines for the runner."""
+def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, device: str = "auto", preprocess: str = "none") -> SegmentOptions:
+    """The ``magms segment`` options of one subset, with progress lines for the runner; ``preprocess``
+    is ``--preprocess`` (``none``: the images as they are, ``auto``: registered and skull-stripped as they need)."""
     return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
-                          device=device, progress="lines", overwrite=True)
+                          device=device, progress="lines", overwrite=True, preprocess=preprocess)
 
 
 def compareOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, compared: Path, disagreement: Path, report: Path,
-                   device: str = "auto") -> SegmentOptions:
+                   device: str = "auto", preprocess: str = "none") -> SegmentOptions:
     """The ``magms segment`` options of one "compare subsets" run: the fullest output to ``output``,
     every smaller subset's to ``compared/<slot+slot>.seg.nrrd``, the disagreement map and the report."""
     return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
                           compare="subsets", disagreement=disagreement, report=report, compared_outputs=compared,
-                          device=device, progress="lines", overwrite=True)
+                          device=device, progress="lines", overwrite=True, preprocess=preprocess)
+
+
+def volumeSkullCheck(volume: slicer.vtkMRMLScalarVolumeNode) -> SkullCheck | None:
+    """Whether ``volume`` looks skull-stripped, by the rule ``magms segment --preprocess auto`` applies
+    (:func:`magms.data.skull.skull_check_array` on the same voxels and spacing: the child reads the file
+    :func:`~MAGMSCommonLib.volumes.writeVolumes` writes from this array). None: no image data."""
+    if volume is None or volume.GetImageData() is None:
+        return None
+    return skull_check_array(slicer.util.arrayFromVolume(volume), volume.GetSpacing())
 
 
 def segmentationName(reference: slicer.vtkMRMLScalarVolumeNode, model: str, subset: Sequence[str]) -> str:
@@ -195,9 +213,20 @@ def heatColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorNode:
     return scene.AddNode(node)
 
 
+def disagreementWindow(compared: int) -> tuple[float, float]:
+    """The heat map's window for counts 0..``compared``: the top at ``compared``, the bottom where a count
+    of 1 shows at a third of the colour table (at its top when ``compared`` is 1), never above 0.5.
+
+    A window from 0 put a 1 of 14 (four volumes) at 7 % of Inferno: nearly black, unseen over a dark MR.
+    """
+    top = float(max(compared, 1))
+    return min(0.5, 1.5 - top / 2.0), top
+
+
 def importDisagreement(scene: slicer.vtkMRMLScene, path: Path, name: str, compared: int) -> slicer.vtkMRMLScalarVolumeNode:
     """Add a NEW scalar volume node read from the disagreement map at ``path`` (uint8 counts 0..``compared``),
-    displayed as a heat map: window 0..``compared``, 0 transparent (thresholded out), no interpolation.
+    displayed as a heat map: window :func:`disagreementWindow` (a count of 1 clearly visible), 0 transparent
+    (thresholded out), no interpolation.
 
     Raises:
         ConfigError: the file cannot be read.
@@ -214,7 +243,7 @@ def importDisagreement(scene: slicer.vtkMRMLScene, path: Path, name: str, compar
     scene.AddNode(display)
     display.SetAndObserveColorNodeID(heatColorNode(scene).GetID())
     display.SetAutoWindowLevel(False)
-    display.SetWindowLevelMinMax(0, max(compared, 1))
+    display.SetWindowLevelMinMax(*disagreementWindow(compared))
     display.SetAutoThreshold(False)
     display.SetApplyThreshold(True)  # voxels outside the threshold are transparent in the slice views
     display.SetLowerThreshold(1)
@@ -236,6 +265,20 @@ def showDisagreement(scene: slicer.vtkMRMLScene, volume: slicer.vtkMRMLScalarVol
     return count
 
 
+def hideDisagreement(scene: slicer.vtkMRMLScene) -> int:
+    """Take every disagreement map (a volume with the role :data:`DISAGREEMENT_ROLE`) out of the slice views'
+    foreground, where a later run without a map would leave it over images it does not describe; the
+    user's own foreground volumes stay. Returns how many views were changed. The map nodes are kept."""
+    changed = 0
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
+        if foreground is not None and foreground.GetAttribute(ROLE_ATTRIBUTE) == DISAGREEMENT_ROLE:
+            composite.SetForegroundVolumeID(None)
+            changed += 1
+    return changed
+
+
 # --- the child jobs ------------------------------------------------------------------------------
 
 
@@ -250,8 +293,11 @@ class _ChildJob:
         self.failed = Signal(str)
         self.cancelled = Signal()
         self.folder: Path | None = None
+        #: the child's ``note:`` lines (what it did beyond the plain run: registration, brain extraction)
+        self.notes: list[str] = []
         self.runner.progress.connect(self._onProgress)
         self.runner.finished.connect(self._onRunFinished)
+        self.runner.output.connect(self._onOutput)
 
     @property
     def running(self) -> bool:
@@ -272,8 +318,13 @@ class _ChildJob:
             time.sleep(0.05)
 
     def _run(self, options, name: str) -> None:
+        """Write the options and start the child; raises what that raises (OSError: no such program)."""
         command = configCommand(self.python, options, self.folder / f"{name}.json")
         self.runner.start(command, env=childEnvironment())
+
+    def _onOutput(self, line: str) -> None:
+        if line.startswith("note: "):
+            self.notes.append(line[len("note: "):])
 
     def _onProgress(self, done: int, total: int) -> None:
         raise NotImplementedError
@@ -347,6 +398,7 @@ class SegmentationJob(_ChildJob):
         device: str = "auto",
         subsets: Sequence[Sequence[str]] | str | None = None,
         modelName: str | None = None,
+        preprocess: str = "none",
     ) -> None:
         """Check, write the inputs and start the first run.
 
@@ -357,12 +409,18 @@ class SegmentationJob(_ChildJob):
             subsets: None for one run with every mapped volume; ``"all"`` for every non-empty
                 subset of the mapped slots (one compare run); or the subsets to run (one run each).
             modelName: for the node names (default: the bundle folder's name).
+            preprocess: ``magms segment --preprocess``: ``none`` (the images are skull-stripped and
+                aligned already) or ``auto`` (register the volumes on other grids, extract the brain
+                when none looks skull-stripped), or another of :data:`~magms.protocol.PREPROCESS_MODES`.
         Raises:
             BundleError, ConfigError: a bad bundle or mapping (nothing is started or written).
+            OSError: the child process cannot be started (nothing is left behind).
             RuntimeError: a job is running already.
         """
         if self.running:
             raise RuntimeError("a segmentation is running already")
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess: expected one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
         self.bundle = Path(bundle)
         self.info = read_bundle_info(self.bundle)
         pairs = checkMapping(self.scene, mapping, self.info.slots)
@@ -379,19 +437,20 @@ class SegmentationJob(_ChildJob):
                 raise ConfigError(f"subset(s) {', '.join(missing) or 'empty'} use slots without a volume (mapped: {', '.join(mapped)})")
             queue = [_Run((subset,)) for subset in chosen]
         self.nodes = dict(pairs)
-        self.device = device
+        self.device, self.preprocess = device, preprocess
         self.modelName = modelName or self.bundle.name
-        self.reportFolder, self.disagreementNode, self.compared = None, None, 0
+        self.reportFolder, self.disagreementNode, self.compared, self.notes = None, None, 0, []
         self.folder = Path(tempfile.mkdtemp(prefix="magms-segment-"))
         try:
             self.inputs = writeVolumes(pairs, self.folder)
             if any(run.compare for run in queue):
                 self.reportFolder = self._newReportFolder(pairs[0][1])
-        except BaseException:
-            self._cleanup()
+            self._queue, self._done, self._total = list(queue), [], len(queue)
+            self._startNext()
+        except BaseException:  # also a child that cannot start: no folder (patient images) is left
+            self._queue = []
+            self._end()
             raise
-        self._queue, self._done, self._total = list(queue), [], len(queue)
-        self._startNext()
 
     def _newReportFolder(self, reference: slicer.vtkMRMLScalarVolumeNode) -> Path:
         root = self.reportsFolder or defaultReportsFolder()
@@ -413,9 +472,9 @@ class SegmentationJob(_ChildJob):
         inputs = {s: self.inputs[s] for s in run.slots}
         if run.compare:
             options = compareOptions(self.bundle, inputs, self._output(run.slots), self.folder / "compared",
-                                     self.reportFolder / "disagreement.nii.gz", self.reportFolder, self.device)
+                                     self.reportFolder / "disagreement.nii.gz", self.reportFolder, self.device, self.preprocess)
         else:
-            options = segmentOptions(self.bundle, inputs, self._output(run.slots), self.device)
+            options = segmentOptions(self.bundle, inputs, self._output(run.slots), self.device, self.preprocess)
         self.progress.emit(len(self._done) / self._total, self._describe(run))
         self._run(options, "+".join(run.slots))
 
@@ -446,7 +505,12 @@ class SegmentationJob(_ChildJob):
             return
         self._done.append(self._queue.pop(0))
         if self._queue:
-            self._startNext()
+            try:
+                self._startNext()
+            except Exception as err:  # noqa: BLE001 - reported as a failure, not raised into the panel's timer
+                self._queue = []
+                self._end()
+                self.failed.emit(f"the next run could not be started: {err}")
             return
         created: list = []
         try:
@@ -467,6 +531,8 @@ class SegmentationJob(_ChildJob):
         if disagreement is not None:
             self.disagreementNode = disagreement
             showDisagreement(self.scene, disagreement)
+        else:  # an earlier map would stay over images it does not describe
+            hideDisagreement(self.scene)
         self._cleanup()
         self.progress.emit(1.0, "done")
         self.finished.emit(created)
@@ -493,6 +559,9 @@ class SegmentationJob(_ChildJob):
 #: SOP Instance UID -> the file Slicer's DICOM database holds for it ("" or None: not there). In Slicer:
 #: ``slicer.dicomDatabase.fileForInstance`` (ctkDICOMDatabase); tests look up files they wrote.
 InstanceFiles = Callable[[str], "str | None"]
+#: SOP Instance UID -> its Image Position (Patient) as the database stores it (``"x\\y\\z"`` in mm, LPS;
+#: "" or None: not known). In Slicer: ``slicer.dicomDatabase.instanceValue(uid, "0020,0032")``.
+InstancePositions = Callable[[str], "str | None"]
 DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 #: What can be exported, by key: (name for people, file suffix, ``magms export`` option).
 EXPORT_KINDS = {"rtstruct": ("RT Structure Set", ".rtstruct.dcm", "rtstruct"), "seg": ("DICOM Segmentation", ".seg.dcm", "dicom_seg")}
@@ -502,6 +571,15 @@ SLICERRT_ALTERNATIVE = (
     "With the SlicerRT extension, Slicer's own DICOM export (Data module: right-click the segmentation, Export to "
     "DICOM..., export type RT structure set) can write one for images that did not come from DICOM."
 )
+SLICERRT_IRREGULAR = (
+    "With the SlicerRT extension, try Slicer's own DICOM export instead (Data module: right-click the segmentation, "
+    "Export to DICOM..., export type RT structure set), which writes contours in patient coordinates."
+)
+#: Slicer's DICOMScalarVolumePlugin (AcquisitionModeling.gridTransformFromCorners) puts a series with irregular
+#: slice geometry under a grid transform named ``<volume> acquisition transform`` (made unique with a number).
+ACQUISITION_TRANSFORM_NAME = "acquisition transform"
+#: How far (in voxels) a file's slice position may lie off the volume's grid: magms.dicom's tolerance.
+GRID_TOLERANCE = 1e-2
 
 
 def noDicomDatabase(uid: str) -> None:
@@ -509,21 +587,64 @@ def noDicomDatabase(uid: str) -> None:
     return None
 
 
+def _transformChain(node: slicer.vtkMRMLTransformableNode) -> list:
+    """``node``'s parent transform, its parent, and so on."""
+    chain, seen = [], set()
+    transform = node.GetParentTransformNode()
+    while transform is not None and transform.GetID() not in seen:
+        chain.append(transform)
+        seen.add(transform.GetID())
+        transform = transform.GetParentTransformNode()
+    return chain
+
+
+def acquisitionTransform(volume: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkMRMLTransformNode | None:
+    """The grid transform Slicer's DICOM import put ``volume`` under (directly or higher up) because its series
+    has irregular slice geometry (a tilted gantry, uneven slice spacing); None when there is none.
+
+    Slicer does so by default (DICOM setting *Acquisition geometry regularization*): the volume keeps a
+    regular grid, and the transform moves each slice to where its file says. That grid is then not the
+    files' grid, slice by slice, so what is drawn on it cannot reference the files as it is.
+    """
+    for transform in _transformChain(volume):
+        if transform.IsA("vtkMRMLGridTransformNode") and ACQUISITION_TRANSFORM_NAME in (transform.GetName() or ""):
+            return transform
+    return None
+
+
+def _under(node) -> str:
+    transform = node.GetParentTransformNode()
+    return f"under transform '{transform.GetName()}'" if transform is not None else "under no transform"
+
+
 def exportReference(segmentationNode: slicer.vtkMRMLSegmentationNode) -> slicer.vtkMRMLScalarVolumeNode:
     """The volume whose grid and DICOM series the export uses: the segmentation's reference geometry volume.
 
+    The segments are merged on that volume's own (local) grid, which is the DICOM files' grid. A transform
+    that the segmentation and the volume share moves both alike and changes nothing there, so it is allowed.
+
     Raises:
-        ConfigError: none, or a transform on either node.
+        ConfigError: no reference volume; a reference under Slicer's acquisition transform (irregular slice
+            geometry); the segmentation and its volume under different transforms.
     """
     name = segmentationNode.GetName()
     reference = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
     if reference is None or not reference.IsA("vtkMRMLScalarVolumeNode"):
         raise ConfigError(f"segmentation '{name}' has no reference volume: DICOM RT and SEG objects reference the images the "
                           "segments were drawn on (choose its source volume in the Segment Editor)")
-    for node in (segmentationNode, reference):
-        if node.GetParentTransformNode() is not None:
-            raise ConfigError(f"'{node.GetName()}' is under transform '{node.GetParentTransformNode().GetName()}': "
-                              "harden or remove it before exporting")
+    acquisition = acquisitionTransform(reference)
+    if acquisition is not None:
+        raise ConfigError(
+            f"'{reference.GetName()}' has irregular slice geometry (a tilted gantry or uneven slice spacing): Slicer's DICOM "
+            f"import put it under '{acquisition.GetName()}', which moves each slice to where its file says, so its voxel grid "
+            "is not the DICOM files' grid and the segments cannot reference the files slice by slice. It cannot be exported as "
+            "is; removing or hardening that transform does not change this. " + SLICERRT_IRREGULAR)
+    transform, referenceTransform = segmentationNode.GetParentTransformNode(), reference.GetParentTransformNode()
+    if (transform.GetID() if transform else None) != (referenceTransform.GetID() if referenceTransform else None):
+        raise ConfigError(
+            f"'{name}' is {_under(segmentationNode)} but its reference volume '{reference.GetName()}' is {_under(reference)}: "
+            "the segments do not lie on the volume's voxel grid, and the export does not resample them. Export a segmentation "
+            "that is under the same transform as its reference volume (or neither under one).")
     return reference
 
 
@@ -535,10 +656,47 @@ def exportProblem(segmentationNode: slicer.vtkMRMLSegmentationNode | None) -> st
         reference = exportReference(segmentationNode)
     except ConfigError as err:
         return str(err)
-    if not (reference.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split():
+    uids = (reference.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
+    if not uids:
         return (f"'{reference.GetName()}', the reference volume of '{segmentationNode.GetName()}', was not loaded from Slicer's "
                 f"DICOM database (it has no {DICOM_UIDS_ATTRIBUTE}): there is no DICOM series for an RT Structure Set or SEG to "
                 "reference. Load the images with the DICOM module and segment them there. " + SLICERRT_ALTERNATIVE)
+    slices = reference.GetImageData().GetDimensions()[2] if reference.GetImageData() is not None else 0
+    if len(uids) != slices:
+        return (f"'{reference.GetName()}' has {slices} slices but {len(uids)} DICOM instance(s): it was loaded from a multi-frame "
+                "(enhanced) DICOM file, one file for many slices. The export references one file per slice and cannot export it. "
+                + SLICERRT_IRREGULAR)
+    return ""
+
+
+def slicePositionProblem(volume: slicer.vtkMRMLScalarVolumeNode, positions: InstancePositions) -> str:
+    """Whether every DICOM instance of ``volume`` lies on a slice of its voxel grid ("" when it does, or when
+    ``positions`` does not know): the check ``magms export`` makes on the files, made before it starts.
+
+    The grid differs from the files' positions when Slicer was told not to correct a series with irregular
+    slice geometry or to harden the correction, or when the volume's origin or spacing was changed.
+    """
+    uids = (volume.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
+    rasToIJK, ijkToRAS = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    volume.GetRASToIJKMatrix(rasToIJK)
+    volume.GetIJKToRASMatrix(ijkToRAS)
+    for uid in uids:
+        text = positions(uid) if uid != "Unknown" else None
+        try:
+            x, y, z = (float(v) for v in (text or "").split("\\"))
+        except ValueError:  # not known, or not three numbers: magms export reads the file itself
+            return ""
+        ras = (-x, -y, z, 1.0)  # DICOM patient coordinates are LPS
+        i, j, k = rasToIJK.MultiplyPoint(ras)[:3]
+        nearest = round(k)
+        if max(abs(i), abs(j), abs(k - nearest)) > GRID_TOLERANCE:
+            grid = ijkToRAS.MultiplyPoint((0.0, 0.0, float(nearest), 1.0))[:3]
+            off = sum((a - b) ** 2 for a, b in zip(grid, ras[:3])) ** 0.5
+            return (f"'{volume.GetName()}': DICOM instance {uid} has its slice at ({x:g}, {y:g}, {z:g}) mm (LPS), {off:.2f} mm from "
+                    "the nearest slice of the volume's voxel grid: the volume's geometry is not its files' (irregular slice "
+                    "geometry that Slicer's DICOM import left uncorrected or hardened, or an origin, spacing or hardened "
+                    "transform changed since loading), so it cannot be exported as is. If you changed its geometry, load the "
+                    "series again from the DICOM database. " + SLICERRT_IRREGULAR)
     return ""
 
 
@@ -603,10 +761,24 @@ def writeLabelsForExport(segmentationNode: slicer.vtkMRMLSegmentationNode, refer
     with the reference volume's geometry and explicit label values; where segments overlap, the later
     one wins), and written by a volume storage node: nothing is added to the scene.
 
+    A segmentation whose segments are not binary label maps (closed surfaces: an imported RTSTRUCT, a
+    model) is converted first, as Slicer's own labelmap export does (``CreateRepresentation``,
+    ``vtkSlicerSegmentationsModuleLogic::ExportSegmentsToLabelmapNode``), on a copy: the node keeps
+    the representations it had.
+
     Raises:
-        ConfigError: the merge or the write failed.
+        ConfigError: the conversion, the merge or the write failed.
     """
     ensureSegmentationConverters()
+    labelmapName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    if not segmentationNode.GetSegmentation().ContainsRepresentation(labelmapName):
+        copy = slicer.vtkMRMLSegmentationNode()  # never added to the scene
+        copy.GetSegmentation().DeepCopy(segmentationNode.GetSegmentation())
+        if not copy.GetSegmentation().CreateRepresentation(labelmapName):
+            raise ConfigError(f"'{segmentationNode.GetName()}': its segments ({copy.GetSegmentation().GetSourceRepresentationName()}) "
+                              "could not be converted to a binary label map")
+        copy.SetName(segmentationNode.GetName())
+        segmentationNode = copy
     geometry = slicer.vtkOrientedImageData()
     geometry.SetExtent(reference.GetImageData().GetExtent())
     matrix = vtk.vtkMatrix4x4()
@@ -654,8 +826,11 @@ class ExportJob(_ChildJob):
 
     The segments' current content is written as a label map on the reference volume's grid (in the
     model's label values), the reference volume's DICOM files are found through ``lookup``, and
-    ``magms export`` writes the objects referencing that series. The scene is only read. Cancel or
-    failure leaves no file behind; the temporary folder is removed in every case.
+    ``magms export`` writes the objects referencing that series into the job's temporary folder. Only
+    when it has succeeded are they copied into the chosen folder, each under a name no file has
+    (never replacing one, also one made meanwhile): cancel or failure leaves nothing there, not even
+    a half-written temporary file, and the job never deletes a file it did not make. The temporary
+    folder is removed in every case. The scene is only read.
 
     Signals:
         progress(fraction: float, text: str)
@@ -665,14 +840,16 @@ class ExportJob(_ChildJob):
     """
 
     def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None,
-                 unmet: Callable[[], list] = dependencies.unmetDicom) -> None:
+                 unmet: Callable[[Sequence[str]], list] = dependencies.unmetDicom) -> None:
         super().__init__(scene, python, runner)
         self.finished = Signal(list)
         self.unmet = unmet
         self.paths: dict[str, Path] = {}
+        self._staged: dict[str, Path] = {}
+        self._name = ""
 
     def start(self, segmentationNode: slicer.vtkMRMLSegmentationNode, bundle: str | os.PathLike[str], folder: str | os.PathLike[str],
-              formatKey: str = "both", lookup: InstanceFiles = noDicomDatabase) -> None:
+              formatKey: str = "both", lookup: InstanceFiles = noDicomDatabase, positions: InstancePositions = noDicomDatabase) -> None:
         """Check everything, write the label map and start ``magms export``.
 
         Args:
@@ -681,17 +858,21 @@ class ExportJob(_ChildJob):
             folder: an existing folder for the DICOM files.
             formatKey: a key of :data:`EXPORT_FORMATS`.
             lookup: SOP Instance UID -> file, from Slicer's DICOM database.
+            positions: SOP Instance UID -> Image Position (Patient), from Slicer's DICOM database
+                (:func:`slicePositionProblem`); without it ``magms export`` checks the positions.
         Raises:
             ConfigError, BundleError: anything that stops the export (nothing is started or written):
-                the export's Python packages missing, no DICOM reference volume, segments that are
-                not the model's labels, no output folder.
+                the export's Python packages missing, no DICOM reference volume, a volume whose grid
+                is not its files', segments that are not the model's labels, no output folder.
+            OSError: the child process cannot be started (nothing is left behind).
             RuntimeError: an export is running already.
         """
         if self.running:
             raise RuntimeError("an export is running already")
         if formatKey not in EXPORT_FORMATS:
             raise ValueError(f"formatKey: expected one of {', '.join(EXPORT_FORMATS)}, got {formatKey!r}")
-        missing = self.unmet()
+        kinds = EXPORT_FORMATS[formatKey]
+        missing = self.unmet(kinds)
         if missing:
             raise ConfigError(dependencies.describeUnmetDicom(missing, ask=False))
         problem = exportProblem(segmentationNode)
@@ -699,44 +880,75 @@ class ExportJob(_ChildJob):
             raise ConfigError(problem)
         reference = exportReference(segmentationNode)
         files = dicomSeriesFiles(reference, lookup)
+        problem = slicePositionProblem(reference, positions)
+        if problem:
+            raise ConfigError(problem)
         bundle = Path(bundle)
         values = segmentLabelValues(segmentationNode, read_bundle_info(bundle).scheme, bundle.name)
         out = Path(folder)
         if not str(folder) or not out.is_dir():
             raise ConfigError(f"the output folder {out} does not exist: choose a folder for the DICOM files")
-        self.paths = exportPaths(out, segmentationNode.GetName(), EXPORT_FORMATS[formatKey])
+        self._name, self.notes = segmentationNode.GetName(), []
+        self.paths = exportPaths(out, self._name, kinds)
         self.folder = Path(tempfile.mkdtemp(prefix="magms-export-"))
         try:
             labels = self.folder / "labels.nrrd"
             writeLabelsForExport(segmentationNode, reference, values, labels)
-            targets = {EXPORT_KINDS[kind][2]: path for kind, path in self.paths.items()}
+            # the child writes here, never into the user's folder: a killed child leaves its temporaries in this folder only
+            self._staged = {kind: self.folder / path.name for kind, path in self.paths.items()}
+            targets = {EXPORT_KINDS[kind][2]: path for kind, path in self._staged.items()}
             options = ExportOptions(labels=labels, series=tuple(files), model=bundle, **targets)
-        except BaseException:
+            self.progress.emit(0.0, f"exporting '{self._name}' to DICOM")
+            self._run(options, "export")
+        except BaseException:  # also a child that cannot start: the label map (patient data) goes too
             self._cleanup()
+            self.paths, self._staged = {}, {}
             raise
-        self.progress.emit(0.0, f"exporting '{segmentationNode.GetName()}' to DICOM")
-        self._run(options, "export")
 
     def cancel(self) -> None:
-        """Stop the child process tree; a file it wrote already is removed."""
+        """Stop the child process tree; nothing reaches the chosen folder."""
         if self.running:
             self.runner.cancel()
 
     def _onProgress(self, done: int, total: int) -> None:
         self.progress.emit(done / max(total, 1), "exporting to DICOM")
 
-    def _removeWritten(self) -> None:
-        for path in self.paths.values():
-            if path.exists():
-                path.unlink()
+    def _deliver(self) -> list[Path]:
+        """Copy the written objects into the chosen folder, each into a file made here (never replacing one).
+
+        Raises:
+            OSError: a file could not be written; the files made here are removed again.
+        """
+        if any(path.exists() for path in self.paths.values()):  # made by someone else since the start
+            self.paths = exportPaths(next(iter(self.paths.values())).parent, self._name, tuple(self.paths))
+        made: list[Path] = []
+        try:
+            for kind, target in self.paths.items():
+                with open(self._staged[kind], "rb") as source, open(target, "xb") as copy:
+                    made.append(target)  # created by this job: it may remove it again
+                    shutil.copyfileobj(source, copy)
+        except OSError:
+            for path in made:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            raise
+        return made
 
     def _onRunFinished(self, state: RunState, message: str) -> None:
-        self._cleanup()
         if state is RunState.SUCCEEDED:
+            try:
+                written = self._deliver()
+            except OSError as err:
+                self._cleanup()
+                self.failed.emit(f"the DICOM files could not be written into {next(iter(self.paths.values())).parent}: {err}")
+                return
+            self._cleanup()
             self.progress.emit(1.0, "done")
-            self.finished.emit(list(self.paths.values()))
+            self.finished.emit(written)
             return
-        self._removeWritten()  # the files did not exist before (exportPaths): an unfinished export leaves none
+        self._cleanup()  # the child's files, finished or not, were in the temporary folder only
         if state is RunState.CANCELLED:
             self.cancelled.emit()
         else:

@@ -18,7 +18,7 @@ check, bring every input onto the reference input's grid) and, as the mode asks:
   Biol. Med. 2024; an optional package) run on the best sequence for it (T1, else T1c, else PD,
   T2, FLAIR, in that order) on a 1 mm grid, or, in ``auto`` mode, from an input that is skull-stripped
   already; every sequence is set to 0 outside it.
-* **Detection** (:func:`skull_check`): whether an image is skull-stripped, from two numbers: the
+* **Detection** (:func:`skull_check`, its numeric core in :mod:`magms.data.skull`): whether an image is skull-stripped, from two numbers: the
   share of its voxels that hold exactly its minimum (a stripped image has its background set to
   one value; a head scan's air is noise), and the volume of the rest (a brain is at most about
   2 litres, a head with its skull and scalp much more).
@@ -49,6 +49,7 @@ import SimpleITK as sitk
 
 from magms.data.inputs import PreparedInputs, onto_reference, read_inputs
 from magms.data.io import same_grid
+from magms.data.skull import STRIPPED_FILL_FRACTION, STRIPPED_MAX_ML, SkullCheck, skull_check_array
 from magms.errors import ConfigError, ImageError
 from magms.protocol import MIN_OVERLAP, PREPROCESS_MODES
 
@@ -58,6 +59,8 @@ __all__ = [
     "MIN_MUTUAL_INFORMATION",
     "MAX_ROTATION_DEGREES",
     "MAX_SHIFT_MM",
+    "STRIPPED_FILL_FRACTION",
+    "STRIPPED_MAX_ML",
     "SkullCheck",
     "skull_check",
     "Registration",
@@ -76,36 +79,11 @@ logger = logging.getLogger(__name__)
 BRAIN_EXTRA = "pip install 'magms-slicer[brain]' (or: pip install deepbet)"
 
 # --------------------------------------------------------------------------------------------
-# detection
-
-#: A skull-stripped image holds its background fill value (its minimum) in at least this share of voxels.
-STRIPPED_FILL_FRACTION = 0.30
-#: ... and the rest (the brain) is at most this large, in ml. Brains in MNI space measure about 1.9 l;
-#: a head with skull and scalp, 3 l and more.
-STRIPPED_MAX_ML = 2300.0
-
-
-@dataclasses.dataclass(frozen=True)
-class SkullCheck:
-    """Whether an image looks skull-stripped, and the two numbers that say so.
-
-    Attributes:
-        stripped: ``fill_fraction >= STRIPPED_FILL_FRACTION and tissue_ml <= STRIPPED_MAX_ML``.
-        fill_fraction: share of the voxels that hold exactly the image's minimum (its background fill).
-        tissue_ml: volume of the other voxels, in ml.
-    """
-
-    stripped: bool
-    fill_fraction: float
-    tissue_ml: float
-
-    def describe(self) -> str:
-        verdict = "skull-stripped" if self.stripped else "not skull-stripped"
-        return f"{verdict} ({self.fill_fraction:.0%} of the voxels at the background value, {self.tissue_ml:.0f} ml of tissue)"
+# detection (the numeric core: magms.data.skull)
 
 
 def skull_check(image: sitk.Image) -> SkullCheck:
-    """Tell whether ``image`` is skull-stripped.
+    """Tell whether ``image`` is skull-stripped (:func:`magms.data.skull.skull_check_array` on its voxels).
 
     A stripped image is the brain with everything else set to one value: many voxels hold exactly
     the image's minimum (at least 30 %: a brain fills about half of its bounding box), and the other
@@ -117,12 +95,7 @@ def skull_check(image: sitk.Image) -> SkullCheck:
     stored as zeros and that covers less than about half of the head can pass for stripped: force
     ``--preprocess strip`` then.
     """
-    array = sitk.GetArrayViewFromImage(image)
-    low = array.min()
-    fill = float(np.count_nonzero(array == low)) / array.size
-    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    tissue_ml = (array.size - fill * array.size) * voxel_ml
-    return SkullCheck(fill >= STRIPPED_FILL_FRACTION and tissue_ml <= STRIPPED_MAX_ML, fill, tissue_ml)
+    return skull_check_array(sitk.GetArrayViewFromImage(image), image.GetSpacing())
 
 
 # --------------------------------------------------------------------------------------------

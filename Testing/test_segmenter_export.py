@@ -24,11 +24,11 @@ pytest.importorskip("rt_utils", reason="rt-utils is not installed (pip install '
 
 from conftest import DATA, tiny_config  # noqa: E402
 from dicom_series import write_mr_series  # noqa: E402
+from test_controllers import FakeRunner  # noqa: E402
 from test_dicom import _check_rtstruct, _check_seg  # noqa: E402 - the round-trip checks of the core's export
 from test_segmenter_logic import snapshot  # noqa: E402
 
 from MAGMSCommonLib.runner import RunState  # noqa: E402
-from MAGMSCommonLib.signal import Signal  # noqa: E402
 from MAGMSSegmenterLib import logic  # noqa: E402
 
 from magms.data.io import read_image, write_labelmap  # noqa: E402
@@ -38,25 +38,6 @@ from magms.labels import get_scheme  # noqa: E402
 
 CASE = "Brats18_CBICA_AQR_1"
 SCHEME = get_scheme("brats2021")  # the BraTS 2018 label values 0, 1, 2, 4
-
-
-class FakeRunner:
-    """Starts nothing; records what would have run."""
-
-    def __init__(self) -> None:
-        self.progress, self.output, self.finished = Signal(int, int), Signal(str), Signal(RunState, str)
-        self.commands: list = []
-        self.running = False
-
-    def start(self, command, env=None, cwd=None, stdout=None):
-        self.commands.append(command)
-        self.running = True
-
-    def poll(self):
-        return RunState.RUNNING
-
-    def cancel(self):
-        self.running = False
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
+__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "FAST_REQUIREMENTS", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,15 @@ DICOM_REQUIREMENTS = (
 ) + (
     # Python 3.9 (Slicer 5.8) gets highdicom 0.22 and pydicom 2.4, which need numpy 1, so OpenCV 4 for rt-utils
     (Requirement("numpy", "numpy<2"), Requirement("cv2", "opencv-python<5")) if sys.version_info < (3, 10) else ()
+)
+
+
+# The optional fast CPU path (magms segment --engine): pyproject.toml's ``fast`` extra, the same
+# specifiers (a test keeps them equal). The export needs onnx; each engine its own package.
+FAST_REQUIREMENTS = (
+    Requirement("openvino", "openvino>=2024.0"),
+    Requirement("onnxruntime", "onnxruntime>=1.17"),
+    Requirement("onnx", "onnx>=1.15"),
 )
 
 
@@ -118,14 +127,14 @@ def unmet_requirements(requirements: Sequence[Requirement] = REQUIREMENTS) -> li
 
 
 def installed_versions() -> dict[str, str | None]:
-    """magms and each requirement's installed version (None: not installed), the DICOM export's
-    included, read from the package metadata, so nothing is imported."""
+    """magms and each requirement's installed version (None: not installed), the DICOM export's and
+    the fast CPU path's included, read from the package metadata, so nothing is imported."""
     from importlib.metadata import PackageNotFoundError, version
 
     import magms
 
     found: dict[str, str | None] = {"magms": magms.__version__}
-    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS:
+    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS + FAST_REQUIREMENTS:
         found[requirement.module] = None
         for name in dict.fromkeys((requirement.project, requirement.module)):  # Python 3.9 does not normalise names
             try:

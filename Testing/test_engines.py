@@ -244,6 +244,40 @@ def test_auto_picks_openvino_on_the_cpu_and_says_so(bundle, tmp_path, monkeypatc
         Segmenter(bundle, device="cpu", engine="openvino", precision="int8")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("onnx") is None,
+                    reason=f"openvino or onnx is not installed ({FAST_EXTRA})")
+def test_auto_falls_back_to_eager_when_no_cache_can_be_written(bundle, tmp_path, monkeypatch):
+    import magms.engines
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(magms.engines, "export_graphs", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    segmenter = Segmenter(bundle, device="cpu", engine="auto")
+    assert segmenter.predictor.engine == "eager"
+    assert "engine auto: eager (exporting the graphs for openvino failed" in segmenter.notes[0]
+    with pytest.raises(ConfigError, match="cannot write the exported graphs"):
+        Segmenter(bundle, device="cpu", engine="openvino")
+
+
+@pytest.mark.parametrize("engine", EXPORTED)
+def test_unetr_graphs_equal_eager(engine, tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from magms.config import PreprocessConfig
+    from magms.labels import get_scheme
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    config = tiny_config("unetr")
+    save_bundle(tmp_path / "unetr", build_network(config), config, get_scheme("brats2021"),
+                PreprocessConfig(spacing=None, patch_size=(32, 32, 32), overlap=0.25))
+    net, info = load_bundle(tmp_path / "unetr")
+    predictor, _ = make_predictor(net, info, tmp_path / "unetr", CPU, engine)
+    x = torch.randn(2, 4, 32, 32, 32)
+    with torch.inference_mode():
+        for present in (("flair",), ("t1", "t2"), ("flair", "t1", "t1c", "t2")):
+            expected = torch.softmax(net(x, present=list(present)), dim=1)
+            assert float((torch.softmax(predictor(x, present), dim=1) - expected).abs().max()) < 1e-3
+
+
 def test_cli_takes_engine_and_precision_and_refuses_a_missing_package(bundle, tmp_path, monkeypatch, capsys):
     import SimpleITK as sitk
 

@@ -434,7 +434,13 @@ def make_predictor(
         return EagerPredictor(net), notes
     import torch
 
-    folder, exported = cached_graphs(net, info, bundle)
+    try:
+        folder, exported = cached_graphs(net, info, bundle)
+    except Exception as err:  # auto falls back to the reference; an engine asked for by name says why it cannot run
+        if engine != "auto":
+            raise
+        logger.warning("exporting the graphs for %s failed", name, exc_info=True)
+        return EagerPredictor(net), [f"engine auto: eager (exporting the graphs for {name} failed: {err})"]
     if exported:
         notes.append(f"exported the network's graphs for {name} to {folder} (once per model)")
     threads = torch.get_num_threads()

@@ -221,6 +221,9 @@ def test_missing_package_says_what_to_install(bundle, monkeypatch):
         Segmenter(bundle, device="cpu", engine="openvino")
     engine, note = resolve_engine("auto", CPU)
     assert engine == "eager" and "openvino not installed" in note and FAST_EXTRA in note
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the export needs it, whichever engine runs
+    with pytest.raises(ConfigError, match=r"--engine onnxruntime needs the optional package onnx,.*magms-slicer\[fast\]"):
+        resolve_engine("onnxruntime", CPU)
 
 
 def test_auto_on_cuda_is_eager_and_exported_engines_refuse_cuda():

@@ -31,6 +31,7 @@ Nothing here imports torch, OpenVINO or ONNX Runtime at import time (the CLI rea
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -178,8 +179,12 @@ def _import_engine(engine: str) -> None:
     """
     for package in (_PACKAGES[engine], "onnx"):
         try:
-            importlib.import_module(package)
-        except ImportError as err:
+            if package == "onnx":  # found, not imported: a run whose graphs are cached never needs it
+                if importlib.util.find_spec(package) is None:
+                    raise ImportError(f"No module named {package!r}")
+            else:
+                importlib.import_module(package)
+        except (ImportError, ValueError) as err:  # ValueError: find_spec of a module set to None
             raise ConfigError(
                 f"--engine {engine} needs the optional package {package}, which is not installed ({err}): {FAST_EXTRA}"
             ) from None
@@ -236,10 +241,11 @@ def engine_cache_folders(bundle: Path, weights_sha256: str) -> list[Path]:
 
 
 def _versions() -> dict[str, str]:
-    import onnx
+    from importlib.metadata import version
+
     import torch
 
-    return {"magms": magms.__version__, "torch": torch.__version__, "onnx": onnx.__version__}
+    return {"magms": magms.__version__, "torch": torch.__version__, "onnx": version("onnx")}
 
 
 def _expected_record(info: BundleInfo) -> dict[str, Any]:

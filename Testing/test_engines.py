@@ -242,7 +242,9 @@ def test_auto_picks_openvino_on_the_cpu_and_says_so(bundle, tmp_path, monkeypatc
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     segmenter = Segmenter(bundle, device="cpu", engine="auto")
     assert segmenter.predictor.engine == "openvino fp32"
-    assert any(n.startswith("engine auto: openvino") for n in segmenter.notes)
+    assert segmenter.notes[0] == "engine auto: openvino fp32 (--engine eager --precision fp32 for the reference)"
+    ran = Segmenter(bundle, device="cpu", engine="auto", precision="auto").predictor.engine
+    assert ran in ("openvino bf16", "openvino fp32", "openvino fp16")  # bf16 on CPUs with bf16 instructions
     with pytest.raises(ConfigError, match="precision 'int8'"):
         Segmenter(bundle, device="cpu", engine="openvino", precision="int8")
 

@@ -221,7 +221,7 @@ def resolve_engine(engine: str, device: torch.device) -> tuple[str, str | None]:
     if engine == "auto":
         for candidate in AUTO_ORDER:
             if _installed(candidate):
-                return candidate, f"engine auto: {candidate} (eager is the reference: --engine eager)"
+                return candidate, None  # the note names the precision too: make_predictor writes it
         return "eager", f"engine auto: eager ({', '.join(AUTO_ORDER)} not installed; {FAST_EXTRA} for a faster CPU path)"
     _import_engine(engine)
     return engine, None
@@ -454,4 +454,9 @@ def make_predictor(
         compile_graph, ran = _onnxruntime_compiler(folder, threads), "fp32"
     else:
         compile_graph, ran = _openvino_compiler(folder, precision, threads)
-    return GraphPredictor(info.slots, compile_graph, f"{name} {ran}"), notes
+    predictor = GraphPredictor(info.slots, compile_graph, f"{name} {ran}")
+    if engine == "auto" or precision == "auto":  # say what was chosen, and how to get the reference
+        chosen = "engine auto" if engine == "auto" else f"engine {name}"
+        notes.insert(0, f"{chosen}: {predictor.engine}{'' if precision == 'fp32' else ' (precision auto)'} "
+                        "(--engine eager --precision fp32 for the reference)")
+    return predictor, notes

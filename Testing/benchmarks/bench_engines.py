@@ -2,7 +2,7 @@
 
 Run by hand (never by pytest), on an otherwise idle machine:
 
-    python Testing/benchmarks/bench_engines.py                   # every part, medians of 3 (about 40 minutes on 2 cores)
+    python Testing/benchmarks/bench_engines.py                   # every part, medians of 3 (about an hour on 2 cores)
     python Testing/benchmarks/bench_engines.py --quick           # one run each, 3 batch cases: checks that it works
     python Testing/benchmarks/bench_engines.py --part agreement  # labels and Dice only (timing-free)
 

@@ -20,6 +20,19 @@ needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no real data in {DAT
 SLOTS4 = ("flair", "t1", "t1c", "t2")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory):
+    """Graphs exported by the tests (``magms segment`` runs the fastest installed engine) go to a
+    temporary folder, never beside the repository's built-in model; subprocesses inherit it."""
+    before = os.environ.get("MAGMS_ENGINE_CACHE")
+    os.environ["MAGMS_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("engines"))
+    yield Path(os.environ["MAGMS_ENGINE_CACHE"])
+    if before is None:
+        os.environ.pop("MAGMS_ENGINE_CACHE", None)
+    else:
+        os.environ["MAGMS_ENGINE_CACHE"] = before
+
+
 def tiny_config(backbone: str, slots=SLOTS4, out_channels: int = 4, **overrides):
     """A network small enough for exhaustive CPU tests, same code paths as the full size."""
     from magms.config import NetConfig

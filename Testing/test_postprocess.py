@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_config
 from magms.bundle import METADATA_FILE, read_bundle_info, save_bundle
 from magms.cli import main
+from magms.commands import SegmentOptions
 from magms.config import PostprocessConfig, PreprocessConfig, SizeRule
 from magms.errors import BundleError, ConfigError
 from magms.inference import Segmenter
@@ -160,7 +161,10 @@ def test_cli_flags_choose_the_postprocessing(bundle, tmp_path):
         args = ["segment", "--model", str(bundle), "--progress", "none", "--output", str(out), *flags]
         assert main([*args, *[f"--input={s}={p}" for s, p in paths.items()]]) == 0
         outputs[name] = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
-    raw = Segmenter(bundle, device="cpu", postprocessing=PostprocessConfig()).segment(paths)
+    # the engine magms segment runs by default (the API's default is eager, the reference)
+    engine = {k: SegmentOptions.defaults()[k] for k in ("engine", "precision")}
+    raw = Segmenter(bundle, device="cpu", postprocessing=PostprocessConfig(), **engine).segment(paths)
     np.testing.assert_array_equal(outputs["none"], raw.labels)
-    all_flips = Segmenter(bundle, device="cpu", postprocessing=as_requested(read_bundle_info(bundle).postprocessing, tta=True)).segment(paths)
+    all_flips = Segmenter(bundle, device="cpu", postprocessing=as_requested(read_bundle_info(bundle).postprocessing, tta=True),
+                          **engine).segment(paths)
     np.testing.assert_array_equal(outputs["tta"], all_flips.labels)

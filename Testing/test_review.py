@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from conftest import DATA, needs_data, random_unet_bundle
 from magms.cli import main
+from magms.commands import SegmentOptions
 from magms.inference import Segmenter
 from magms.labels import get_scheme
 from magms.postprocess import flip_name
@@ -215,7 +216,9 @@ def test_compared_outputs_are_written_one_file_each_equal_to_the_subsets_segment
     printed = capsys.readouterr().out.splitlines()
     assert printed[1:] == [str(compared / "flair.seg.nrrd"), str(compared / "t1c.seg.nrrd")]
     assert sorted(p.name for p in compared.iterdir()) == ["flair.seg.nrrd", "t1c.seg.nrrd"]  # the fullest is --output
-    outputs = Segmenter(bundle, device="cpu").segment_subsets(case)
+    # the engine magms segment runs by default (the API's default is eager, the reference)
+    engine = {k: SegmentOptions.defaults()[k] for k in ("engine", "precision")}
+    outputs = Segmenter(bundle, device="cpu", **engine).segment_subsets(case)
     reference = sitk.ReadImage(str(case["flair"]))
     for subset in (("flair",), ("t1c",)):
         written = read_labelmap(compared / f"{subset[0]}.seg.nrrd")

@@ -111,10 +111,14 @@ def _segmenter(options: SegmentOptions | EvaluateOptions, model: Path):
     from magms.postprocess import as_requested
 
     recorded = read_bundle_info(model).postprocessing
-    return Segmenter(
+    segmenter = Segmenter(
         model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp,
         postprocessing=as_requested(recorded, postprocess=options.postprocess, tta=options.tta),
+        engine=options.engine, precision=options.precision,
     )
+    for note in segmenter.notes:  # once, not per case
+        print(f"note: {note}", file=sys.stderr)
+    return segmenter
 
 
 def _write_result(result, scheme, output: Path, probabilities: Path | None, overwrite: bool) -> None:
@@ -403,7 +407,7 @@ def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[st
         scheme=info.scheme, reference=result.reference, outputs={name: out.labels for name, out in compared.items()},
         fullest="+".join(result.present), inputs={s: str(inputs[s]) for s in info.slots if s in inputs},
         reference_slot=result.reference_slot, model=model, compare=options.compare, weights_sha256=info.weights_sha256,
-        output=options.output, disagreement_file=options.disagreement, notes=notes,
+        output=options.output, disagreement_file=options.disagreement, notes=notes, engine=result.engine,
     )
     if options.disagreement is not None:
         write_map(review.disagreement(), result.reference, options.disagreement, overwrite=options.overwrite)

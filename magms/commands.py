@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from magms.config import BACKBONES, NetConfig, PreprocessConfig, TrainConfig, as_tuple3
+from magms.engines import ENGINES, PRECISIONS
 from magms.errors import ConfigError
 from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
@@ -56,6 +57,15 @@ class InferenceOptions(Options):
     amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
     postprocess: bool = option(True, "the network's labels as they are: none of the bundle's size rules or flip test-time augmentation")
     tta: bool = option(False, "flip test-time augmentation over all three axes (8 network runs per window), whatever the bundle records")
+    engine: str = option(
+        "auto", "what runs the network: eager PyTorch (the reference), or its graphs exported once per model to OpenVINO or "
+        "ONNX Runtime on the CPU (pip install 'magms-slicer[fast]'); auto: OpenVINO when installed and the device is the CPU, "
+        "else eager", choices=ENGINES,
+    )
+    precision: str = option(
+        "auto", "the exported engines' arithmetic: fp32, or auto (the engine's choice: bfloat16 in OpenVINO on CPUs with "
+        "bf16 instructions, float32 elsewhere and in ONNX Runtime; measured Dice unchanged)", choices=PRECISIONS,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
+__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +80,15 @@ def dicom_requirements(kinds: Sequence[str] = ("rtstruct", "seg")) -> tuple[Requ
     return tuple(r for r in DICOM_REQUIREMENTS if r.module in modules)
 
 
+# The optional fast CPU path (magms segment --engine): pyproject.toml's ``fast`` extra, the same
+# specifiers (a test keeps them equal). The export needs onnx; each engine its own package.
+FAST_REQUIREMENTS = (
+    Requirement("openvino", "openvino>=2024.0"),
+    Requirement("onnxruntime", "onnxruntime>=1.17"),
+    Requirement("onnx", "onnx>=1.15"),
+)
+
+
 def _release(version: str) -> tuple[int, ...]:
     """``"2.13.0+cpu"`` -> ``(2, 13, 0)``; pre-release letters end a part (``"1rc1"`` -> 1)."""
     parts = []
@@ -139,13 +148,14 @@ def unmet_requirements(requirements: Sequence[Requirement] = REQUIREMENTS) -> li
 
 def installed_versions() -> dict[str, str | None]:
     """magms and each requirement's installed version (None: not installed), the DICOM export's and
-    the brain extraction's included, read from the package metadata, so nothing is imported."""
+    the brain extraction's and the fast CPU path's included, read from the package metadata, so nothing
+    is imported."""
     from importlib.metadata import PackageNotFoundError, version
 
     import magms
 
     found: dict[str, str | None] = {"magms": magms.__version__}
-    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS + BRAIN_REQUIREMENTS:
+    for requirement in REQUIREMENTS + DICOM_REQUIREMENTS + BRAIN_REQUIREMENTS + FAST_REQUIREMENTS:
         found[requirement.module] = None
         for name in dict.fromkeys((requirement.project, requirement.module)):  # Python 3.9 does not normalise names
             try:

@@ -9,9 +9,11 @@ The steps, each of which can refuse its input with a message naming the file or 
    spacing, per-modality z-score inside the non-zero foreground.
 3. **Network.** MONAI sliding-window inference with the bundle's patch size, overlap and blending.
    It runs under ``torch.inference_mode`` with windows batched, and uses AMP on CUDA. Only the
-   present modalities' encoders run. With flip test-time augmentation (the bundle's
-   ``postprocessing.flip_axes``) each window's softmax is averaged over its flips. If CUDA runs out
-   of memory, stitching moves to the CPU, then the whole run does.
+   present modalities' encoders run. Each batch of windows goes to a
+   :class:`~magms.engines.WindowPredictor`: the network itself (eager), or its exported graphs in
+   OpenVINO or ONNX Runtime on the CPU (:mod:`magms.engines`). With flip test-time augmentation (the
+   bundle's ``postprocessing.flip_axes``) each window's softmax is averaged over its flips. If CUDA
+   runs out of memory, stitching moves to the CPU, then the whole run does.
 4. **Output.** The spatial transforms are inverted, so the probabilities come back onto the
    reference input's own grid, followed by an argmax, the bundle's label values and its size
    rules (:mod:`magms.postprocess`).
@@ -45,6 +47,7 @@ from magms.data.inputs import PreparedInputs, prepare_inputs
 from magms.data.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
 from magms.data.tensors import sitk_to_metatensor, spatial_transform
 from magms.devices import resolve_device
+from magms.engines import WindowPredictor, make_predictor
 from magms.networks import MAGMSNet
 from magms.errors import ConfigError
 from magms.modalities import subsets_of
@@ -70,6 +73,7 @@ class Segmentation:
         probabilities: (C, z, y, x) class probabilities, when asked for.
         notes: what was done that the user should know (resampling, fallbacks).
         seconds: wall time of the network part.
+        engine: what ran the network, e.g. ``eager``, ``openvino fp32`` (:mod:`magms.engines`).
     """
 
     labels: np.ndarray
@@ -79,6 +83,7 @@ class Segmentation:
     probabilities: np.ndarray | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    engine: str = "eager"
 
 
 def _window_count(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
@@ -121,15 +126,25 @@ class Segmenter:
         sw_batch_size: windows per network call.
         amp: mixed precision on CUDA.
         postprocessing: instead of the bundle's (``PostprocessConfig()``: the network's labels as they are).
+        engine: what runs the network on each window: ``eager`` (the reference), ``openvino``,
+            ``onnxruntime`` or ``auto`` (:mod:`magms.engines`).
+        precision: ``fp32``, or ``auto`` for the exported engine's own choice (bf16 in OpenVINO on
+            CPUs with bf16 instructions).
+
+    Attributes:
+        predictor: the :class:`~magms.engines.WindowPredictor` every run goes through.
+        notes: what the user should know about the engine (once, not per case).
     """
 
     def __init__(
         self, bundle: str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True,
-        postprocessing: PostprocessConfig | None = None,
+        postprocessing: PostprocessConfig | None = None, engine: str = "eager", precision: str = "fp32",
     ) -> None:
         self.device = resolve_device(device)
         self.net: MAGMSNet
         self.net, self.info = load_bundle(bundle, device=self.device)
+        self.predictor: WindowPredictor
+        self.predictor, self.notes = make_predictor(self.net, self.info, bundle, self.device, engine, precision)
         self.sw_batch_size = sw_batch_size
         self.amp = amp
         self.postprocessing = self.info.postprocessing if postprocessing is None else postprocessing
@@ -279,7 +294,7 @@ class Segmenter:
         labels = self.info.labels.decode(back.argmax(dim=0).numpy())
         voxel_ml = float(np.prod(prepared.inputs.reference.GetSpacing())) / 1000.0
         labels = apply_size_rules(labels, self.info.scheme, self.postprocessing.size_rules, voxel_ml)
-        logger.info("segmented %s in %.1f s (%s)", "+".join(subset), seconds, self.device)
+        logger.info("segmented %s in %.1f s (%s, %s)", "+".join(subset), seconds, self.device, self.predictor.engine)
         return Segmentation(
             labels=labels,
             reference=prepared.inputs.reference,
@@ -288,6 +303,7 @@ class Segmenter:
             probabilities=back.numpy() if probabilities else None,
             notes=notes,
             seconds=seconds,
+            engine=self.predictor.engine,
         )
 
     def _run(
@@ -298,7 +314,7 @@ class Segmenter:
         done = 0
 
         def probabilities(window: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net(window, present=list(present)).float(), dim=1)
+            return torch.softmax(self.predictor(window, present).float(), dim=1)
 
         flipped = flips_averaged(probabilities, flips)
 

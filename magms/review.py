@@ -134,6 +134,7 @@ class CaseReview:
         output: where the fullest output was written.
         disagreement_file: where the disagreement map was written.
         notes: what the user was told while segmenting (resampling, fallbacks).
+        engine: what ran the network (``eager``, ``openvino fp32``; :mod:`magms.engines`).
     """
 
     scheme: LabelScheme
@@ -148,6 +149,7 @@ class CaseReview:
     output: Path | None = None
     disagreement_file: Path | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    engine: str = ""
 
     def __post_init__(self) -> None:
         if self.fullest not in self.outputs:
@@ -275,6 +277,8 @@ def _model_lines(review: CaseReview) -> list[str]:
     lines = ["## Model", "", f"- name: {review.model.name}", f"- folder: `{review.model}`"]
     if review.weights_sha256:
         lines.append(f"- weights sha256: `{review.weights_sha256}`")
+    if review.engine:
+        lines.append(f"- run by: {review.engine}")
     summary = validation_summary(review.model)
     if summary is None:
         return lines + ["- validation: none recorded"]

@@ -235,7 +235,7 @@ def _max_abs(a: Tensor, b: Tensor) -> float:
 
 
 def check_equality(
-    backbone: str, img: int, subsets: Sequence[Sequence[str]], atol: float, rtol: float, seed: int = 0
+    backbone: str, img: int, subsets: Sequence[Sequence[str]], atol: float, rtol: float, seed: int = 0, device: str = "cpu"
 ) -> dict[str, Any]:
     """Build both networks with the reference's weights in ours and compare outputs.
 
@@ -261,9 +261,11 @@ def check_equality(
         return result
     ours.load_state_dict(mapped, strict=True)
     result["loaded_strict"] = True
+    ref.to(device)
+    ours.to(device)
 
     g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(1, len(SLOTS), img, img, img, generator=g)
+    x = torch.randn(1, len(SLOTS), img, img, img, generator=g).to(device)
 
     def record(subset: Sequence[str], mode: str, output: str, r: Tensor, o: Tensor) -> None:
         diff = _max_abs(r, o)
@@ -322,7 +324,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     if spec["kind"] == "equality":
-        return check_equality(spec["backbone"], int(spec["img"]), spec["subsets"], spec["atol"], spec["rtol"])
+        return check_equality(spec["backbone"], int(spec["img"]), spec["subsets"], spec["atol"], spec["rtol"],
+                              device=spec.get("device", "cpu"))
     return _time_child(spec)
 
 
@@ -335,6 +338,8 @@ def _time_child(spec: dict[str, Any]) -> dict[str, Any]:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, len(SLOTS), img, img, img, generator=g)
     y = torch.randint(0, NUM_CLASSES, (1, 1, img, img, img), generator=g)
+    device = torch.device(spec.get("device", "cpu"))
+    x, y = x.to(device), y.to(device)
 
     if impl == "ours":
         model: nn.Module = build_ours(backbone, img, checkpointing=bool(spec.get("checkpointing")))
@@ -361,6 +366,8 @@ def _time_child(spec: dict[str, Any]) -> dict[str, Any]:
             with torch.no_grad():
                 model({"image": x, "targets": targets})
 
+    model.to(device)
+    loss_fn.to(device)
     step: Callable[[], None]
     if what == "train":
         model.train()
@@ -375,10 +382,13 @@ def _time_child(spec: dict[str, Any]) -> dict[str, Any]:
         model.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # kernels run asynchronously: wait for the step's
         elapsed = time.perf_counter() - t0
         if i >= int(spec["warmup"]):
             times.append(elapsed)
-    return {"times": times, "peak_rss_mb": _peak_rss_mb(), "vm_hwm_mb": _vm_hwm_mb(), "build_rss_mb": build_rss}
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"times": times, "peak_rss_mb": _peak_rss_mb(), "vm_hwm_mb": _vm_hwm_mb(), "build_rss_mb": build_rss, "peak_gpu_mb": peak_gpu}
 
 
 def run_child(spec: dict[str, Any], threads: int | None) -> dict[str, Any]:
@@ -403,7 +413,7 @@ MEASUREMENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
-def run_timings(backbone: str, img: int, repeats: int, warmup: int, threads: int | None) -> list[dict[str, Any]]:
+def run_timings(backbone: str, img: int, repeats: int, warmup: int, threads: int | None, device: str = "cpu") -> list[dict[str, Any]]:
     rows = []
     for label, what, present in MEASUREMENTS:
         row: dict[str, Any] = {"backbone": backbone, "what": f"{label}, {img}^3", "img": img}
@@ -414,7 +424,7 @@ def run_timings(backbone: str, img: int, repeats: int, warmup: int, threads: int
             spec = {
                 "kind": "timing", "impl": impl, "backbone": backbone, "what": "train" if what == "train_ckpt" else what,
                 "checkpointing": what == "train_ckpt", "present": list(present),
-                "img": img, "repeats": repeats, "warmup": warmup,
+                "img": img, "repeats": repeats, "warmup": warmup, "device": device,
             }
             logger.info("timing %s %s: %s", impl, backbone, label)
             row[impl] = run_child(spec, threads)
@@ -439,7 +449,9 @@ def timing_table(rows: Sequence[dict[str, Any]]) -> str:
         o, r = row["ours"], row["ref"]
         o_s = statistics.median(o["times"]) if "times" in o else None
         r_s = statistics.median(r["times"]) if "times" in r else None
-        o_m, r_m = o.get("peak_rss_mb"), r.get("peak_rss_mb")
+        # on CUDA the memory that matters is the GPU's
+        key = "peak_gpu_mb" if o.get("peak_gpu_mb") is not None else "peak_rss_mb"
+        o_m, r_m = o.get(key), r.get(key)
         speed = r_s / o_s if o_s and r_s else None
         mem = o_m / r_m if o_m and r_m else None
         lines.append(
@@ -495,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="32^3 inputs and 1 repeat: a correctness smoke run")
     parser.add_argument("--backbone", choices=("unet", "unetr", "both"), default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch / OpenMP threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where both networks run (default cpu)")
     parser.add_argument("--skip-equality", action="store_true", help="timings only")
     parser.add_argument("--skip-timing", action="store_true", help="parameter counts and output equality only")
     parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of the output comparison")
@@ -522,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backbone in backbones:
             spec = {
                 "kind": "equality", "backbone": backbone, "img": sizes[backbone],
-                "subsets": [list(s) for s in SUBSETS], "atol": args.atol, "rtol": args.rtol,
+                "subsets": [list(s) for s in SUBSETS], "atol": args.atol, "rtol": args.rtol, "device": args.device,
             }
             logger.info("equality %s at %d^3", backbone, sizes[backbone])
             res = run_child(spec, args.threads)
@@ -532,8 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings: list[dict[str, Any]] = []
     if not args.skip_timing:
         for backbone in backbones:
-            timings += run_timings(backbone, sizes[backbone], repeats, warmup, args.threads)
-        print(f"## Time and peak memory (batch 1, median of {repeats}, {warmup} warm-up, fresh process each)\n")
+            timings += run_timings(backbone, sizes[backbone], repeats, warmup, args.threads, args.device)
+        memory = "peak GPU memory" if args.device.startswith("cuda") else "peak memory (RSS)"
+        print(f"## Time and {memory} (device {args.device}, batch 1, median of {repeats}, {warmup} warm-up, fresh process each)\n")
         print(timing_table(timings) + "\n")
     if args.json is not None:
         args.json.write_text(json.dumps({"equality": equality, "timings": timings}, indent=2))

@@ -1,0 +1,462 @@
+"""Who runs the network on each sliding window: torch eager, or an exported graph on the CPU.
+
+Eager PyTorch is the reference and the fallback. The exported engines, OpenVINO and ONNX Runtime,
+run ONNX graphs made from the bundle's network. They follow the network's structure: each slot's
+encoder and the shared decoder are separate graphs, and the mean of the present encoders'
+features (:class:`~magms.networks.MeanFusion`) is taken between them in numpy. One export
+therefore serves every subset of the slots (15 for four), and a run from one sequence compiles
+and runs one encoder.
+
+Graphs are data, not code: ONNX files and a JSON record (``graphs.json``), never pickles. They are
+cached by the sha256 of the weights file, in this order:
+
+* ``$MAGMS_ENGINE_CACHE/<sha256>/`` when that variable is set;
+* ``<bundle>/.engines/<sha256[:16]>/`` beside the bundle when its folder is writable (older
+  exports of replaced weights there are removed);
+* ``$XDG_CACHE_HOME`` (default ``~/.cache``) ``/magms/engines/<sha256>/``.
+
+The folder is written at once (:func:`magms.files.replace_folder`). A later run uses it when its
+record matches (weights' sha256, slots, window shape, precision, format and the magms, torch and
+ONNX versions that wrote it) and every graph's sha256 is the recorded one; otherwise it is exported
+again.
+
+Precision: the graphs are float32. ``fp32`` runs them in float32 on every engine; ``auto`` lets the
+engine choose: OpenVINO then computes in bfloat16 on CPUs that have bf16 instructions (AVX512-BF16,
+AMX) and float32 elsewhere; ONNX Runtime stays in float32. What ran is recorded in the predictor's
+:attr:`~WindowPredictor.engine` (and so in each :class:`~magms.inference.Segmentation`).
+
+Nothing here imports torch, OpenVINO or ONNX Runtime at import time (the CLI reads the choices).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+import magms
+from magms.errors import ConfigError
+from magms.files import replace_folder
+
+if TYPE_CHECKING:
+    import torch
+
+    from magms.bundle import BundleInfo
+    from magms.networks import MAGMSNet
+
+__all__ = [
+    "ENGINES", "EXPORTED_ENGINES", "PRECISIONS", "AUTO_ORDER", "CACHE_ENV", "FAST_EXTRA", "GRAPHS_RECORD",
+    "WindowPredictor", "EagerPredictor", "GraphPredictor", "resolve_engine", "engine_cache_folders", "cached_graphs",
+    "export_graphs", "make_predictor",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``--engine`` choices.
+ENGINES = ("auto", "eager", "openvino", "onnxruntime")
+#: The engines that run exported graphs, on the CPU.
+EXPORTED_ENGINES = ("openvino", "onnxruntime")
+#: ``--precision`` choices.
+PRECISIONS = ("fp32", "auto")
+#: What ``auto`` picks on the CPU, the first installed: engines measured faster than eager at equal labels
+#: (Testing/benchmarks/bench_engines.py). ONNX Runtime was slower than eager there, so auto never picks it.
+AUTO_ORDER = ("openvino",)
+#: Where exported graphs go instead of beside the bundle or in the home cache.
+CACHE_ENV = "MAGMS_ENGINE_CACHE"
+#: How to install the optional engines.
+FAST_EXTRA = "pip install 'magms-slicer[fast]'"
+#: The record of an export, in its folder.
+GRAPHS_RECORD = "graphs.json"
+#: Version of the layout of an export folder.
+GRAPHS_FORMAT = 1
+#: ONNX opset of the exported graphs.
+OPSET = 17
+# the Python package each engine imports; the export needs ``onnx`` as well
+_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+
+Arrays = list[np.ndarray]
+#: A compiled graph: its inputs in order -> its outputs in order, arrays the caller owns.
+Graph = Callable[[Arrays], Arrays]
+
+
+class WindowPredictor(Protocol):
+    """Maps a batch of windows and the present slots to logits: what sliding-window inference calls.
+
+    Attributes:
+        engine: what runs, for people and records, e.g. ``"eager"``, ``"openvino bf16"``.
+    """
+
+    engine: str
+
+    def __call__(self, window: torch.Tensor, present: Sequence[str]) -> torch.Tensor:
+        """
+        Args:
+            window: (B, M, D, H, W); channel m is slot m, absent ones ignored.
+            present: the present slots, in bundle order.
+        Returns:
+            (B, C, D, H, W) logits.
+        """
+        ...
+
+
+class EagerPredictor:
+    """The network itself, on its device (the reference).
+
+    Args:
+        net: the network in eval mode.
+    """
+
+    engine = "eager"
+
+    def __init__(self, net: MAGMSNet) -> None:
+        self.net = net
+
+    def __call__(self, window: torch.Tensor, present: Sequence[str]) -> torch.Tensor:
+        return self.net(window, present=list(present))
+
+
+class GraphPredictor:
+    """Exported graphs: the present slots' encoders, the mean of their features, the decoder.
+
+    Graphs are compiled when first needed: a run from one sequence compiles one encoder.
+
+    Args:
+        slots: the network's slots, in channel order.
+        compile_graph: graph name (``encoder-<slot>``, ``decoder``) -> the compiled graph.
+        engine: what runs, e.g. ``"openvino fp32"``.
+    """
+
+    def __init__(self, slots: Sequence[str], compile_graph: Callable[[str], Graph], engine: str) -> None:
+        self.slots = tuple(slots)
+        self.engine = engine
+        self._compile = compile_graph
+        self._graphs: dict[str, Graph] = {}
+
+    def _graph(self, name: str) -> Graph:
+        if name not in self._graphs:
+            self._graphs[name] = self._compile(name)
+        return self._graphs[name]
+
+    def __call__(self, window: torch.Tensor, present: Sequence[str]) -> torch.Tensor:
+        import torch
+
+        if not present:
+            raise ValueError("present: at least one slot is needed")
+        x = window.detach().to("cpu", torch.float32).numpy()
+        fused: Arrays | None = None
+        for slot in present:
+            m = self.slots.index(slot)
+            features = self._graph(f"encoder-{slot}")([np.ascontiguousarray(x[:, m : m + 1])])
+            if fused is None:
+                fused = features
+            else:  # summed in slot order and divided once, as MeanFusion does
+                for total, f in zip(fused, features):
+                    total += f
+        assert fused is not None
+        scale = np.float32(len(present))
+        logits = self._graph("decoder")([f / scale for f in fused])[0]
+        return torch.from_numpy(logits)
+
+
+# --------------------------------------------------------------------------------------------
+# choosing
+
+
+def _import_engine(engine: str) -> None:
+    """Import an engine's packages (and ``onnx``, which the export needs), or say what to install.
+
+    Raises:
+        ConfigError: a package is missing, naming it and the extra that installs it.
+    """
+    for package in (_PACKAGES[engine], "onnx"):
+        try:
+            if package == "onnx":  # found, not imported: a run whose graphs are cached never needs it
+                if importlib.util.find_spec(package) is None:
+                    raise ImportError(f"No module named {package!r}")
+            else:
+                importlib.import_module(package)
+        except (ImportError, ValueError) as err:  # ValueError: find_spec of a module set to None
+            raise ConfigError(
+                f"--engine {engine} needs the optional package {package}, which is not installed ({err}): {FAST_EXTRA}"
+            ) from None
+
+
+def _installed(engine: str) -> bool:
+    try:
+        _import_engine(engine)
+    except ConfigError:
+        return False
+    return True
+
+
+def resolve_engine(engine: str, device: torch.device) -> tuple[str, str | None]:
+    """The engine that will run, and a note for the user when ``auto`` chose it.
+
+    Args:
+        engine: one of :data:`ENGINES`.
+        device: where the network runs; the exported engines run on the CPU.
+    Returns:
+        (one of ``eager`` and :data:`EXPORTED_ENGINES`, a note or None).
+    Raises:
+        ConfigError: an unknown engine, an exported engine asked for with a CUDA device, or its
+            package not installed.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "eager":
+        return "eager", None
+    if device.type != "cpu":
+        if engine == "auto":  # eager with mixed precision is the fast path on CUDA
+            return "eager", None
+        raise ConfigError(f"--engine {engine} runs on the CPU, not on {device}: use --device cpu, or --engine eager or auto")
+    if engine == "auto":
+        for candidate in AUTO_ORDER:
+            if _installed(candidate):
+                return candidate, None  # the note names the precision too: make_predictor writes it
+        return "eager", f"engine auto: eager ({', '.join(AUTO_ORDER)} not installed; {FAST_EXTRA} for a faster CPU path)"
+    _import_engine(engine)
+    return engine, None
+
+
+# --------------------------------------------------------------------------------------------
+# the cache
+
+
+def engine_cache_folders(bundle: Path, weights_sha256: str) -> list[Path]:
+    """Where the graphs of a bundle may be, in the order they are looked for and written."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return [Path(configured) / weights_sha256]
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return [bundle / ".engines" / weights_sha256[:16], home / "magms" / "engines" / weights_sha256]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    import torch
+
+    return {"magms": magms.__version__, "torch": torch.__version__, "onnx": version("onnx")}
+
+
+def _expected_record(info: BundleInfo) -> dict[str, Any]:
+    """The record of an export of this bundle by this installation, without the files' digests."""
+    return {
+        "format_version": GRAPHS_FORMAT,
+        "graphs": f"onnx opset {OPSET}",
+        "weights_sha256": info.weights_sha256,
+        "slots": list(info.slots),
+        "window": list(info.preprocessing.patch_size),
+        "precision": "fp32",
+        "versions": _versions(),
+    }
+
+
+def _read_valid_record(folder: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The folder's record if it matches ``expected`` and its graphs are intact, else None (why is logged)."""
+    from magms.bundle import file_sha256
+
+    path = folder / GRAPHS_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        logger.info("%s: unreadable (%s): exporting again", path, err)
+        return None
+    if not isinstance(record, dict) or {k: record.get(k) for k in expected} != expected:
+        logger.info("%s: made for other weights, window or versions: exporting again", path)
+        return None
+    files = record.get("files")
+    wanted = [f"encoder-{slot}.onnx" for slot in expected["slots"]] + ["decoder.onnx"]
+    if not isinstance(files, dict) or sorted(files) != sorted(wanted):
+        return None
+    for name, digest in files.items():
+        if not (folder / name).is_file() or file_sha256(folder / name) != digest:
+            logger.info("%s: missing or changed: exporting again", folder / name)
+            return None
+    return record
+
+
+def cached_graphs(net: MAGMSNet, info: BundleInfo, bundle: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """The folder of the bundle's exported graphs, exporting them first when no valid export exists.
+
+    Args:
+        net: the bundle's network.
+        info: its :class:`~magms.bundle.BundleInfo` (weights' sha256 checked on loading).
+        bundle: the bundle folder.
+    Returns:
+        (the folder, whether it was exported now).
+    Raises:
+        ConfigError: no cache folder can be written (each tried is named).
+    """
+    folders = engine_cache_folders(Path(bundle), info.weights_sha256)
+    expected = _expected_record(info)
+    for folder in folders:
+        if _read_valid_record(folder, expected) is not None:
+            return folder, False
+    failures = []
+    for folder in folders:
+        try:
+            export_graphs(net, info, folder)
+        except OSError as err:  # a read-only bundle folder: the next place
+            failures.append(f"{folder} ({err})")
+            continue
+        if folder.parent.name == ".engines":  # beside the bundle: exports of replaced weights are stale
+            for other in folder.parent.iterdir():
+                if other != folder and not other.name.startswith("."):
+                    shutil.rmtree(other, ignore_errors=True)
+        return folder, True
+    raise ConfigError(f"cannot write the exported graphs to {'; '.join(failures)}: set {CACHE_ENV} to a writable folder")
+
+
+def export_graphs(net: MAGMSNet, info: BundleInfo, folder: Path) -> None:
+    """Export each slot's encoder and the decoder as ONNX graphs, with their record, into ``folder``
+    (replaced at once). The batch axis is dynamic; the window is the bundle's patch size.
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    import copy
+
+    import torch
+
+    from magms.bundle import file_sha256
+
+    model = copy.deepcopy(net).to("cpu").eval()
+    window = tuple(info.preprocessing.patch_size)
+    example = torch.zeros(2, 1, *window)
+    with torch.inference_mode():
+        levels = len(model.encoders[info.slots[0]](example))
+    names = [f"f{i}" for i in range(levels)]
+    batch = {0: "batch"}
+
+    def fill(tmp: Path) -> None:
+        files = {}
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated in favour of the dynamo one (which needs onnxscript),
+            # and notes that instance norm uses the window's statistics, which is what eval does too
+            warnings.simplefilter("ignore")
+            for slot in info.slots:
+                name = f"encoder-{slot}.onnx"
+                torch.onnx.export(
+                    model.encoders[slot], (example,), str(tmp / name), input_names=["image"], output_names=names,
+                    dynamic_axes={"image": batch, **{n: batch for n in names}}, opset_version=OPSET, dynamo=False,
+                )
+                files[name] = file_sha256(tmp / name)
+            with torch.no_grad():
+                features = model.encoders[info.slots[0]](example)
+            torch.onnx.export(
+                model.decoder, (tuple(features),), str(tmp / "decoder.onnx"), input_names=names, output_names=["logits"],
+                dynamic_axes={"logits": batch, **{n: batch for n in names}}, opset_version=OPSET, dynamo=False,
+            )
+            files["decoder.onnx"] = file_sha256(tmp / "decoder.onnx")
+        record = {**_expected_record(info), "files": files}
+        (tmp / GRAPHS_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    replace_folder(folder, fill)
+    logger.info("exported %d graphs of %s to %s", len(info.slots) + 1, ", ".join(info.slots), folder)
+
+
+# --------------------------------------------------------------------------------------------
+# the engines
+
+
+def _onnxruntime_compiler(folder: Path, threads: int) -> Callable[[str], Graph]:
+    import onnxruntime as ort
+
+    def compile_graph(name: str) -> Graph:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+        inputs = [i.name for i in session.get_inputs()]
+        return lambda arrays: session.run(None, dict(zip(inputs, arrays)))
+
+    return compile_graph
+
+
+def _openvino_compiler(folder: Path, precision: str, threads: int) -> tuple[Callable[[str], Graph], str]:
+    import openvino as ov
+
+    core = ov.Core()
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    if precision == "fp32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    # the precision OpenVINO will compute in: asked for, or its own choice for this CPU (bf16 with AMX)
+    ran = "fp32" if precision == "fp32" else _ov_precision(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+    def compile_graph(name: str) -> Graph:
+        compiled = core.compile_model(core.read_model(str(folder / f"{name}.onnx")), "CPU", config)
+        request = compiled.create_infer_request()
+        outputs = compiled.outputs
+
+        def run(arrays: Arrays) -> Arrays:
+            result = request.infer(arrays)
+            # the request reuses its output buffers on the next call: keep copies
+            return [np.array(result[o], dtype=np.float32, copy=True) for o in outputs]
+
+        return run
+
+    return compile_graph, ran
+
+
+def _ov_precision(hint: Any) -> str:
+    text = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(text, text)
+
+
+def make_predictor(
+    net: MAGMSNet, info: BundleInfo, bundle: str | os.PathLike[str], device: torch.device, engine: str = "eager",
+    precision: str = "fp32",
+) -> tuple[WindowPredictor, list[str]]:
+    """The predictor of the engine asked for, and notes for the user (the engine auto chose, an export).
+
+    Args:
+        net: the bundle's network, on ``device``.
+        info: its :class:`~magms.bundle.BundleInfo`.
+        bundle: the bundle folder (the graphs are cached beside it when it is writable).
+        device: where the network runs.
+        engine: one of :data:`ENGINES`.
+        precision: one of :data:`PRECISIONS`, for the exported engines.
+    Raises:
+        ConfigError: see :func:`resolve_engine`; an unknown precision; no writable cache folder.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    name, note = resolve_engine(engine, device)
+    notes = [note] if note else []
+    if name == "eager":
+        return EagerPredictor(net), notes
+    import torch
+
+    try:
+        folder, exported = cached_graphs(net, info, bundle)
+    except Exception as err:  # auto falls back to the reference; an engine asked for by name says why it cannot run
+        if engine != "auto":
+            raise
+        logger.warning("exporting the graphs for %s failed", name, exc_info=True)
+        return EagerPredictor(net), [f"engine auto: eager (exporting the graphs for {name} failed: {err})"]
+    if exported:
+        notes.append(f"exported the network's graphs for {name} to {folder} (once per model)")
+    threads = torch.get_num_threads()
+    if name == "onnxruntime":
+        compile_graph, ran = _onnxruntime_compiler(folder, threads), "fp32"
+    else:
+        compile_graph, ran = _openvino_compiler(folder, precision, threads)
+    predictor = GraphPredictor(info.slots, compile_graph, f"{name} {ran}")
+    if engine == "auto" or precision == "auto":  # say what was chosen, and how to get the reference
+        chosen = "engine auto" if engine == "auto" else f"engine {name}"
+        notes.insert(0, f"{chosen}: {predictor.engine}{'' if precision == 'fp32' else ' (precision auto)'} "
+                        "(--engine eager --precision fp32 for the reference)")
+    return predictor, notes

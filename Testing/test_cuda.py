@@ -57,9 +57,8 @@ def test_out_of_memory_falls_back_to_the_cpu_under_a_memory_cap(case, on_cpu):
         result = segmenter.segment(case)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    assert "CUDA ran out of memory: windows on the GPU, stitching on the CPU" in result.notes
-    assert "CUDA ran out of memory again: running on the CPU" in result.notes
-    assert segmenter.device.type == "cpu"
+    assert "CUDA ran out of memory: running on the CPU" in result.notes
+    assert segmenter.device == "cpu"
     assert np.mean(result.labels == on_cpu.labels) > 0.999
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from magms.inference import Segmenter
 from magms.networks import build_network
 from magms.modalities import subsets_of
 
-CPU = torch.device("cpu")
+CPU = "cpu"
 EXPORTED = [
     pytest.param(engine, marks=pytest.mark.skipif(
         importlib.util.find_spec(engine) is None or importlib.util.find_spec("onnx") is None,
@@ -45,6 +46,14 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+def _unused():
+    raise AssertionError("the network was loaded although the graphs are cached")
+
+
 # --------------------------------------------------------------------------------------------
 # equal to eager: every subset of the built-in model on a window of a real case
 
@@ -61,16 +70,17 @@ def real_window(tmp_path_factory):
     segmenter = Segmenter(builtin_model(), device="cpu")
     files = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}
     prepared = segmenter._prepare({s: DATA / "brats18" / CASE / f"{CASE}_{f}.nii.gz" for s, f in files.items()})
-    x, foreground = normalize(prepared.working.as_tensor(), segmenter.info.preprocessing.normalization)
+    x, foreground = normalize(prepared.working, segmenter.info.preprocessing.normalization)
     patch = segmenter.info.preprocessing.patch_size
     box = foreground_box(foreground)
     corner = [max(0, min((b.start + b.stop - p) // 2, s - p)) for b, p, s in zip(box, patch, x.shape[1:])]
-    window = x[(slice(None), *(slice(c, c + p) for c, p in zip(corner, patch)))][None].contiguous()
+    window = np.ascontiguousarray(x[(slice(None), *(slice(c, c + p) for c, p in zip(corner, patch)))][None])
     assert tuple(window.shape) == (1, 4, *patch)
     subsets = subsets_of(segmenter.slots)
     assert len(subsets) == 15
+    net = segmenter.predictor.net
     with torch.inference_mode():
-        eager = {subset: torch.softmax(segmenter.net(window, present=list(subset)), dim=1) for subset in subsets}
+        eager = {subset: torch.softmax(net(torch.from_numpy(window), present=list(subset)), dim=1).numpy() for subset in subsets}
     return segmenter, window, eager, tmp_path_factory.mktemp("real-graphs")
 
 
@@ -80,12 +90,11 @@ def real_window(tmp_path_factory):
 def test_fp32_engine_equals_eager_for_every_subset_on_a_real_window(engine, real_window, monkeypatch):
     segmenter, window, eager, cache = real_window
     monkeypatch.setenv(CACHE_ENV, str(cache))
-    predictor, notes = make_predictor(segmenter.net, segmenter.info, builtin_model(), CPU, engine, "fp32")
+    predictor, notes = make_predictor(segmenter.info, builtin_model(), CPU, engine, "fp32")
     assert isinstance(predictor, GraphPredictor) and predictor.engine == f"{engine} fp32"
     worst = {}
-    with torch.inference_mode():
-        for subset, expected in eager.items():
-            worst["+".join(subset)] = float((torch.softmax(predictor(window, subset), dim=1) - expected).abs().max())
+    for subset, expected in eager.items():
+        worst["+".join(subset)] = float(np.abs(_softmax(predictor(window, subset)) - expected).max())
     assert len(worst) == 15 and max(worst.values()) < 1e-3, worst
 
 
@@ -126,32 +135,32 @@ def test_cache_is_keyed_by_the_weights_sha256_and_reused(engine, tmp_path, monke
     monkeypatch.delenv(CACHE_ENV, raising=False)
     folder = random_unet_bundle(tmp_path / "model")
     net, info = load_bundle(folder)
-    first, exported = cached_graphs(net, info, folder)
+    first, exported = cached_graphs(info, folder, lambda: net)
     assert exported and first == folder / ".engines" / info.weights_sha256[:16]
     record = json.loads((first / GRAPHS_RECORD).read_text())
     assert record["weights_sha256"] == info.weights_sha256 and record["window"] == [32, 32, 32]
     assert record["precision"] == "fp32" and set(record["versions"]) == {"magms", "torch", "onnx"}
     stamp = (first / "decoder.onnx").stat().st_mtime_ns
-    assert cached_graphs(net, info, folder) == (first, False)  # reused, not exported again
+    assert cached_graphs(info, folder, _unused) == (first, False)  # reused, not exported again, the network not loaded
     assert (first / "decoder.onnx").stat().st_mtime_ns == stamp
     # a record that does not match (another torch wrote it) is exported again
     (first / GRAPHS_RECORD).write_text(json.dumps({**record, "versions": {**record["versions"], "torch": "0.0"}}))
-    assert cached_graphs(net, info, folder) == (first, True)
+    assert cached_graphs(info, folder, lambda: net) == (first, True)
     # a damaged graph too
     (first / "encoder-t1.onnx").write_bytes(b"not a graph")
-    assert cached_graphs(net, info, folder) == (first, True)
+    assert cached_graphs(info, folder, lambda: net) == (first, True)
     # changed weights: a new export under their own sha256; the stale one beside the bundle is removed
     torch.manual_seed(1)
     info2 = save_bundle(folder, build_network(info.network), info.network, info.scheme, info.preprocessing, overwrite=True)
     assert info2.weights_sha256 != info.weights_sha256
     net2, info2 = load_bundle(folder)
-    second, exported = cached_graphs(net2, info2, folder)
+    second, exported = cached_graphs(info2, folder, lambda: net2)
     assert exported and second == folder / ".engines" / info2.weights_sha256[:16]
     assert _files(folder / ".engines") == [info2.weights_sha256[:16]]
-    predictor, _ = make_predictor(net2, info2, folder, CPU, engine)
+    predictor, _ = make_predictor(info2, folder, CPU, engine)
     window = torch.randn(2, 4, 32, 32, 32)
     with torch.inference_mode():
-        np.testing.assert_allclose(predictor(window, ("t1", "t2")).numpy(), net2(window, present=["t1", "t2"]).numpy(), atol=1e-3)
+        np.testing.assert_allclose(predictor(window.numpy(), ("t1", "t2")), net2(window, present=["t1", "t2"]).numpy(), atol=1e-3)
 
 
 def test_cache_goes_home_when_the_bundle_folder_is_read_only_and_env_overrides(bundle, tmp_path, monkeypatch):
@@ -179,14 +188,14 @@ def test_read_only_bundle_exports_into_the_home_cache(tmp_path, monkeypatch):
         export(net, info, where)
 
     monkeypatch.setattr(magms.engines, "export_graphs", read_only_bundle)
-    where, exported = cached_graphs(net, info, folder)
+    where, exported = cached_graphs(info, folder, lambda: net)
     assert exported and where == tmp_path / "home-cache" / "magms" / "engines" / info.weights_sha256
     assert not (folder / ".engines").exists()
-    assert cached_graphs(net, info, folder) == (where, False)
+    assert cached_graphs(info, folder, _unused) == (where, False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "nowhere"))
     monkeypatch.setattr(magms.engines, "export_graphs", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     with pytest.raises(ConfigError, match=f"set {CACHE_ENV} to a writable folder"):
-        cached_graphs(net, info, folder)
+        cached_graphs(info, folder, lambda: net)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason=f"onnx is not installed ({FAST_EXTRA})")
@@ -195,7 +204,7 @@ def test_exported_graphs_are_onnx_and_json_never_pickles(bundle, tmp_path, monke
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     net, info = load_bundle(bundle)
-    folder, _ = cached_graphs(net, info, bundle)
+    folder, _ = cached_graphs(info, bundle, lambda: net)
     names = [f"encoder-{slot}.onnx" for slot in info.slots] + ["decoder.onnx", GRAPHS_RECORD]
     assert _files(folder) == sorted(names)
     record = json.loads((folder / GRAPHS_RECORD).read_text(encoding="utf-8"))
@@ -227,7 +236,7 @@ def test_missing_package_says_what_to_install(bundle, monkeypatch):
 
 
 def test_auto_on_cuda_is_eager_and_exported_engines_refuse_cuda():
-    cuda = torch.device("cuda", 0)  # only a name: nothing runs on it
+    cuda = "cuda:0"  # only a name: nothing runs on it
     assert resolve_engine("auto", cuda) == ("eager", None)
     assert resolve_engine("eager", cuda) == ("eager", None)
     with pytest.raises(ConfigError, match="runs on the CPU"):
@@ -275,12 +284,12 @@ def test_unetr_graphs_equal_eager(engine, tmp_path, monkeypatch):
     save_bundle(tmp_path / "unetr", build_network(config), config, get_scheme("brats2021"),
                 PreprocessConfig(spacing=None, patch_size=(32, 32, 32), overlap=0.25))
     net, info = load_bundle(tmp_path / "unetr")
-    predictor, _ = make_predictor(net, info, tmp_path / "unetr", CPU, engine)
+    predictor, _ = make_predictor(info, tmp_path / "unetr", CPU, engine)
     x = torch.randn(2, 4, 32, 32, 32)
     with torch.inference_mode():
         for present in (("flair",), ("t1", "t2"), ("flair", "t1", "t1c", "t2")):
-            expected = torch.softmax(net(x, present=list(present)), dim=1)
-            assert float((torch.softmax(predictor(x, present), dim=1) - expected).abs().max()) < 1e-3
+            expected = torch.softmax(net(x, present=list(present)), dim=1).numpy()
+            assert float(np.abs(_softmax(predictor(x.numpy(), present)) - expected).max()) < 1e-3
 
 
 def test_cli_takes_engine_and_precision_and_refuses_a_missing_package(bundle, tmp_path, monkeypatch, capsys):
@@ -310,6 +319,30 @@ def test_import_of_the_cli_pulls_in_no_torch_monai_or_engine():
             "print(heavy); sys.exit(bool(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("onnx") is None,
+                    reason=f"openvino or onnx is not installed ({FAST_EXTRA})")
+def test_a_run_on_cached_graphs_imports_neither_torch_nor_monai(bundle, tmp_path):
+    """The start-up share of magms segment: torch and MONAI took 5 s to import before any work."""
+    import SimpleITK as sitk
+
+    # a skull-stripped head stored as integers, as scanners write MRI (a float file's NaN check reads it with nibabel)
+    z, y, x = np.indices((24, 26, 28))
+    head = ((z - 12) ** 2 / 100 + (y - 13) ** 2 / 120 + (x - 14) ** 2 / 140) < 1
+    values = head * (300 + 40 * np.sin(x / 3.0) + np.random.default_rng(0).normal(0, 5, head.shape))
+    sitk.WriteImage(sitk.GetImageFromArray(values.astype(np.int16)), str(tmp_path / "flair.nii.gz"))
+    env = {**os.environ, CACHE_ENV: str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "magms", "segment", "--model", str(bundle), "--input", f"flair={tmp_path / 'flair.nii.gz'}",
+            "--output", str(tmp_path / "o.nii.gz"), "--progress", "none", "--device", "auto", "--engine", "openvino", "--overwrite"]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)  # exports: torch is needed once
+    assert first.returncode == 0 and "exported the network's graphs" in first.stderr, first.stderr
+    code = ("import runpy, sys; sys.argv = " + repr(["magms", *args[3:]]) + "\n"
+            "try:\n    runpy.run_module('magms', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print([m for m in ('torch', 'monai', 'scipy', 'nibabel') if m in sys.modules])")
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().splitlines()[-1] == "[]", second.stdout + second.stderr
 
 
 def test_fast_requirements_match_the_fast_extra_and_are_in_the_test_extra():

@@ -84,7 +84,8 @@ def test_the_builtin_models_files_are_installed_beside_the_core_package():
     expected = {"Resources/Models/models.json"}
     expected |= {f"Resources/Models/{m['folder']}/{name}" for m in index["models"] for name in (WEIGHTS_FILE, METADATA_FILE)}
     expected |= {p.relative_to(REPO).as_posix() for p in models.rglob("*")
-                 if p.is_file() and "recipe" not in p.relative_to(models).parts and "__pycache__" not in p.parts}
+                 if p.is_file() and "recipe" not in p.relative_to(models).parts and "__pycache__" not in p.parts
+                 and not any(part.startswith(".") for part in p.relative_to(models).parts)}  # .engines: a run's graph cache
     assert sorted(listed) == sorted(expected) and len(listed) == len(set(listed))
     core_call = re.search(r"ctkMacroCompilePythonScript\(\s*TARGET_NAME MAGMSCorePackage(.*?)\)", text, re.S).group(1)
     assert 'RESOURCES "${MAGMS_BUILTIN_MODEL_RESOURCES}"' in core_call and "SOURCE_DIR ${CMAKE_CURRENT_SOURCE_DIR}/.." in core_call

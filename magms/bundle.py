@@ -49,6 +49,7 @@ __all__ = [
     "save_bundle",
     "read_bundle_info",
     "load_bundle",
+    "verified_weights",
     "file_sha256",
     "WEIGHTS_DTYPES",
 ]
@@ -291,6 +292,25 @@ def _warn_if_newer_monai(folder: Path, written: str) -> None:
         logger.warning("%s was written with MONAI %s, newer than the installed %s", folder, written, installed)
 
 
+def verified_weights(path: str | os.PathLike[str], info: BundleInfo) -> Path:
+    """The bundle's weights file, after checking that its sha256 is the one ``magms.json`` records
+    (what the exported graphs are keyed by, so they too run only for the weights they came from).
+
+    Raises:
+        BundleError: the file is missing, or its sha256 differs.
+    """
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{weights}: weights file is missing")
+    digest = file_sha256(weights)
+    if digest != info.weights_sha256:
+        raise BundleError(
+            f"{weights}: sha256 {digest[:12]}... does not match {info.weights_sha256[:12]}... recorded in "
+            f"{METADATA_FILE}: the weights are damaged or were replaced"
+        )
+    return weights
+
+
 def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[MAGMSNet, BundleInfo]:
     """Load a bundle: check ``magms.json`` and the weights' sha256, build the network, load strictly.
 
@@ -304,15 +324,7 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu"
             mismatch, or weights that do not fit the network.
     """
     info = read_bundle_info(path)
-    weights = Path(path) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise BundleError(f"{weights}: weights file is missing")
-    digest = file_sha256(weights)
-    if digest != info.weights_sha256:
-        raise BundleError(
-            f"{weights}: sha256 {digest[:12]}... does not match {info.weights_sha256[:12]}... recorded in "
-            f"{METADATA_FILE}: the weights are damaged or were replaced"
-        )
+    weights = verified_weights(path, info)
     import safetensors
     import safetensors.torch
 

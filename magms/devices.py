@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device"]
+__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device", "cuda_may_be_present", "device_name"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,3 +210,32 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) found")
         return device
     raise ConfigError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def cuda_may_be_present() -> bool:
+    """False when no CUDA device can be used here, found without importing torch (which takes seconds):
+    torch is not installed or is a CPU-only build, the machine is a Mac, or a Linux machine has no
+    NVIDIA driver loaded. True means only "ask torch"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        return False
+    if "+cpu" in torch_version or sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia/version"):
+        return False
+    return True
+
+
+def device_name(name: str) -> str:
+    """:func:`resolve_device` as a string (``cpu``, ``cuda``, ``cuda:N``); ``cpu``, and ``auto`` where
+    :func:`cuda_may_be_present` says no, without importing torch.
+
+    Raises:
+        ConfigError: as :func:`resolve_device`.
+    """
+    if name == "cpu" or (name == "auto" and not cuda_may_be_present()):
+        return "cpu"
+    return str(resolve_device(name))

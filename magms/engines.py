@@ -48,8 +48,6 @@ from magms.errors import ConfigError
 from magms.files import replace_folder
 
 if TYPE_CHECKING:
-    import torch
-
     from magms.bundle import BundleInfo
     from magms.networks import MAGMSNet
 
@@ -93,35 +91,70 @@ class WindowPredictor(Protocol):
 
     Attributes:
         engine: what runs, for people and records, e.g. ``"eager"``, ``"openvino bf16"``.
+        device: where it runs now: ``cpu``, ``cuda`` or ``cuda:N``.
+        notes: what happened that the user should know (a fallback), appended as it happens.
     """
 
     engine: str
+    device: str
+    notes: list[str]
 
-    def __call__(self, window: torch.Tensor, present: Sequence[str]) -> torch.Tensor:
+    def __call__(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
         """
         Args:
-            window: (B, M, D, H, W); channel m is slot m, absent ones ignored.
+            window: (B, M, D, H, W) float32; channel m is slot m, absent ones ignored.
             present: the present slots, in bundle order.
         Returns:
-            (B, C, D, H, W) logits.
+            (B, C, D, H, W) float32 logits.
         """
         ...
 
 
 class EagerPredictor:
-    """The network itself, on its device (the reference).
+    """The network itself, in PyTorch, on its device (the reference).
+
+    On CUDA it runs under mixed precision (bf16 where supported) unless ``amp`` is off. When CUDA runs
+    out of memory, the network moves to the CPU for the rest of its runs, with a note.
 
     Args:
-        net: the network in eval mode.
+        net: the network in eval mode, on ``device``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision on CUDA.
     """
 
     engine = "eager"
 
-    def __init__(self, net: MAGMSNet) -> None:
-        self.net = net
+    def __init__(self, net: MAGMSNet, device: str = "cpu", amp: bool = True) -> None:
+        self.net, self.device, self.amp = net, device, amp
+        self.notes: list[str] = []
 
-    def __call__(self, window: torch.Tensor, present: Sequence[str]) -> torch.Tensor:
-        return self.net(window, present=list(present))
+    def __call__(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
+        import torch
+
+        if self.device.startswith("cuda"):
+            try:
+                return self._run(window, present)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                self.notes.append("CUDA ran out of memory: running on the CPU")
+                self.net.cpu()
+                self.device = "cpu"
+        return self._run(window, present)
+
+    def _run(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
+        import contextlib
+
+        import torch
+
+        x = torch.from_numpy(window).to(self.device)
+        cuda = self.device.startswith("cuda")
+        if self.amp and cuda:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            context: Any = torch.autocast("cuda", dtype=dtype)
+        else:
+            context = contextlib.nullcontext()
+        with torch.inference_mode(), context:
+            return self.net(x, present=list(present)).float().cpu().numpy()
 
 
 class GraphPredictor:
@@ -135,9 +168,12 @@ class GraphPredictor:
         engine: what runs, e.g. ``"openvino fp32"``.
     """
 
+    device = "cpu"
+
     def __init__(self, slots: Sequence[str], compile_graph: Callable[[str], Graph], engine: str) -> None:
         self.slots = tuple(slots)
         self.engine = engine
+        self.notes: list[str] = []
         self._compile = compile_graph
         self._graphs: dict[str, Graph] = {}
 
@@ -146,12 +182,10 @@ class GraphPredictor:
             self._graphs[name] = self._compile(name)
         return self._graphs[name]
 
-    def __call__(self, window: torch.Tensor, present: Sequence[str]) -> torch.Tensor:
-        import torch
-
+    def __call__(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
         if not present:
             raise ValueError("present: at least one slot is needed")
-        x = window.detach().to("cpu", torch.float32).numpy()
+        x = np.asarray(window, dtype=np.float32)
         fused: Arrays | None = None
         for slot in present:
             m = self.slots.index(slot)
@@ -163,8 +197,7 @@ class GraphPredictor:
                     total += f
         assert fused is not None
         scale = np.float32(len(present))
-        logits = self._graph("decoder")([f / scale for f in fused])[0]
-        return torch.from_numpy(logits)
+        return self._graph("decoder")([f / scale for f in fused])[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,12 +231,12 @@ def _installed(engine: str) -> bool:
     return True
 
 
-def resolve_engine(engine: str, device: torch.device) -> tuple[str, str | None]:
+def resolve_engine(engine: str, device: str) -> tuple[str, str | None]:
     """The engine that will run, and a note for the user when ``auto`` chose it.
 
     Args:
         engine: one of :data:`ENGINES`.
-        device: where the network runs; the exported engines run on the CPU.
+        device: where the network runs (``cpu``, ``cuda``, ``cuda:N``); the exported engines run on the CPU.
     Returns:
         (one of ``eager`` and :data:`EXPORTED_ENGINES`, a note or None).
     Raises:
@@ -214,7 +247,7 @@ def resolve_engine(engine: str, device: torch.device) -> tuple[str, str | None]:
         raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if engine == "eager":
         return "eager", None
-    if device.type != "cpu":
+    if device != "cpu":
         if engine == "auto":  # eager with mixed precision is the fast path on CUDA
             return "eager", None
         raise ConfigError(f"--engine {engine} runs on the CPU, not on {device}: use --device cpu, or --engine eager or auto")
@@ -241,11 +274,9 @@ def engine_cache_folders(bundle: Path, weights_sha256: str) -> list[Path]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import version
+    from importlib.metadata import version  # read, not imported: a cached run never imports torch (seconds)
 
-    import torch
-
-    return {"magms": magms.__version__, "torch": torch.__version__, "onnx": version("onnx")}
+    return {"magms": magms.__version__, "torch": version("torch"), "onnx": version("onnx")}
 
 
 def _expected_record(info: BundleInfo) -> dict[str, Any]:
@@ -287,13 +318,13 @@ def _read_valid_record(folder: Path, expected: dict[str, Any]) -> dict[str, Any]
     return record
 
 
-def cached_graphs(net: MAGMSNet, info: BundleInfo, bundle: str | os.PathLike[str]) -> tuple[Path, bool]:
+def cached_graphs(info: BundleInfo, bundle: str | os.PathLike[str], load_net: Callable[[], MAGMSNet]) -> tuple[Path, bool]:
     """The folder of the bundle's exported graphs, exporting them first when no valid export exists.
 
     Args:
-        net: the bundle's network.
-        info: its :class:`~magms.bundle.BundleInfo` (weights' sha256 checked on loading).
+        info: the bundle's :class:`~magms.bundle.BundleInfo` (weights' sha256 checked on reading).
         bundle: the bundle folder.
+        load_net: gives the bundle's network, called only to export (it imports torch).
     Returns:
         (the folder, whether it was exported now).
     Raises:
@@ -304,6 +335,7 @@ def cached_graphs(net: MAGMSNet, info: BundleInfo, bundle: str | os.PathLike[str
     for folder in folders:
         if _read_valid_record(folder, expected) is not None:
             return folder, False
+    net = load_net()
     failures = []
     for folder in folders:
         try:
@@ -390,7 +422,12 @@ def _openvino_compiler(folder: Path, precision: str, threads: int) -> tuple[Call
     import openvino as ov
 
     core = ov.Core()
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    compiled_cache = folder / "openvino-cache"
+    if os.access(folder, os.W_OK):  # OpenVINO's own cache of compiled graphs: compiling again takes half as long
+        core.set_property({"CACHE_DIR": str(compiled_cache)})
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
     if precision == "fp32":
         config["INFERENCE_PRECISION_HINT"] = "f32"
     # the precision OpenVINO will compute in: asked for, or its own choice for this CPU (bf16 with AMX)
@@ -416,44 +453,68 @@ def _ov_precision(hint: Any) -> str:
     return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(text, text)
 
 
+def _threads() -> int:
+    """Threads for an exported engine: ``OMP_NUM_THREADS`` when set (as torch takes it), else 0, the
+    engine's own choice (one per physical core)."""
+    try:
+        return max(int(os.environ.get("OMP_NUM_THREADS", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def _load_eager(bundle: str | os.PathLike[str], device: str, amp: bool) -> EagerPredictor:
+    from magms.bundle import load_bundle
+
+    net, _ = load_bundle(bundle, device=device)
+    return EagerPredictor(net, device, amp)
+
+
 def make_predictor(
-    net: MAGMSNet, info: BundleInfo, bundle: str | os.PathLike[str], device: torch.device, engine: str = "eager",
-    precision: str = "fp32",
+    info: BundleInfo, bundle: str | os.PathLike[str], device: str = "cpu", engine: str = "eager", precision: str = "fp32",
+    amp: bool = True,
 ) -> tuple[WindowPredictor, list[str]]:
     """The predictor of the engine asked for, and notes for the user (the engine auto chose, an export).
 
+    Only the eager engine, or an export, loads the network in PyTorch; exported graphs found in the
+    cache run without importing torch.
+
     Args:
-        net: the bundle's network, on ``device``.
-        info: its :class:`~magms.bundle.BundleInfo`.
+        info: the bundle's :class:`~magms.bundle.BundleInfo`, read and checked.
         bundle: the bundle folder (the graphs are cached beside it when it is writable).
-        device: where the network runs.
+        device: where the network runs: ``cpu``, ``cuda`` or ``cuda:N``.
         engine: one of :data:`ENGINES`.
         precision: one of :data:`PRECISIONS`, for the exported engines.
+        amp: mixed precision on CUDA, for the eager engine.
     Raises:
         ConfigError: see :func:`resolve_engine`; an unknown precision; no writable cache folder.
+        BundleError: the weights do not load into the network.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     name, note = resolve_engine(engine, device)
     notes = [note] if note else []
     if name == "eager":
-        return EagerPredictor(net), notes
-    import torch
+        return _load_eager(bundle, device, amp), notes
+    eager: list[EagerPredictor] = []  # loaded only to export, and kept for the fallback
+
+    def load_net() -> MAGMSNet:
+        eager.append(_load_eager(bundle, "cpu", amp))
+        return eager[0].net
 
     try:
-        folder, exported = cached_graphs(net, info, bundle)
+        folder, exported = cached_graphs(info, bundle, load_net)
     except Exception as err:  # auto falls back to the reference; an engine asked for by name says why it cannot run
         if engine != "auto":
             raise
         logger.warning("exporting the graphs for %s failed", name, exc_info=True)
-        return EagerPredictor(net), [f"engine auto: eager (exporting the graphs for {name} failed: {err})"]
+        predictor = eager[0] if eager else _load_eager(bundle, device, amp)
+        return predictor, [f"engine auto: eager (exporting the graphs for {name} failed: {err})"]
     if exported:
         notes.append(f"exported the network's graphs for {name} to {folder} (once per model)")
-    threads = torch.get_num_threads()
     if name == "onnxruntime":
-        compile_graph, ran = _onnxruntime_compiler(folder, threads), "fp32"
+        compile_graph, ran = _onnxruntime_compiler(folder, _threads()), "fp32"
     else:
-        compile_graph, ran = _openvino_compiler(folder, precision, threads)
+        compile_graph, ran = _openvino_compiler(folder, precision, _threads())
     predictor = GraphPredictor(info.slots, compile_graph, f"{name} {ran}")
     if engine == "auto" or precision == "auto":  # say what was chosen, and how to get the reference
         chosen = "engine auto" if engine == "auto" else f"engine {name}"

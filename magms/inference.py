@@ -5,18 +5,23 @@ The steps, each of which can refuse its input with a message naming the file or 
 1. **Inputs.** Read and check every input (:mod:`magms.data.inputs`). The reference is the first present
    slot in the bundle's order. Inputs on the reference grid pass; inputs on another grid that
    overlaps it are resampled onto it, with a note; inputs that do not overlap it are refused.
-2. **Preprocessing.** Do exactly what the bundle records, with MONAI transforms: orientation,
-   spacing, per-modality z-score inside the non-zero foreground.
-3. **Network.** MONAI sliding-window inference with the bundle's patch size, overlap and blending.
-   It runs under ``torch.inference_mode`` with windows batched, and uses AMP on CUDA. Only the
-   present modalities' encoders run. Each batch of windows goes to a
-   :class:`~magms.engines.WindowPredictor`: the network itself (eager), or its exported graphs in
-   OpenVINO or ONNX Runtime on the CPU (:mod:`magms.engines`). With flip test-time augmentation (the
-   bundle's ``postprocessing.flip_axes``) each window's softmax is averaged over its flips. If CUDA
-   runs out of memory, stitching moves to the CPU, then the whole run does.
-4. **Output.** The spatial transforms are inverted, so the probabilities come back onto the
-   reference input's own grid, followed by an argmax, the bundle's label values and its size
-   rules (:mod:`magms.postprocess`).
+2. **Preprocessing.** Do exactly what the bundle records: orientation and spacing (the working grid
+   of :mod:`magms.data.grid`, MONAI's, resampled with SimpleITK), per-modality z-score inside the
+   foreground (:mod:`magms.data.preprocessing`), the crop to the foreground's box.
+3. **Network.** Sliding windows (:mod:`magms.windows`, MONAI's windows and blending in numpy) with
+   the bundle's patch size, overlap and blending, windows batched. Only the present modalities'
+   encoders run. Each batch of windows goes to a :class:`~magms.engines.WindowPredictor`: the
+   network itself in PyTorch (eager; mixed precision on CUDA, and the CPU when CUDA runs out of
+   memory), or its exported graphs in OpenVINO or ONNX Runtime on the CPU (:mod:`magms.engines`).
+   With flip test-time augmentation (the bundle's ``postprocessing.flip_axes``) each window's softmax
+   is averaged over its flips.
+4. **Output.** The probabilities of the box are resampled back onto the reference input's own
+   grid (linearly, as MONAI's inverse does), followed by an argmax, the bundle's label values and
+   its size rules (:mod:`magms.postprocess`).
+
+Nothing here imports torch or MONAI: a run on exported graphs that are already cached starts in
+a fraction of a second (``Testing/test_engines.py`` keeps it so); the eager engine imports torch
+when it loads the network.
 
 For review, :meth:`Segmenter.segment_subsets` and :meth:`Segmenter.segment_flips` run steps 3 and 4
 several times on one case whose inputs went through steps 1 and 2 once: from each subset of the
@@ -26,8 +31,6 @@ reference input's, so that they compare voxel by voxel (:mod:`magms.review`).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import logging
 import os
@@ -36,22 +39,18 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.data import MetaTensor
-from monai.data.utils import dense_patch_slices
-from monai.inferers import sliding_window_inference
 
-from magms.bundle import load_bundle
-from magms.config import PostprocessConfig, PreprocessConfig
+from magms.bundle import read_bundle_info, verified_weights
+from magms.config import PostprocessConfig
+from magms.data.grid import to_reference, to_working, working_grid
 from magms.data.inputs import PreparedInputs, prepare_inputs
-from magms.data.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
-from magms.data.tensors import sitk_to_metatensor, spatial_transform
-from magms.devices import resolve_device
+from magms.data.preprocessing import foreground_box, foreground_mask, normalize
+from magms.devices import device_name
 from magms.engines import WindowPredictor, make_predictor
-from magms.networks import MAGMSNet
 from magms.errors import ConfigError
 from magms.modalities import subsets_of
 from magms.postprocess import ALL_FLIPS, apply_size_rules, check_postprocessing, flip_combinations, flips_averaged
+from magms.windows import sliding_window, window_count
 
 __all__ = ["Segmentation", "Segmenter"]
 
@@ -86,28 +85,21 @@ class Segmentation:
     engine: str = "eager"
 
 
-def _window_count(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
-    # the same grid of windows as MONAI's sliding_window_inference (after padding to roi)
-    padded = tuple(max(s, r) for s, r in zip(shape, roi))
-    interval = tuple(r if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(padded, roi))
-    return len(dense_patch_slices(padded, roi, interval))
-
-
 @dataclasses.dataclass
 class _Prepared:
     """One case after step 1 and the spatial part of step 2: what every run on it shares.
 
     Attributes:
         inputs: the checked inputs on the reference grid.
-        working: (M, X, Y, Z) the present slots in bundle order, on the working grid, not normalised.
+        grid: the working grid (:func:`magms.data.grid.working_grid`).
+        working: (M, X, Y, Z) float32, the present slots in bundle order, on the working grid, not normalised.
         foreground: (M, X, Y, Z) bool, each channel's own foreground (:func:`foreground_mask`).
-        spatial: the transform that made ``working``, to invert it.
     """
 
     inputs: PreparedInputs
-    working: MetaTensor
-    foreground: torch.Tensor
-    spatial: Callable
+    grid: sitk.Image
+    working: np.ndarray
+    foreground: np.ndarray
 
     @property
     def present(self) -> tuple[str, ...]:
@@ -115,6 +107,12 @@ class _Prepared:
 
     def channels(self, subset: Sequence[str]) -> list[int]:
         return [self.present.index(s) for s in subset]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 of (B, C, ...) float32 logits."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 class Segmenter:
@@ -126,8 +124,8 @@ class Segmenter:
         sw_batch_size: windows per network call.
         amp: mixed precision on CUDA.
         postprocessing: instead of the bundle's (``PostprocessConfig()``: the network's labels as they are).
-        engine: what runs the network on each window: ``eager`` (the reference), ``openvino``,
-            ``onnxruntime`` or ``auto`` (:mod:`magms.engines`).
+        engine: what runs the network on each window: ``eager`` (the reference, in PyTorch),
+            ``openvino``, ``onnxruntime`` or ``auto`` (:mod:`magms.engines`).
         precision: ``fp32``, or ``auto`` for the exported engine's own choice (bf16 in OpenVINO on
             CPUs with bf16 instructions).
 
@@ -140,16 +138,19 @@ class Segmenter:
         self, bundle: str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True,
         postprocessing: PostprocessConfig | None = None, engine: str = "eager", precision: str = "fp32",
     ) -> None:
-        self.device = resolve_device(device)
-        self.net: MAGMSNet
-        self.net, self.info = load_bundle(bundle, device=self.device)
+        self.info = read_bundle_info(bundle)
+        verified_weights(bundle, self.info)
         self.predictor: WindowPredictor
-        self.predictor, self.notes = make_predictor(self.net, self.info, bundle, self.device, engine, precision)
+        self.predictor, self.notes = make_predictor(self.info, bundle, device_name(device), engine, precision, amp)
         self.sw_batch_size = sw_batch_size
-        self.amp = amp
         self.postprocessing = self.info.postprocessing if postprocessing is None else postprocessing
         if postprocessing is not None:  # the bundle's own was checked when it was read
             check_postprocessing(postprocessing, self.info.scheme)
+
+    @property
+    def device(self) -> str:
+        """Where the network runs now (``cpu`` after a CUDA out-of-memory fallback)."""
+        return self.predictor.device
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -250,11 +251,9 @@ class Segmenter:
     def _prepare(self, inputs: Mapping[str, str | os.PathLike[str] | sitk.Image]) -> _Prepared:
         """Step 1 and the spatial part of step 2, done once per case."""
         prepared = prepare_inputs(inputs, self.slots)
-        volumes = [sitk_to_metatensor(image) for image in prepared.images.values()]  # the reference comes first
-        image = MetaTensor(torch.cat([v.as_tensor() for v in volumes]), affine=volumes[0].affine)
-        spatial = spatial_transform(self.info.preprocessing)
-        working = spatial(image)
-        return _Prepared(prepared, working, foreground_mask(working.as_tensor()), spatial)
+        grid = working_grid(prepared.reference, self.info.preprocessing)
+        working = to_working(list(prepared.images.values()), grid)  # the reference comes first
+        return _Prepared(prepared, grid, working, foreground_mask(working))
 
     def _runs(
         self, prepared: _Prepared, variants: Sequence[tuple[tuple[str, ...], list[Flip], bool]], progress: ProgressCallback | None,
@@ -263,9 +262,9 @@ class Segmenter:
         pre = self.info.preprocessing
         totals = []
         for subset, _, _ in variants:
-            # the windows each run will have: those of its foreground's box (run_in_foreground)
-            box = foreground_box(prepared.foreground[prepared.channels(subset)].any(dim=0))
-            totals.append(_window_count(tuple(b.stop - b.start for b in box), pre.patch_size, pre.overlap))
+            # the windows each run will have: those of its foreground's box
+            box = foreground_box(prepared.foreground[prepared.channels(subset)].any(axis=0))
+            totals.append(window_count(tuple(b.stop - b.start for b in box), pre.patch_size, pre.overlap))
         results = []
         for (subset, flips, probabilities), offset in zip(variants, np.cumsum([0, *totals[:-1]])):
             step = None if progress is None else _shifted(progress, int(offset), sum(totals))
@@ -277,21 +276,25 @@ class Segmenter:
     ) -> Segmentation:
         """Segment the ``subset`` of a prepared case, averaging the network over ``flips``."""
         pre = self.info.preprocessing
-        x, foreground = normalize(prepared.working.as_tensor()[prepared.channels(subset)], pre.normalization)
-        full = torch.zeros(1, len(self.slots), *x.shape[1:])
+        x, foreground = normalize(prepared.working[prepared.channels(subset)], pre.normalization)
+        box = foreground_box(foreground)
+        full = np.zeros((len(self.slots), *(b.stop - b.start for b in box)), np.float32)
         for i, slot in enumerate(subset):
-            full[0, self.slots.index(slot)] = x[i]
+            full[self.slots.index(slot)] = x[(i, *box)]
         notes = list(prepared.inputs.notes)
+        fallbacks = len(self.predictor.notes)
         start = time.perf_counter()
-        classes = self.info.labels.num_classes
-        probs = run_in_foreground(full, foreground, lambda crop: self._run(crop, subset, pre, notes, progress, flips), classes)
+
+        def probabilities_of(windows: np.ndarray) -> np.ndarray:
+            return _softmax(self.predictor(windows, subset))
+
+        inside = sliding_window(
+            full, pre.patch_size, flips_averaged(probabilities_of, flips), pre.overlap, pre.blend_mode, self.sw_batch_size, progress,
+        )
         seconds = time.perf_counter() - start
-        pred = MetaTensor(probs[0], meta=dict(prepared.working.meta))  # meta holds the working affine
-        # the inverse pops what it undoes: each run inverts its own copy
-        pred.applied_operations = copy.deepcopy(prepared.working.applied_operations)
-        back = prepared.spatial.inverse(pred).as_tensor().float()  # (C, X, Y, Z) on the reference grid
-        back = back.permute(0, 3, 2, 1).contiguous()  # -> (C, z, y, x)
-        labels = self.info.labels.decode(back.argmax(dim=0).numpy())
+        notes += self.predictor.notes[fallbacks:]
+        indices, back = to_reference(inside, box, prepared.grid, prepared.inputs.reference, keep=probabilities)
+        labels = self.info.labels.decode(indices)
         voxel_ml = float(np.prod(prepared.inputs.reference.GetSpacing())) / 1000.0
         labels = apply_size_rules(labels, self.info.scheme, self.postprocessing.size_rules, voxel_ml)
         logger.info("segmented %s in %.1f s (%s, %s)", "+".join(subset), seconds, self.device, self.predictor.engine)
@@ -300,59 +303,11 @@ class Segmenter:
             reference=prepared.inputs.reference,
             present=subset,
             reference_slot=prepared.inputs.reference_slot,
-            probabilities=back.numpy() if probabilities else None,
+            probabilities=back,
             notes=notes,
             seconds=seconds,
             engine=self.predictor.engine,
         )
-
-    def _run(
-        self, x: torch.Tensor, present: tuple[str, ...], pre: PreprocessConfig, notes: list[str], progress: ProgressCallback | None,
-        flips: list[Flip],
-    ) -> torch.Tensor:
-        total = _window_count(tuple(x.shape[2:]), pre.patch_size, pre.overlap)
-        done = 0
-
-        def probabilities(window: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.predictor(window, present).float(), dim=1)
-
-        flipped = flips_averaged(probabilities, flips)
-
-        def predictor(window: torch.Tensor) -> torch.Tensor:
-            nonlocal done
-            probs = flipped(window)
-            done = min(done + window.shape[0], total)
-            if progress is not None:
-                progress(done, total)
-            return probs
-
-        def infer(sw_device: torch.device, device: torch.device) -> torch.Tensor:
-            nonlocal done
-            done = 0
-            amp = self.amp and sw_device.type == "cuda"
-            dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-            ctx = torch.autocast("cuda", dtype=dtype) if amp else contextlib.nullcontext()
-            with torch.inference_mode(), ctx:
-                return sliding_window_inference(
-                    x.to(sw_device), pre.patch_size, self.sw_batch_size, predictor, overlap=pre.overlap,
-                    mode=pre.blend_mode, sw_device=sw_device, device=device,
-                ).cpu()
-
-        if self.device.type != "cuda":
-            return infer(self.device, self.device)
-        try:
-            return infer(self.device, self.device)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            notes.append("CUDA ran out of memory: windows on the GPU, stitching on the CPU")
-        try:
-            return infer(self.device, torch.device("cpu"))
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            notes.append("CUDA ran out of memory again: running on the CPU")
-        self.net.cpu()
-        self.device = torch.device("cpu")
-        return infer(self.device, self.device)
 
 
 def _shifted(progress: ProgressCallback, offset: int, total: int) -> ProgressCallback:

@@ -12,8 +12,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from monai.metrics import compute_hausdorff_distance
 
 from magms.labels import LabelScheme
 
@@ -30,6 +28,9 @@ def binary_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
     overlap = dice(pred, truth)
     if not pred.any() or not truth.any():
         return overlap, (0.0 if overlap == 1.0 else math.nan)
+    import torch  # here: Dice alone (review, the CLI) must not pay the seconds torch and MONAI take to import
+    from monai.metrics import compute_hausdorff_distance
+
     p = torch.from_numpy(np.ascontiguousarray(pred))[None, None].float()
     t = torch.from_numpy(np.ascontiguousarray(truth))[None, None].float()
     with warnings.catch_warnings():

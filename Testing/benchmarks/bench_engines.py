@@ -13,10 +13,11 @@ check, ``gpu_check.sh``): ``eager:amp`` (mixed precision, the default on CUDA) a
 markdown tables:
 
 * **e2e**: ``magms segment`` of one BraTS 2018 case (``--case``) as a subprocess, from process start to
-  the file written, from one sequence (``--one``) and from all four, and the start-up share: the
-  time to import the core (``python -c 'import magms.cli'``, and ``import magms.inference``: torch and
-  MONAI, which ``magms segment`` imports before any work) against the whole command, with the
-  largest packages of ``python -X importtime``.
+  the file written, from one sequence (``--one``) and from all four (with ``--baseline REF``, first
+  the same commands of magms at that commit, and each variant's speed-up over it), and the start-up
+  share: the imports before any work of a run on cached graphs (``magms.inference``, ``openvino``)
+  against the whole command, what the eager engine adds (torch, MONAI), and the largest packages of
+  ``python -X importtime``.
 * **network**: the network part of the same runs (:attr:`Segmentation.seconds`), in one process per variant.
 * **batch**: ``magms segment --batch`` of ``--batch-cases`` cases in one process, seconds per case.
 * **agreement**: on the three validation cases of the built-in model, every one of the 15 subsets:
@@ -60,17 +61,22 @@ def _env(cache: Path, threads: int) -> dict[str, str]:
     return env
 
 
-def _timed(command: list[str], env: dict[str, str]) -> float:
+def _timed(command: list[str], env: dict[str, str], cwd: Path = REPO) -> float:
     start = time.perf_counter()
-    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd)
     seconds = time.perf_counter() - start
     if out.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
     return seconds
 
 
+BASELINE = "baseline"
+
+
 def _engine_flags(engine: str, precision: str, device: str) -> list[str]:
     # eager's precision is AMP on CUDA (amp) or not (fp32); the exported engines' is --precision
+    if engine == BASELINE:  # an older magms, before --engine
+        return ["--device", device]
     if engine == "eager":
         return ["--device", device, "--engine", "eager"] + (["--no-amp"] if precision == "fp32" else [])
     return ["--device", device, "--engine", engine, "--precision", precision]
@@ -97,7 +103,22 @@ def _segmenter(spec: dict):
 
 
 def _name(engine: str, precision: str) -> str:
-    return f"{engine} {precision}"
+    return f"{engine} {precision}" if engine != BASELINE else f"baseline {precision} (eager)"
+
+
+def _where(engine: str, precision: str, env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """The environment and folder a variant's commands run in: the baseline's worktree for it."""
+    if engine != BASELINE:
+        return env, REPO
+    folder = Path(env["MAGMS_BASELINE_TREE"])
+    return dict(env, PYTHONPATH=str(folder)), folder
+
+
+def _baseline_tree(ref: str, tmp: Path) -> Path:
+    """A checkout of ``ref`` (e.g. main before a change) to time its ``magms segment`` side by side."""
+    folder = tmp / "baseline"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), ref], check=True, capture_output=True)
+    return folder
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,12 +165,16 @@ def _run_child(part: str, spec: dict, env: dict[str, str]) -> dict:
 # parts
 
 
+STARTUP = {
+    "cli": "import magms.cli",
+    "fast": "import magms.inference, openvino",  # what a run on cached graphs imports before its work
+    "eager": "import magms.inference, magms.networks",  # what the eager engine adds: torch and MONAI
+}
+
+
 def _startup(env: dict[str, str], repeats: int) -> dict:
-    times = {}
-    for label, code in (("import magms.cli", "import magms.cli"), ("import magms.inference (torch, MONAI)", "import magms.inference")):
-        times[label] = statistics.median(_timed([sys.executable, "-c", code], env) for _ in range(repeats))
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import magms.inference, openvino"], env=env, capture_output=True,
-                         text=True, cwd=REPO)
+    times: dict = {key: statistics.median(_timed([sys.executable, "-c", code], env) for _ in range(repeats)) for key, code in STARTUP.items()}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", STARTUP["fast"]], env=env, capture_output=True, text=True, cwd=REPO)
     packages: dict[str, float] = {}
     for line in out.stderr.splitlines():
         parts = line.split("|")
@@ -165,28 +190,32 @@ def part_e2e(variants, args, cache, env) -> list[str]:
     images = _images(args.case)
     startup = None if args.skip_startup else _startup(env, args.repeats)
     lines = [f"### e2e: `magms segment` of {args.case}, process start to file written (median of {args.repeats})", "",
-             "| engine | 1 sequence s | 4 sequences s |", "|---|---|---|"]
+             "| engine | 1 sequence s | 4 sequences s |" + (" faster than baseline, 1 | 4 |" if args.baseline else ""),
+             "|---|---|---|" + ("---|---|" if args.baseline else "")]
     full = {}
     with tempfile.TemporaryDirectory() as tmp:
         for engine, precision in variants:
             row = []
             for subset in ([args.one], SLOTS):
                 command = _segment_command({s: images[s] for s in subset}, Path(tmp) / "out.nii.gz", engine, precision, args.device)
-                _timed(command, env)  # warm: file cache, compiled graphs of OpenVINO are not kept
-                row.append(statistics.median(_timed(command, env) for _ in range(args.repeats)))
+                where = _where(engine, precision, env)
+                _timed(command, *where)  # warm: the file cache, OpenVINO's compiled graphs
+                row.append(statistics.median(_timed(command, *where) for _ in range(args.repeats)))
             full[(engine, precision)] = row
-            lines.append(f"| {_name(engine, precision)} | {row[0]:.1f} | {row[1]:.1f} |")
+            base = full.get((BASELINE, "fp32"))
+            ratio = f" | {base[0] / row[0]:.1f}x | {base[1] / row[1]:.1f}x" if base else ""
+            lines.append(f"| {_name(engine, precision)} | {row[0]:.1f} | {row[1]:.1f}{ratio} |")
             print(lines[-1], file=sys.stderr, flush=True)
     if startup is None:
         return lines
-    eager = full.get(("eager", "fp32"), next(iter(full.values())))
-    core = startup["import magms.inference (torch, MONAI)"]
-    lines += ["", "Start-up (median of %d):" % args.repeats, "",
-              f"- `python -c 'import magms.cli'`: {startup['import magms.cli']:.2f} s",
-              f"- `python -c 'import magms.inference'` (torch, MONAI): {core:.2f} s = {100 * core / eager[0]:.0f} % of the eager "
-              f"1-sequence command, {100 * core / eager[1]:.0f} % of the 4-sequence one",
-              "- largest packages of `python -X importtime -c 'import magms.inference, openvino'` (cumulative s): "
-              + ", ".join(f"{name} {seconds:.2f}" for name, seconds in startup["largest"])]
+    fast = full.get(("openvino", "auto"), next(iter(full.values())))
+    lines += ["", "Start-up, imports before any work (median of %d):" % args.repeats, ""]
+    lines.append(f"- `python -c '{STARTUP['cli']}'`: {startup['cli']:.2f} s")
+    lines.append(f"- `python -c '{STARTUP['fast']}'` (a run on cached graphs): {startup['fast']:.2f} s = {100 * startup['fast'] / fast[0]:.0f} % "
+                 f"of the openvino auto 1-sequence command, {100 * startup['fast'] / fast[1]:.0f} % of the 4-sequence one")
+    lines.append(f"- `python -c '{STARTUP['eager']}'` (the eager engine's torch and MONAI): {startup['eager']:.2f} s")
+    lines.append("- largest packages of `python -X importtime -c '" + STARTUP["fast"] + "'` (cumulative s): "
+                 + ", ".join(f"{name} {seconds:.2f}" for name, seconds in startup["largest"]))
     return lines
 
 
@@ -218,8 +247,8 @@ def part_batch(variants, args, cache, env) -> list[str]:
         for engine, precision in variants:
             command = [sys.executable, "-m", "magms", "segment", "--batch", str(manifest), "--output-dir", str(Path(tmp) / "out"),
                        "--format", ".nii.gz", "--overwrite", "--progress", "none", *_engine_flags(engine, precision, args.device)]
-            seconds = statistics.median(_timed(command, env) for _ in range(args.repeats))
-            lines.append(f"| {_name(engine, precision)} | {seconds / len(cases):.1f} | {seconds:.1f} |")
+            seconds = statistics.median(_timed(command, *_where(engine, precision, env)) for _ in range(args.repeats))
+            lines.append(f"| {_name(engine, precision)} | {seconds / len(cases):.2f} | {seconds:.1f} |")
             print(lines[-1], file=sys.stderr, flush=True)
     return lines
 
@@ -283,7 +312,7 @@ def _export_seconds(cache: Path) -> float:
     net, info = load_bundle(bundle)
     os.environ["MAGMS_ENGINE_CACHE"] = str(cache)
     start = time.perf_counter()
-    cached_graphs(net, info, bundle)
+    cached_graphs(info, bundle, lambda: net)
     return time.perf_counter() - start
 
 
@@ -301,6 +330,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; on CUDA give --variants eager:amp,eager:fp32")
     parser.add_argument("--skip-startup", action="store_true", help="e2e without the import timings")
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also time the e2e and batch parts of magms at this git commit (e.g. main before a change), eager, first")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -327,6 +358,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "engines"
         env = _env(cache, args.threads)
+        if args.baseline:
+            env["MAGMS_BASELINE_TREE"] = str(_baseline_tree(args.baseline, Path(tmp)))
         export = _export_seconds(cache) if any(e != "eager" for e, _ in variants) else None
         out = [f"## bench_engines: device {args.device}, {os.cpu_count()} CPU(s), threads {args.threads or 'all'}, load average before "
                f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {args.repeats} run(s) per timing", ""]
@@ -334,7 +367,10 @@ def main() -> int:
             out += [f"Export of the 5 graphs (once per model): {export:.1f} s", ""]
         functions = {"e2e": part_e2e, "network": part_network, "batch": part_batch, "agreement": part_agreement}
         for part in parts:
-            out += functions[part](variants, args, cache, env) + [""]
+            timed_side_by_side = part in ("e2e", "batch") and args.baseline
+            out += functions[part]([(BASELINE, "fp32"), *variants] if timed_side_by_side else variants, args, cache, env) + [""]
+        if args.baseline:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", env["MAGMS_BASELINE_TREE"]], capture_output=True)
     load = os.getloadavg()
     out.append(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print("\n".join(out))

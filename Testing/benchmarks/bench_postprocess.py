@@ -122,7 +122,7 @@ def main() -> None:
     if args.half_cases:
         half = Segmenter(args.model, device="cpu", postprocessing=PostprocessConfig())
         with torch.no_grad():
-            for p in half.net.parameters():
+            for p in half.predictor.net.parameters():
                 p.copy_(p.half().float())
         half_runs, _ = run_all(half, cases[: args.half_cases], None)
         same = [float(np.mean(h["labels"] == f["labels"])) for h, f in zip(half_runs, runs)]

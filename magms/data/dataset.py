@@ -7,7 +7,7 @@ the random part (patches, flips, intensity jitter). The cases were checked befor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,30 @@ from monai.transforms import (
 from magms.config import PreprocessConfig
 from magms.data.inputs import prepare_inputs
 from magms.data.io import resample_like, same_grid
-from magms.data.preprocessing import NormalizeForegroundd
+from magms.data.preprocessing import normalize
 from magms.data.tensors import RAS_AXES, sitk_to_metatensor
 from magms.labels import LabelScheme, map_labels
 
-__all__ = ["LoadCased", "case_transforms", "patch_transforms"]
+__all__ = ["LoadCased", "NormalizeForegroundd", "case_transforms", "patch_transforms"]
+
+
+class NormalizeForegroundd(MapTransform):
+    """:func:`~magms.data.preprocessing.normalize` as a dictionary transform: ``image`` normalised in
+    place, the foreground added as ``foreground`` (1, X, Y, Z) float, for cropping and patch sampling."""
+
+    def __init__(self, method: str, image_key: str = "image", foreground_key: str = "foreground") -> None:
+        super().__init__(keys=[image_key])
+        self.method, self.image_key, self.foreground_key = method, image_key, foreground_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d[self.image_key]
+        affine = image.affine if isinstance(image, MetaTensor) else None
+        array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+        normalised, foreground = normalize(array.numpy(), self.method)
+        d[self.image_key] = MetaTensor(torch.from_numpy(normalised), affine=affine)
+        d[self.foreground_key] = MetaTensor(torch.from_numpy(foreground[None].astype(np.float32)), affine=affine)
+        return d
 
 
 class LoadCased(MapTransform):

@@ -141,9 +141,9 @@ def read_labelmap(path: str | os.PathLike[str]) -> sitk.Image:
 
 def _check_nifti_finite(p: Path) -> None:
     # ITK's NIfTI reader turns NaN into 0, which would hide a broken file: look at the stored values.
-    if not p.name.lower().endswith((".nii", ".nii.gz")):
+    if not p.name.lower().endswith((".nii", ".nii.gz")) or not _nifti_stores_floats(p):
         return
-    import nibabel
+    import nibabel  # only now: its import alone takes 0.3 s
 
     nii = nibabel.load(str(p))
     if nii.header.get_data_dtype().kind != "f":
@@ -151,6 +151,29 @@ def _check_nifti_finite(p: Path) -> None:
     bad = int((~np.isfinite(np.asanyarray(nii.dataobj))).sum())
     if bad:
         raise ImageError(f"{p.name}: {bad} voxels are NaN or infinite")
+
+
+def _nifti_stores_floats(p: Path) -> bool:
+    """Whether a NIfTI-1 or -2 file's header gives a floating-point data type (True when unsure)."""
+    import gzip
+    import struct
+
+    try:
+        with (gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")) as f:
+            header = f.read(540)
+    except (OSError, EOFError):
+        return True
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            datatype = struct.unpack(order + "h", header[70:72])[0]
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            datatype = struct.unpack(order + "h", header[12:14])[0]
+            break
+    else:
+        return True
+    # float32, float64, float128, complex64, complex128, complex256
+    return datatype in (16, 64, 1536, 32, 1792, 2048)
 
 
 def _read_volume_of_4d(p: Path, index: int) -> sitk.Image:

@@ -11,12 +11,9 @@ then ran on it and found "tumour" there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-import torch
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, NormalizeIntensity
+import numpy as np
 
 from magms.config import NORMALIZATIONS
 
@@ -26,7 +23,6 @@ __all__ = [
     "normalize",
     "foreground_box",
     "run_in_foreground",
-    "NormalizeForegroundd",
 ]
 
 #: The minimum of a channel is a background fill value when at least this fraction of voxels holds it.
@@ -35,7 +31,7 @@ FILL_MIN_FRACTION = 0.01
 _FILL_TOLERANCE = 1e-3
 
 
-def foreground_mask(x: torch.Tensor) -> torch.Tensor:
+def foreground_mask(x: np.ndarray) -> np.ndarray:
     """Voxels above each channel's background fill value.
 
     The fill value is the channel's minimum when at least :data:`FILL_MIN_FRACTION` of the voxels
@@ -47,87 +43,77 @@ def foreground_mask(x: torch.Tensor) -> torch.Tensor:
     Returns:
         (C, X, Y, Z) bool.
     """
-    flat = x.reshape(x.shape[0], -1).float()
-    low, high = flat.min(dim=1).values, flat.max(dim=1).values
-    threshold = low + _FILL_TOLERANCE * (high - low)
-    at_fill = (flat <= threshold[:, None]).float().mean(dim=1)
+    flat = np.asarray(x, dtype=np.float32).reshape(x.shape[0], -1)
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    threshold = low + np.float32(_FILL_TOLERANCE) * (high - low)
     mask = flat > threshold[:, None]
+    at_fill = 1.0 - mask.mean(axis=1)
     mask[at_fill < FILL_MIN_FRACTION] = True
     mask[high == low] = False
     return mask.reshape(x.shape)
 
 
-def normalize(x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize(x: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     """Normalise each channel and find the foreground.
 
     Args:
         x: (C, X, Y, Z) intensities, one channel per present modality.
-        method: one of :data:`NORMALIZATIONS`.
+        method: one of :data:`NORMALIZATIONS`: ``zscore_foreground`` (mean and sample standard
+            deviation of the channel's foreground, 0 elsewhere), ``zscore_nonzero`` (MONAI's
+            ``NormalizeIntensity(nonzero=True, channel_wise=True)``: of the non-zero voxels, population
+            standard deviation, others left as they are) or ``none``.
     Returns:
-        The normalised (C, X, Y, Z) float tensor, and the (X, Y, Z) bool foreground: the union of the
+        The normalised (C, X, Y, Z) float32 array, and the (X, Y, Z) bool foreground: the union of the
         channels' foregrounds.
     """
-    x = x.float()
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {method!r}")
+    x = np.asarray(x, dtype=np.float32)
     mask = foreground_mask(x)
     if method == "zscore_foreground":
-        out = torch.zeros_like(x)
+        out = np.zeros_like(x)
         for c in range(x.shape[0]):
             values = x[c][mask[c]]
-            if values.numel() > 1:
-                out[c][mask[c]] = (values - values.mean()) / values.std().clamp_min(1e-8)
+            if values.size > 1:
+                out[c][mask[c]] = (values - values.mean()) / max(float(values.std(ddof=1)), 1e-8)
         x = out
     elif method == "zscore_nonzero":
-        x = NormalizeIntensity(nonzero=True, channel_wise=True)(x)
-    elif method != "none":
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {method!r}")
-    return x, mask.any(dim=0)
+        x = x.copy()
+        for c in range(x.shape[0]):
+            nonzero = x[c] != 0
+            if nonzero.any():
+                values = x[c][nonzero]
+                std = float(values.std())
+                x[c][nonzero] = (values - values.mean()) / (std if std != 0 else 1.0)
+    return x, mask.any(axis=0)
 
 
-def foreground_box(foreground: torch.Tensor) -> tuple[slice, slice, slice]:
+def foreground_box(foreground: np.ndarray) -> tuple[slice, slice, slice]:
     """Bounding box of a (X, Y, Z) bool foreground as slices (the whole volume when it is empty)."""
-    if not bool(foreground.any()):
+    if not foreground.any():
         return tuple(slice(0, n) for n in foreground.shape)  # type: ignore[return-value]
     box = []
     for axis in range(3):
-        hit = foreground.any(dim=tuple(a for a in range(3) if a != axis)).nonzero()
+        hit = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     return tuple(box)  # type: ignore[return-value]
 
 
 def run_in_foreground(
-    x: torch.Tensor, foreground: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], classes: int
-) -> torch.Tensor:
+    x: np.ndarray, foreground: np.ndarray, run: Callable[[np.ndarray], np.ndarray], classes: int
+) -> np.ndarray:
     """Run ``run`` on the foreground's bounding box only, as training cropped its cases.
 
     Args:
-        x: (B, M, X, Y, Z) network input.
+        x: (M, X, Y, Z) network input.
         foreground: (X, Y, Z) bool.
-        run: maps a (B, M, x, y, z) crop to (B, classes, x, y, z) probabilities.
+        run: maps a (M, x, y, z) crop to (classes, x, y, z) probabilities.
         classes: number of output classes.
     Returns:
-        (B, classes, X, Y, Z) probabilities on the CPU; outside the box, background with probability 1.
+        (classes, X, Y, Z) float32 probabilities; outside the box, background with probability 1.
     """
     box = foreground_box(foreground)
-    inside = run(x[(slice(None), slice(None), *box)]).float().cpu()
-    probs = torch.zeros(x.shape[0], classes, *x.shape[2:])
-    probs[:, 0] = 1.0
-    probs[(slice(None), slice(None), *box)] = inside
+    probs = np.zeros((classes, *x.shape[1:]), np.float32)
+    probs[0] = 1.0
+    probs[(slice(None), *box)] = run(x[(slice(None), *box)])
     return probs
-
-
-class NormalizeForegroundd(MapTransform):
-    """Dictionary version of :func:`normalize` for training: ``image`` normalised in place, the
-    foreground added as ``foreground`` (1, X, Y, Z) float, for cropping and patch sampling."""
-
-    def __init__(self, method: str, image_key: str = "image", foreground_key: str = "foreground") -> None:
-        super().__init__(keys=[image_key])
-        self.method, self.image_key, self.foreground_key = method, image_key, foreground_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        image = d[self.image_key]
-        affine = image.affine if isinstance(image, MetaTensor) else None
-        normalised, foreground = normalize(image.as_tensor() if isinstance(image, MetaTensor) else image, self.method)
-        d[self.image_key] = MetaTensor(normalised, affine=affine)
-        d[self.foreground_key] = MetaTensor(foreground[None].float(), affine=affine)
-        return d

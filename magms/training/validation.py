@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from magms.config import PreprocessConfig
 from magms.data.preprocessing import run_in_foreground
 from magms.labels import LabelScheme
 from magms.metrics import case_dice
 from magms.modalities import subsets_of
+from magms.windows import sliding_window
 
 __all__ = ["validate"]
 
@@ -47,11 +47,11 @@ def validate(
         for item in val_ds:
             present = [s for s, p in zip(slots, item["present"].tolist()) if p]
             truth = scheme.decode(item["label"][0].numpy().astype(np.int64))
-            x = item["image"].as_tensor()[None].to(device)
-            foreground = item["foreground"].as_tensor()[0] > 0.5
+            x = item["image"].as_tensor().numpy()
+            foreground = item["foreground"].as_tensor()[0].numpy() > 0.5
             for subset in subsets_of(present):
-                probs = _segment_subset(model, x, foreground, list(subset), pre, len(scheme.labels))
-                pred = scheme.decode(probs[0].argmax(0).numpy())
+                probs = _segment_subset(model, x, foreground, list(subset), pre, len(scheme.labels), device)
+                pred = scheme.decode(probs.argmax(0))
                 for target, value in case_dice(pred, truth, scheme).items():
                     sums.setdefault(f"{'+'.join(subset)}:{target}", []).append(value)
     model.train()
@@ -59,14 +59,17 @@ def validate(
 
 
 def _segment_subset(
-    model: torch.nn.Module, x: torch.Tensor, foreground: torch.Tensor, subset: list[str], pre: PreprocessConfig, classes: int
-) -> torch.Tensor:
-    """(1, classes, X, Y, Z) probabilities from the modalities ``subset`` of ``x``, on the CPU."""
+    model: torch.nn.Module, x: np.ndarray, foreground: np.ndarray, subset: list[str], pre: PreprocessConfig, classes: int,
+    device: torch.device,
+) -> np.ndarray:
+    """(classes, X, Y, Z) probabilities from the modalities ``subset`` of ``x`` (M, X, Y, Z), the windows
+    as inference runs them (:func:`magms.windows.sliding_window`)."""
 
-    def windows(crop: torch.Tensor) -> torch.Tensor:
-        return sliding_window_inference(
-            crop, pre.patch_size, 2, lambda w: torch.softmax(model(w, present=subset), 1),
-            overlap=pre.overlap, mode=pre.blend_mode,
-        )
+    def predict(windows: np.ndarray) -> np.ndarray:
+        logits = model(torch.from_numpy(windows).to(device), present=subset)
+        return torch.softmax(logits.float(), 1).cpu().numpy()
+
+    def windows(crop: np.ndarray) -> np.ndarray:
+        return sliding_window(crop, pre.patch_size, predict, pre.overlap, pre.blend_mode, batch=2)
 
     return run_in_foreground(x, foreground, windows, classes)

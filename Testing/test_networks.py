@@ -188,3 +188,28 @@ def test_encoders_ill_arguments():
         UNetEncoder((8,))
     with pytest.raises(ValueError, match="skip_layers"):
         UNETREncoder(img_size=(32, 32, 32), hidden_size=32, mlp_dim=64, num_heads=2, num_layers=4, skip_layers=(0, 1))
+
+
+def test_singles_decodes_that_many_single_outputs_and_the_loss_distils_every_feature(net_and_input):
+    """``--singles-per-step``: fewer decoder passes; every present encoder still fused and distilled."""
+    net, x, _ = net_and_input
+    net.train()
+    torch.manual_seed(3)
+    present = torch.tensor([[True, True, True, False], [True, False, True, True]])
+    with torch.no_grad():
+        every = net(x, present)
+        one = net(x, present, singles=1)
+        two = net(x, present, singles=2)
+    assert len(every.modality_logits) == 4 and len(one.modality_logits) == 1 and len(two.modality_logits) == 2
+    assert set(one.modality_features) == set(every.modality_features) == set(SLOTS4)
+    torch.testing.assert_close(one.logits, every.logits)  # the fused output does not change
+    slot = next(iter(one.modality_logits))
+    torch.testing.assert_close(one.modality_logits[slot], every.modality_logits[slot])
+    drawn = {next(iter(net(x, present, singles=1).modality_logits)) for _ in range(40)}
+    assert drawn == set(SLOTS4)  # every present slot gets its turn
+    y = torch.randint(0, 4, (2, 1, *x.shape[2:]))
+    terms = MAGMSLoss().terms(one, y)
+    assert {k for k in terms if k.startswith(("seg_", "kl_"))} == {"seg_fused", f"seg_{slot}", f"kl_{slot}"}
+    assert {k for k in terms if k.startswith("feature_")} == {f"feature_{s}" for s in SLOTS4}
+    with torch.no_grad():
+        assert len(net(x, present, singles=9).modality_logits) == 4

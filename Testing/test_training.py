@@ -216,3 +216,35 @@ def test_metrics_columns_that_come_later_extend_the_header(tmp_path):
     append_metrics(path, {"epoch": 2, "loss": 0.25, "val_dice:flair:wt": 0.75})
     append_metrics(path, {"epoch": 3, "loss": 0.125})
     assert path.read_text(encoding="utf-8").splitlines() == ["epoch,loss,val_dice:flair:wt", "1,0.5,", "2,0.25,0.75", "3,0.125,"]
+
+
+def test_lr_schedules():
+    from magms.training.step import lr_factor
+
+    assert lr_factor(0, 1000) == pytest.approx(1 / 50)  # warm-up: 5 %, at most 50 steps
+    assert lr_factor(500, 1000, schedule="constant") == 1.0 == lr_factor(999, 1000, 0.99, "constant")
+    assert lr_factor(999, 1000) < 0.01 and lr_factor(100, 1000, time_fraction=0.999) < 0.01
+    with pytest.raises(ValueError, match="schedule must be one of cosine, constant"):
+        lr_factor(10, 100, schedule="linear")
+
+
+def test_recipe_options_train_and_are_recorded(data, tmp_path):
+    """--singles-per-step, --lr-schedule and --channels-last run end to end and land in the bundle's provenance."""
+    folder, _ = data
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(folder), "--labels", "brats2013", "--out", str(out), "--epochs", "1", "--patch", "16",
+            "--spacing", "0", "--channels", "4,8,16", "--val-fraction", "0.25", "--device", "cpu", "--progress", "none",
+            "--singles-per-step", "1", "--lr-schedule", "constant", "--channels-last"]
+    assert main(argv) == 0
+    net, info = load_bundle(out)
+    options = info.training["options"]
+    assert (options["singles_per_step"], options["lr_schedule"], options["channels_last"]) == (1, "constant", True)
+    header = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "feature_flair" in header and "feature_t1c" in header
+    bad = ["train", "--data", str(folder), "--labels", "brats2013", "--out", str(tmp_path / "other"), "--singles-per-step", "-1",
+           "--device", "cpu", "--progress", "none"]
+    try:
+        code = main(bad)
+    except SystemExit as err:
+        code = err.code
+    assert code == 2 and not (tmp_path / "other").exists()

@@ -195,6 +195,9 @@ class TrainOptions(Options):
     val_every: int = same_as(TrainConfig, "val_every")
     val_share: float = same_as(TrainConfig, "val_share")
     amp: bool = same_as(TrainConfig, "amp", help="full precision on CUDA")
+    singles_per_step: int = same_as(TrainConfig, "singles_per_step")
+    lr_schedule: str = same_as(TrainConfig, "lr_schedule")
+    channels_last: bool = same_as(TrainConfig, "channels_last")
     preprocess: str = option(
         "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT.preprocessed/ beside OUT "
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,

@@ -19,7 +19,7 @@ from magms.errors import ConfigError
 from magms.options import option
 from magms.typehints import field_types, split_optional, tuple_item
 
-__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES"]
+__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES", "LR_SCHEDULES"]
 
 BACKBONES = ("unet", "unetr")
 
@@ -359,6 +359,8 @@ class PostprocessConfig(_Record):
 
 
 POLICIES = ("paper", "random_subset")
+#: ``--lr-schedule`` choices: after the warm-up, ``cosine`` to 0 at the end, or ``constant``.
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,6 +388,9 @@ class TrainConfig(_Record):
             so far exceeds this share of the run's time (the last epoch is always validated). With
             short epochs, validating each one would take most of the run.
         amp: mixed precision on CUDA.
+        singles_per_step: single-modality outputs decoded per step (0: all).
+        lr_schedule: after the warm-up, ``cosine`` to 0 or ``constant``.
+        channels_last: channels-last 3-D memory layout (``torch.channels_last_3d``).
     """
 
     _where: ClassVar[str] = "training config"
@@ -409,6 +414,12 @@ class TrainConfig(_Record):
         "share so far is above it (the last epoch is always validated)", minimum=0, maximum=1,
     )
     amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
+    singles_per_step: int = option(
+        0, "single-modality outputs decoded per step, drawn from the present modalities (0: all, the paper); "
+        "the others are still encoded, fused and their features distilled", minimum=0, maximum=64,
+    )
+    lr_schedule: str = option("cosine", "learning rate after the warm-up: {choices}", choices=LR_SCHEDULES)
+    channels_last: bool = option(False, "channels-last 3-D memory layout of the network and its inputs")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -421,3 +432,7 @@ class TrainConfig(_Record):
             raise ValueError("kl_weight and feature_weight must be >= 0")
         if self.batch_size < 1 or self.samples_per_case < 1:
             raise ValueError("batch_size and samples_per_case must be >= 1")
+        if self.singles_per_step < 0:
+            raise ValueError(f"singles_per_step must be >= 0, got {self.singles_per_step}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")

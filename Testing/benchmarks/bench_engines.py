@@ -103,7 +103,7 @@ def _segmenter(spec: dict):
 
 
 def _name(engine: str, precision: str) -> str:
-    return f"{engine} {precision}" if engine != BASELINE else f"baseline {precision} (eager)"
+    return f"{engine} {precision}" if engine != BASELINE else f"magms at {precision} (eager)"
 
 
 def _where(engine: str, precision: str, env: dict[str, str]) -> tuple[dict[str, str], Path]:
@@ -202,7 +202,7 @@ def part_e2e(variants, args, cache, env) -> list[str]:
                 _timed(command, *where)  # warm: the file cache, OpenVINO's compiled graphs
                 row.append(statistics.median(_timed(command, *where) for _ in range(args.repeats)))
             full[(engine, precision)] = row
-            base = full.get((BASELINE, "fp32"))
+            base = next((times for (e, _), times in full.items() if e == BASELINE), None)
             ratio = f" | {base[0] / row[0]:.1f}x | {base[1] / row[1]:.1f}x" if base else ""
             lines.append(f"| {_name(engine, precision)} | {row[0]:.1f} | {row[1]:.1f}{ratio} |")
             print(lines[-1], file=sys.stderr, flush=True)
@@ -368,7 +368,7 @@ def main() -> int:
         functions = {"e2e": part_e2e, "network": part_network, "batch": part_batch, "agreement": part_agreement}
         for part in parts:
             timed_side_by_side = part in ("e2e", "batch") and args.baseline
-            out += functions[part]([(BASELINE, "fp32"), *variants] if timed_side_by_side else variants, args, cache, env) + [""]
+            out += functions[part]([(BASELINE, args.baseline), *variants] if timed_side_by_side else variants, args, cache, env) + [""]
         if args.baseline:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", env["MAGMS_BASELINE_TREE"]], capture_output=True)
     load = os.getloadavg()

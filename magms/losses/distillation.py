@@ -206,14 +206,17 @@ class MAGMSLoss(_Loss):
             return t if rows.numel() == batch else t.index_select(0, rows)
 
         terms = {"seg_fused": self.dice_ce(output.logits, target)}
-        for slot, logits in output.modality_logits.items():
+        for slot, features in output.modality_features.items():
             rows = output.modality_batch[slot]
-            terms[f"seg_{slot}"] = self.seg_weight * self.dice_ce(logits, rows_of(target, rows))
+            logits = output.modality_logits.get(slot)  # None: not decoded this step (``singles``)
+            if logits is not None:
+                terms[f"seg_{slot}"] = self.seg_weight * self.dice_ce(logits, rows_of(target, rows))
             if not self.distill:
                 continue
-            terms[f"kl_{slot}"] = self.kl_weight * self.kl(logits, rows_of(output.logits, rows))
+            if logits is not None:
+                terms[f"kl_{slot}"] = self.kl_weight * self.kl(logits, rows_of(output.logits, rows))
             teacher_features = tuple(rows_of(f, rows) for f in output.fused_features)
-            terms[f"feature_{slot}"] = self.feature_weight * self.feature_mse(output.modality_features[slot], teacher_features)
+            terms[f"feature_{slot}"] = self.feature_weight * self.feature_mse(features, teacher_features)
         return terms
 
     def forward(self, output: MAGMSOutput, target: Tensor) -> Tensor:

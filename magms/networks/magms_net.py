@@ -91,7 +91,8 @@ class MAGMSOutput:
     Attributes:
         logits: (B, C, D, H, W) prediction from the fused features.
         fused_features: fused features per level, each (B, C_l, ...).
-        modality_logits: slot -> (B_m, C, D, H, W) prediction from that modality alone.
+        modality_logits: slot -> (B_m, C, D, H, W) prediction from that modality alone (the slots
+            decoded: all present ones, or those drawn by ``singles``).
         modality_features: slot -> its features per level, each (B_m, C_l, ...).
         modality_batch: slot -> (B_m,) indices into the batch of the samples that have it.
     """
@@ -149,11 +150,14 @@ class MAGMSNet(nn.Module):
         # full-resolution activations are alive at a time
         return checkpoint(self.decoder, features, use_reentrant=False) if self._recompute() else self.decoder(features)
 
-    def forward(self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int]) -> Tensor | MAGMSOutput:
+    def forward(self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int], singles: int | None = None) -> Tensor | MAGMSOutput:
         """
         Args:
             x: (B, M, D, H, W); channel m is slot m, absent ones ignored.
             present: (B, M) or (M,) bool mask, or the present slots' names or indices.
+            singles: train mode: decode the single-modality outputs of only this many of the batch's
+                present slots, drawn at random (torch's generator); the others are still encoded, fused
+                and their features distilled. None: every present slot's (the paper).
         Returns:
             eval mode: (B, C, D, H, W) logits of the fused prediction.
             train mode: :class:`MAGMSOutput` with the fused and per-modality logits and features.
@@ -185,10 +189,13 @@ class MAGMSNet(nn.Module):
         # one decoder pass per output: measured faster on the CPU than one pass over the
         # concatenated batch, and it keeps the memory peak of checkpointing to one pass
         all_rows = torch.arange(x.shape[0], device=x.device)
+        decoded = list(features)
+        if singles is not None and singles < len(decoded):
+            decoded = sorted(decoded[i] for i in torch.randperm(len(decoded))[:singles].tolist())
         return MAGMSOutput(
             logits=self._decode(fused),
             fused_features=fused,
-            modality_logits={self.slots[m]: self._decode(f) for m, f in features.items()},
+            modality_logits={self.slots[m]: self._decode(features[m]) for m in decoded},
             modality_features={self.slots[m]: f for m, f in features.items()},
             modality_batch={self.slots[m]: all_rows if batch[m] is None else batch[m] for m in features},
         )

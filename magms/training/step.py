@@ -6,13 +6,14 @@ import math
 
 import torch
 
+from magms.config import LR_SCHEDULES
 from magms.losses import MAGMSLoss
 
 __all__ = ["TrainStep", "lr_factor"]
 
 
-def lr_factor(step: int, total: int, time_fraction: float = 0.0) -> float:
-    """Linear warm-up (5% of the steps, at most 50, or 5% of a time limit), then cosine to 0.
+def lr_factor(step: int, total: int, time_fraction: float = 0.0, schedule: str = "cosine") -> float:
+    """Linear warm-up (5% of the steps, at most 50, or 5% of a time limit), then cosine to 0 (or constant).
 
     With a time limit the schedule follows whichever is further along, steps or time, so a run
     stopped by ``max_minutes`` still ends at a low learning rate.
@@ -21,12 +22,17 @@ def lr_factor(step: int, total: int, time_fraction: float = 0.0) -> float:
         step: the global step about to be taken, from 0.
         total: the steps of the whole run.
         time_fraction: elapsed share of the time limit; 0 without one.
+        schedule: one of :data:`LR_SCHEDULES`.
     Returns:
         The factor of the base learning rate, in (0, 1].
     """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
     warmup = min(max(1, total // 20), 50)
     if step < warmup and time_fraction < 0.05:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = max((step - warmup) / max(1, total - warmup), time_fraction)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -39,11 +45,12 @@ class TrainStep(torch.nn.Module):
         net: the MAG-MS network (:func:`magms.networks.build_network`).
         loss_fn: its loss, whose terms are summed.
         policy: ``"paper"`` or ``"random_subset"`` (see :mod:`magms.training`).
+        singles: single-modality outputs decoded per step (None: all; see :meth:`MAGMSNet.forward`).
     """
 
-    def __init__(self, net: torch.nn.Module, loss_fn: MAGMSLoss, policy: str) -> None:
+    def __init__(self, net: torch.nn.Module, loss_fn: MAGMSLoss, policy: str, singles: int | None = None) -> None:
         super().__init__()
-        self.net, self.loss_fn, self.policy = net, loss_fn, policy
+        self.net, self.loss_fn, self.policy, self.singles = net, loss_fn, policy, singles
 
     def forward(self, x: torch.Tensor, present: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """
@@ -54,7 +61,7 @@ class TrainStep(torch.nn.Module):
         Returns:
             The total loss and its named terms.
         """
-        output = self.net(x, present)
+        output = self.net(x, present, singles=self.singles)
         terms = self.loss_fn.terms(output, y)
         if self.policy == "random_subset":
             subset = present & (torch.rand(present.shape) < 0.5)

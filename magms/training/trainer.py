@@ -247,6 +247,8 @@ class Trainer:
                 raise ConfigError(f"{init}: its network config differs from this run's; fine-tuning needs the same architecture")
             self.model.load_state_dict(source.state_dict())
         self.model.to(self.ranks.device).train()
+        if self.config.channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
 
     def _build_datasets(self) -> None:
         """Cached prepared cases; training draws augmented patches from them, validation reads them whole."""
@@ -273,7 +275,8 @@ class Trainer:
         steps_per_epoch = math.ceil(math.ceil(len(self.train_cases) / self.ranks.world) / config.batch_size)
         self.total_steps = steps_per_epoch * config.epochs
         loss_fn = MAGMSLoss(distill=config.distill, kl_weight=config.kl_weight, feature_weight=config.feature_weight)
-        self.step_module = self.ranks.wrap(TrainStep(self.model, loss_fn, config.policy))
+        singles = config.singles_per_step or None
+        self.step_module = self.ranks.wrap(TrainStep(self.model, loss_fn, config.policy, singles))
         self.amp = config.amp and self.ranks.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -323,6 +326,8 @@ class Trainer:
         """One optimisation step on ``batch``, the ``index``-th of the epoch (from 0)."""
         dev = self.ranks.device
         x, y = batch["image"].as_tensor().to(dev), batch["label"].as_tensor().to(dev)
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         present = batch["present"].to(torch.bool)
         self._set_learning_rate()
         with torch.autocast("cuda", enabled=self.amp):
@@ -347,7 +352,7 @@ class Trainer:
         """The schedule's rate for the coming step, by steps done and, with a time limit, by time spent."""
         time_fraction = self._minutes() / self.config.max_minutes if self.config.max_minutes else 0.0
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * lr_factor(self.state["step"], self.total_steps, time_fraction)
+            group["lr"] = self.config.lr * lr_factor(self.state["step"], self.total_steps, time_fraction, self.config.lr_schedule)
 
     # ----------------------------------------------------------------------------------------
     # end of an epoch

@@ -489,7 +489,7 @@ def _cmd_demo(options: DemoOptions) -> int:
         from magms.builtin import builtin_model
 
         model = builtin_model()
-    run_demo(options.data, options.out, model, device=options.device)
+    run_demo(options.data, options.out, model, device=options.device, engine=options.engine, precision=options.precision)
     return 0
 
 

@@ -256,6 +256,8 @@ class DemoOptions(Options):
     patch: int = option(48, "with --train: training patch edge in voxels", minimum=1)
     channels: tuple[int, ...] = option((16, 32, 64, 128), "with --train: U-Net widths", separator=",", metavar="A,B,C,D")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    engine: str = same_as(InferenceOptions, "engine")
+    precision: str = same_as(InferenceOptions, "precision")
     progress: str = option("bar", "with --train: training progress on stderr", choices=PROGRESS_STYLES)
 
 

@@ -376,7 +376,8 @@ class TrainConfig(_Record):
         lr, weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
         batch_size: cases per step; each gives ``samples_per_case`` patches, so a step sees
             ``batch_size * samples_per_case`` patches.
-        samples_per_case: patches cropped from each case per epoch (half centred on foreground).
+        samples_per_case: patches cropped from each case per epoch (each centred on foreground or not
+            with equal odds). 1 learnt most per CPU minute (``Testing/benchmarks/bench_recipe.py``).
         policy: ``"paper"`` or ``"random_subset"``.
         distill: MAG-MS self-distillation (``False``: DiceCE on every output only).
         kl_weight, feature_weight: weights of the distillation terms (see :class:`~magms.losses.MAGMSLoss`).
@@ -400,7 +401,7 @@ class TrainConfig(_Record):
     lr: float = option(1e-3, "AdamW learning rate, cosine schedule", minimum=0)
     weight_decay: float = option(1e-5, "AdamW weight decay", minimum=0)
     batch_size: int = option(2, "cases per step", minimum=1)
-    samples_per_case: int = option(2, "patches per case and step", minimum=1)
+    samples_per_case: int = option(1, "patches per case and step", minimum=1)
     policy: str = option("paper", "subset policy: {choices}", choices=POLICIES)
     distill: bool = option(True, "no self-distillation: DiceCE on every output only (the baseline)")
     kl_weight: float = option(1.0, "weight of each fused -> modality KL term", minimum=0, maximum=100)

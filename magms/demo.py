@@ -90,8 +90,13 @@ def run_demo(
     model: Path,
     device: str = "auto",
     emit: Callable[[str], None] = print,
+    engine: str = "auto",
+    precision: str = "auto",
 ) -> list[Path]:
     """Segment the sample cases with ``model`` from every subset they have; returns the files written.
+
+    ``engine`` and ``precision`` are those of ``magms segment`` (:mod:`magms.engines`); the engine's
+    notes (what auto chose, an export) are emitted first.
 
     Raises:
         ImageError: the sample-data folder is missing.
@@ -100,9 +105,11 @@ def run_demo(
 
     if not (data / UNLABELLED).is_dir():
         raise ImageError(f"{data / UNLABELLED}: sample data not found (give --data, or set MAGMS_TEST_DATA)")
-    segmenter = Segmenter(model, device=device)
+    segmenter = Segmenter(model, device=device, engine=engine, precision=precision)
     info = segmenter.info
-    emit(f"model {model}: slots {', '.join(info.slots)}, labels {info.scheme.key}")
+    emit(f"model {model}: slots {', '.join(info.slots)}, labels {info.scheme.key}, network run by {segmenter.predictor.engine}")
+    for note in segmenter.notes:
+        emit(f"note: {note}")
     written: list[Path] = []
 
     def keep(case: Case, result: Segmentation) -> None:

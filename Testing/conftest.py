@@ -9,6 +9,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def modules_imported(code: str, modules: tuple[str, ...], env: dict[str, str] | None = None) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported once ``code`` ran (in the repository);
+    ``code`` must succeed."""
+    import ast
+    import subprocess
+
+    probe = f"{code}\nimport sys\nprint([m for m in {modules!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 # As in Slicer, where qt-scripted-modules (MAGMSCommonLib) and each module's folder are on sys.path.
 SLICER_SIDE = ("MAGMSCommon", "MAGMSSegmenter", "MAGMSTraining")
 for _folder in SLICER_SIDE:

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, modules_imported
 
 from MAGMSCommonLib import models  # noqa: E402
 
@@ -283,13 +283,9 @@ def test_core_never_imports_slicer_vtk_qt_and_data_never_imports_training_or_inf
 
 def test_what_the_slicer_side_reads_imports_no_torch():
     """The modules read the options, the protocol and bundle metadata before torch may be installed."""
-    import subprocess
-
-    code = ("import sys; import magms.commands, magms.protocol, magms.bundle, magms.builtin, magms.options, magms.data.geometry, magms.data.skull, "
-            "magms.modalities, magms.labels, magms.files, magms.devices; "
-            "bad = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stdout + result.stderr
+    code = ("import magms.commands, magms.protocol, magms.bundle, magms.builtin, magms.options, magms.data.geometry, magms.data.skull, "
+            "magms.modalities, magms.labels, magms.files, magms.devices")
+    assert modules_imported(code, ("torch", "monai", "SimpleITK")) == []
 
 
 def test_runtime_requirements_match_pyproject():

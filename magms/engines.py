@@ -30,6 +30,7 @@ Nothing here imports torch, OpenVINO or ONNX Runtime at import time (the CLI rea
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -142,8 +143,6 @@ class EagerPredictor:
         return self._run(window, present)
 
     def _run(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
-        import contextlib
-
         import torch
 
         x = torch.from_numpy(window).to(self.device)
@@ -487,7 +486,8 @@ def make_predictor(
         amp: mixed precision on CUDA, for the eager engine.
     Raises:
         ConfigError: see :func:`resolve_engine`; an unknown precision; no writable cache folder.
-        BundleError: the weights do not load into the network.
+        BundleError: the weights are missing, their sha256 is not the recorded one, or they do not load
+            into the network.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -501,6 +501,9 @@ def make_predictor(
         eager.append(_load_eager(bundle, "cpu", amp))
         return eager[0].net
 
+    from magms.bundle import verified_weights
+
+    verified_weights(bundle, info)  # the graphs are keyed by the recorded sha256: run them only for those weights
     try:
         folder, exported = cached_graphs(info, bundle, load_net)
     except Exception as err:  # auto falls back to the reference; an engine asked for by name says why it cannot run

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from magms.bundle import read_bundle_info, verified_weights
+from magms.bundle import read_bundle_info
 from magms.config import PostprocessConfig
 from magms.data.grid import to_reference, to_working, working_grid
 from magms.data.inputs import PreparedInputs, prepare_inputs
@@ -139,7 +139,6 @@ class Segmenter:
         postprocessing: PostprocessConfig | None = None, engine: str = "eager", precision: str = "fp32",
     ) -> None:
         self.info = read_bundle_info(bundle)
-        verified_weights(bundle, self.info)
         self.predictor: WindowPredictor
         self.predictor, self.notes = make_predictor(self.info, bundle, device_name(device), engine, precision, amp)
         self.sw_batch_size = sw_batch_size

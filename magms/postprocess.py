@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from magms.config import PostprocessConfig, SizeRule
+from magms.data.preprocessing import foreground_box
 from magms.errors import ConfigError
 from magms.labels import LabelScheme
 
@@ -79,25 +80,14 @@ def apply_size_rules(labels: np.ndarray, scheme: LabelScheme, rules: Sequence[Si
             if 0 < mask.sum() * voxel_ml < rule.min_ml:
                 out[mask] = value
             continue
-        box = _box(mask)
-        if box is None:
+        if not mask.any():
             continue
+        box = foreground_box(mask)
         components = _components(mask[box])
         small = np.bincount(components.ravel()) * voxel_ml < rule.min_ml
         small[0] = False  # outside the target
         out[box][small[components]] = value
     return out
-
-
-def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of a bool mask as slices, or None when it is empty."""
-    spans = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(spans)
 
 
 def _components(mask: np.ndarray) -> np.ndarray:

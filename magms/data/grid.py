@@ -27,15 +27,16 @@ import SimpleITK as sitk
 
 from magms.config import PreprocessConfig
 
-__all__ = ["working_grid", "to_working", "to_reference"]
+__all__ = ["ras_affine", "working_grid", "to_working", "to_reference"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 # MONAI axis code -> (world axis in RAS, direction)
 _CODES = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
 
 
-def _ras_affine(image: sitk.Image) -> np.ndarray:
-    """The image's voxel -> RAS world affine (4 x 4), as :func:`magms.data.tensors.sitk_to_metatensor` gives it."""
+def ras_affine(image: sitk.Image) -> np.ndarray:
+    """The image's voxel -> RAS world affine (4 x 4): MONAI's convention, which
+    :func:`magms.data.tensors.sitk_to_metatensor` gives its MetaTensors."""
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
     affine[:3, 3] = _LPS_TO_RAS @ np.asarray(image.GetOrigin())
@@ -63,7 +64,7 @@ def working_grid(reference: sitk.Image, pre: PreprocessConfig) -> sitk.Image:
         pre: the bundle's preprocessing: ``orientation`` (axis codes such as ``RAS``) and ``spacing``
             (mm, or None to keep the reference's).
     """
-    affine = _ras_affine(reference)
+    affine = ras_affine(reference)
     size = np.asarray(reference.GetSize())
     world_of = _nearest_world_axes(affine[:3, :3])
     columns, shape, first = [], [], np.zeros(3)

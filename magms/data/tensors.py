@@ -9,21 +9,16 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Orientation, Spacing
 
 from magms.config import PreprocessConfig
+from magms.data.grid import ras_affine
 
 __all__ = ["RAS_AXES", "sitk_to_metatensor", "spatial_transform"]
 
 #: MONAI's axis labels for an affine in RAS, the convention of :func:`sitk_to_metatensor`.
 RAS_AXES = (("L", "R"), ("P", "A"), ("I", "S"))
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
 def sitk_to_metatensor(img: sitk.Image) -> MetaTensor:
     """A SimpleITK image as a (1, X, Y, Z) MetaTensor with its RAS affine (MONAI's convention)."""
     array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
-    affine = np.eye(4)
-    affine[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) * np.asarray(img.GetSpacing())
-    affine[:3, 3] = img.GetOrigin()
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.from_numpy(_LPS_TO_RAS @ affine))
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.from_numpy(ras_affine(img)))
 
 
 def spatial_transform(pre: PreprocessConfig) -> Compose:

@@ -279,12 +279,12 @@ def _batch_dicom_file(folder: Path | None, case: str, kind: str) -> Path | None:
 
 
 def _cmd_export(options: ExportOptions) -> int:
-    import numpy as np
     import SimpleITK as sitk
 
     from magms.bundle import read_bundle_info
     from magms.data.io import read_labelmap
     from magms.dicom import read_series
+    from magms.labels.schemes import values_present
 
     dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     if not dicom:
@@ -295,7 +295,7 @@ def _cmd_export(options: ExportOptions) -> int:
     scheme = read_bundle_info(model).scheme
     grid = read_labelmap(options.labels)
     labels = sitk.GetArrayFromImage(grid)
-    unknown = sorted(set(np.unique(labels).tolist()) - set(scheme.values))
+    unknown = sorted(set(values_present(labels).tolist()) - set(scheme.values))
     if unknown:
         raise ConfigError(f"{options.labels}: holds values {unknown} that are not labels of {model.name} ({scheme.name}: "
                           f"{', '.join(map(str, scheme.values))})")

@@ -53,7 +53,7 @@ class InferenceOptions(Options):
     """Where and how the network runs: shared by the commands that segment."""
 
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
-    sw_batch_size: int = option(2, "sliding windows per network call", minimum=1)
+    sw_batch_size: int = option(2, "sliding windows per network run (OpenVINO makes two runs at once)", minimum=1)
     amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
     postprocess: bool = option(True, "the network's labels as they are: none of the bundle's size rules or flip test-time augmentation")
     tta: bool = option(False, "flip test-time augmentation over all three axes (8 network runs per window), whatever the bundle records")

@@ -3,9 +3,11 @@
 Eager PyTorch is the reference and the fallback. The exported engines, OpenVINO and ONNX Runtime,
 run ONNX graphs made from the bundle's network. They follow the network's structure: each slot's
 encoder and the shared decoder are separate graphs, and the mean of the present encoders'
-features (:class:`~magms.networks.MeanFusion`) is taken between them in numpy. One export
-therefore serves every subset of the slots (15 for four), and a run from one sequence compiles
-and runs one encoder.
+features (:class:`~magms.networks.MeanFusion`) is taken between them. One export therefore serves
+every subset of the slots (15 for four), and a run from one sequence compiles and runs one encoder.
+OpenVINO joins the present encoders, their mean and the decoder into one model per subset when the
+subset is first run, so that the features stay inside it (in its own layout and precision);
+ONNX Runtime runs the graphs one after the other and takes the mean in numpy.
 
 Graphs are data, not code: ONNX files and a JSON record (``graphs.json``), never pickles. They are
 cached by the sha256 of the weights file, in this order:
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from magms.networks import MAGMSNet
 
 __all__ = [
-    "ENGINES", "EXPORTED_ENGINES", "PRECISIONS", "AUTO_ORDER", "CACHE_ENV", "FAST_EXTRA", "GRAPHS_RECORD",
+    "ENGINES", "EXPORTED_ENGINES", "PRECISIONS", "AUTO_ORDER", "CACHE_ENV", "FAST_EXTRA", "GRAPHS_RECORD", "OPENVINO_STREAMS",
     "WindowPredictor", "EagerPredictor", "GraphPredictor", "resolve_engine", "engine_cache_folders", "cached_graphs",
     "export_graphs", "make_predictor",
 ]
@@ -83,8 +85,12 @@ OPSET = 17
 _PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 Arrays = list[np.ndarray]
-#: A compiled graph: its inputs in order -> its outputs in order, arrays the caller owns.
-Graph = Callable[[Arrays], Arrays]
+#: The network compiled for one subset of the slots: each present slot's (B, 1, D, H, W) windows, in
+#: bundle order -> (B, C, D, H, W) float32 logits, an array the caller owns.
+SubsetGraph = Callable[[Arrays], np.ndarray]
+#: Threads OpenVINO runs in parallel, each on its own part of a call's windows: on 2 cores, two of one
+#: thread each took 1.2 s for a case's 12 windows where one of two threads took 1.5 s (bench_engines.py).
+OPENVINO_STREAMS = 2
 
 
 class WindowPredictor(Protocol):
@@ -94,11 +100,14 @@ class WindowPredictor(Protocol):
         engine: what runs, for people and records, e.g. ``"eager"``, ``"openvino bf16"``.
         device: where it runs now: ``cpu``, ``cuda`` or ``cuda:N``.
         notes: what happened that the user should know (a fallback), appended as it happens.
+        parallel: runs made at once, each on its share of a call's windows: a call should hold this
+            many times the windows of one run.
     """
 
     engine: str
     device: str
     notes: list[str]
+    parallel: int
 
     def __call__(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
         """
@@ -124,6 +133,7 @@ class EagerPredictor:
     """
 
     engine = "eager"
+    parallel = 1
 
     def __init__(self, net: MAGMSNet, device: str = "cpu", amp: bool = True) -> None:
         self.net, self.device, self.amp = net, device, amp
@@ -159,44 +169,36 @@ class EagerPredictor:
 class GraphPredictor:
     """Exported graphs: the present slots' encoders, the mean of their features, the decoder.
 
-    Graphs are compiled when first needed: a run from one sequence compiles one encoder.
+    The network of a subset is compiled when the subset is first run: a run from one sequence
+    compiles one encoder and the decoder.
 
     Args:
         slots: the network's slots, in channel order.
-        compile_graph: graph name (``encoder-<slot>``, ``decoder``) -> the compiled graph.
+        compile_subset: the present slots, in bundle order -> the network compiled for them.
         engine: what runs, e.g. ``"openvino fp32"``.
+        parallel: runs the engine makes at once (:data:`OPENVINO_STREAMS`), each on its share of a
+            call's windows.
     """
 
     device = "cpu"
 
-    def __init__(self, slots: Sequence[str], compile_graph: Callable[[str], Graph], engine: str) -> None:
+    def __init__(self, slots: Sequence[str], compile_subset: Callable[[tuple[str, ...]], SubsetGraph], engine: str,
+                 parallel: int = 1) -> None:
         self.slots = tuple(slots)
         self.engine = engine
+        self.parallel = parallel
         self.notes: list[str] = []
-        self._compile = compile_graph
-        self._graphs: dict[str, Graph] = {}
-
-    def _graph(self, name: str) -> Graph:
-        if name not in self._graphs:
-            self._graphs[name] = self._compile(name)
-        return self._graphs[name]
+        self._compile = compile_subset
+        self._subsets: dict[tuple[str, ...], SubsetGraph] = {}
 
     def __call__(self, window: np.ndarray, present: Sequence[str]) -> np.ndarray:
         if not present:
             raise ValueError("present: at least one slot is needed")
+        subset = tuple(present)
+        if subset not in self._subsets:
+            self._subsets[subset] = self._compile(subset)
         x = np.asarray(window, dtype=np.float32)
-        fused: Arrays | None = None
-        for slot in present:
-            m = self.slots.index(slot)
-            features = self._graph(f"encoder-{slot}")([np.ascontiguousarray(x[:, m : m + 1])])
-            if fused is None:
-                fused = features
-            else:  # summed in slot order and divided once, as MeanFusion does
-                for total, f in zip(fused, features):
-                    total += f
-        assert fused is not None
-        scale = np.float32(len(present))
-        return self._graph("decoder")([f / scale for f in fused])[0]
+        return self._subsets[subset]([np.ascontiguousarray(x[:, m : m + 1]) for m in map(self.slots.index, subset)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,28 +405,45 @@ def export_graphs(net: MAGMSNet, info: BundleInfo, folder: Path) -> None:
 # the engines
 
 
-def _onnxruntime_compiler(folder: Path, threads: int) -> Callable[[str], Graph]:
+def _onnxruntime_compiler(folder: Path, threads: int) -> Callable[[tuple[str, ...]], SubsetGraph]:
     import onnxruntime as ort
 
-    def compile_graph(name: str) -> Graph:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
-        inputs = [i.name for i in session.get_inputs()]
-        return lambda arrays: session.run(None, dict(zip(inputs, arrays)))
+    sessions: dict[str, Callable[[Arrays], Arrays]] = {}
 
-    return compile_graph
+    def session(name: str) -> Callable[[Arrays], Arrays]:
+        if name not in sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            loaded = ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+            inputs = [i.name for i in loaded.get_inputs()]
+            sessions[name] = lambda arrays: loaded.run(None, dict(zip(inputs, arrays)))
+        return sessions[name]
+
+    def compile_subset(present: tuple[str, ...]) -> SubsetGraph:
+        encoders, decoder = [session(f"encoder-{slot}") for slot in present], session("decoder")
+
+        def run(windows: Arrays) -> np.ndarray:
+            fused = encoders[0]([windows[0]])
+            for encoder, x in zip(encoders[1:], windows[1:]):  # summed in slot order and divided once, as MeanFusion does
+                for total, f in zip(fused, encoder([x])):
+                    total += f
+            scale = np.float32(len(present))
+            return decoder([f / scale for f in fused])[0]
+
+        return run
+
+    return compile_subset
 
 
-def _openvino_compiler(folder: Path, precision: str, threads: int) -> tuple[Callable[[str], Graph], str]:
+def _openvino_compiler(folder: Path, precision: str, threads: int) -> tuple[Callable[[tuple[str, ...]], SubsetGraph], str]:
     import openvino as ov
 
     core = ov.Core()
     compiled_cache = folder / "openvino-cache"
-    if os.access(folder, os.W_OK):  # OpenVINO's own cache of compiled graphs: compiling again takes half as long
+    if os.access(folder, os.W_OK):  # OpenVINO's own cache of compiled models: compiling again takes half as long
         core.set_property({"CACHE_DIR": str(compiled_cache)})
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": OPENVINO_STREAMS}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if precision == "fp32":
@@ -432,19 +451,47 @@ def _openvino_compiler(folder: Path, precision: str, threads: int) -> tuple[Call
     # the precision OpenVINO will compute in: asked for, or its own choice for this CPU (bf16 with AMX)
     ran = "fp32" if precision == "fp32" else _ov_precision(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
 
-    def compile_graph(name: str) -> Graph:
-        compiled = core.compile_model(core.read_model(str(folder / f"{name}.onnx")), "CPU", config)
-        request = compiled.create_infer_request()
-        outputs = compiled.outputs
+    def compile_subset(present: tuple[str, ...]) -> SubsetGraph:
+        compiled = core.compile_model(_openvino_subset_model(core, folder, present), "CPU", config)
+        requests = [compiled.create_infer_request() for _ in range(OPENVINO_STREAMS)]
 
-        def run(arrays: Arrays) -> Arrays:
-            result = request.infer(arrays)
-            # the request reuses its output buffers on the next call: keep copies
-            return [np.array(result[o], dtype=np.float32, copy=True) for o in outputs]
+        def run(windows: Arrays) -> np.ndarray:
+            parts = np.array_split(np.arange(len(windows[0])), min(len(requests), len(windows[0])))
+            for request, part in zip(requests, parts):  # each on its own stream, at once
+                request.start_async([x[part[0] : part[-1] + 1] for x in windows])
+            logits = []
+            for request, _ in zip(requests, parts):
+                request.wait()
+                logits.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))  # its buffer is reused
+            return np.concatenate(logits) if len(logits) > 1 else logits[0]
 
         return run
 
-    return compile_graph, ran
+    return compile_subset, ran
+
+
+def _openvino_subset_model(core: Any, folder: Path, present: tuple[str, ...]) -> Any:
+    """One OpenVINO model of the present slots' encoders, the mean of their features and the decoder;
+    its inputs are the slots' windows (``image-<slot>``), its output the logits."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    encoders = [core.read_model(str(folder / f"encoder-{slot}.onnx")) for slot in present]
+    decoder = core.read_model(str(folder / "decoder.onnx"))
+    for slot, encoder in zip(present, encoders):
+        image = encoder.get_parameters()[0]
+        image.set_friendly_name(f"image-{slot}")
+        image.output(0).get_tensor().set_names({f"image-{slot}"})
+    for level, feature in enumerate(decoder.get_parameters()):
+        # what each encoder's result node gives at this level, summed in slot order and divided once (MeanFusion)
+        total = encoders[0].outputs[level].get_node().input_value(0)
+        for encoder in encoders[1:]:
+            total = ops.add(total, encoder.outputs[level].get_node().input_value(0)).output(0)
+        if len(present) > 1:
+            total = ops.divide(total, ops.constant(np.float32(len(present)))).output(0)
+        for target in feature.output(0).get_target_inputs():
+            target.replace_source_output(total)
+    return ov.Model(decoder.get_results(), [e.get_parameters()[0] for e in encoders], "+".join(present))
 
 
 def _ov_precision(hint: Any) -> str:
@@ -515,10 +562,10 @@ def make_predictor(
     if exported:
         notes.append(f"exported the network's graphs for {name} to {folder} (once per model)")
     if name == "onnxruntime":
-        compile_graph, ran = _onnxruntime_compiler(folder, _threads()), "fp32"
+        predictor = GraphPredictor(info.slots, _onnxruntime_compiler(folder, _threads()), f"{name} fp32")
     else:
-        compile_graph, ran = _openvino_compiler(folder, precision, _threads())
-    predictor = GraphPredictor(info.slots, compile_graph, f"{name} {ran}")
+        compile_subset, ran = _openvino_compiler(folder, precision, _threads())
+        predictor = GraphPredictor(info.slots, compile_subset, f"{name} {ran}", parallel=OPENVINO_STREAMS)
     if engine == "auto" or precision == "auto":  # say what was chosen, and how to get the reference
         chosen = "engine auto" if engine == "auto" else f"engine {name}"
         notes.insert(0, f"{chosen}: {predictor.engine}{'' if precision == 'fp32' else ' (precision auto)'} "

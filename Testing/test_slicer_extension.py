@@ -192,7 +192,7 @@ def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
     # each export handler is one call into the controller
     source = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
     for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)",
-                 "setImagesPrepared", "applyOrCancel(dependencies.ensureInSlicer)"):
+                 "setImagesPrepared", "applyOrCancel(dependencies.ensureForSegmentation)"):
         assert f"self.controller.{call}" in source, call
     # issue #16: the box and the detection beside it, unchecked by default (--preprocess auto)
     cls, box = ui["imagesPreparedCheckBox"]
@@ -401,6 +401,43 @@ def test_missing_dicom_export_packages_are_listed_and_installed_with_the_dicom_e
     # only what the chosen objects need
     assert [s.requirement.module for s in dependencies.unmetDicom(("seg",))] == ["highdicom"]
     assert [s.requirement.module for s in dependencies.unmetDicom(("rtstruct",))] == ["rt_utils"]
+
+
+class _Settings:
+    """The part of qt.QSettings the offer uses; like an ini file, it gives values back as strings."""
+
+    def __init__(self) -> None:
+        self.values = {}
+
+    def value(self, key):
+        return self.values.get(key)
+
+    def setValue(self, key, value) -> None:
+        self.values[key] = str(value).lower()
+
+
+def test_the_fast_cpu_packages_are_offered_once_and_a_no_is_remembered(monkeypatch):
+    from MAGMSCommonLib import dependencies
+
+    _installed(monkeypatch, openvino=None, onnx="1.14.0")
+    for module in ("openvino", "onnx"):  # as in Slicer, which never imports them (other tests here may have)
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    states = dependencies.unmetFast()
+    assert [(s.requirement.spec, s.installed) for s in states] == [("openvino>=2024.0", None), ("onnx>=1.15", "1.14.0")]
+    assert dependencies.unmet() == []  # segmenting needs neither: they are offered, not required
+    questions, settings, versions = [], _Settings(), lambda: {"numpy": "1.26.4", "pydicom": None, "pillow": None, "torch": "2.6.0"}
+    pip = _recordingPip()
+    no = lambda text: questions.append(text) or False  # noqa: E731
+    assert dependencies.offerFast(states, no, settings, pipInstall=pip, versions=versions) is False
+    assert "three times faster with OpenVINO" in questions[0] and "onnx>=1.15: 1.14.0 is installed, which is outside" in questions[0]
+    assert "slicer.util.pip_install('openvino>=2024.0 onnx>=1.15')" in questions[0] and pip.calls == []
+    assert settings.values == {dependencies.FAST_DECLINED_KEY: "true"}
+    yes = lambda text: questions.append(text) or True  # noqa: E731
+    assert dependencies.offerFast(states, yes, settings, pipInstall=pip, versions=versions) is False
+    assert len(questions) == 1 and pip.calls == []  # declined before: not asked again
+    assert dependencies.offerFast(states, yes, _Settings(), pipInstall=pip, versions=versions) is False  # no restart
+    assert pip.calls == [(["openvino>=2024.0", "onnx>=1.15"], ["numpy==1.26.4", "torch==2.6.0"])]  # Slicer's numpy and torch kept
+    assert dependencies.offerFast([], yes, _Settings(), pipInstall=pip, versions=versions) is False and len(pip.calls) == 1
 
 
 class _recordingPip:

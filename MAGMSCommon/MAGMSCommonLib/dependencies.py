@@ -16,6 +16,12 @@ RT Structure Set, highdicom for a SEG. They are asked for only when the user exp
 (:func:`ensureDicomInSlicer`). Brain extraction (deepbet, the ``brain`` extra) is asked for only
 when a segmentation will need it (``ensureInSlicer(brain=True)``).
 
+The fast CPU path (OpenVINO, and onnx for the one export of each model: :data:`FAST_IN_SLICER`) is
+offered, never required, by the Segmenter when no CUDA GPU can be used (:func:`ensureForSegmentation`):
+yes installs it, no segments with PyTorch and is remembered in Slicer's settings
+(:data:`FAST_DECLINED_KEY`), so it is not asked again. The segmentation runs in a child process that
+imports them, so no restart is needed unless pip changed a package Slicer has loaded.
+
 Every pip install keeps the packages a running Slicer ships and may have imported (:data:`KEPT`:
 numpy, pydicom and Pillow, which its DICOM plugins import, and torch) at their installed versions
 with a pip constraint, unless MAGMS itself needs another version of one. Without it pip would, for
@@ -35,11 +41,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-from magms.devices import BRAIN_REQUIREMENTS, RequirementState, dicom_requirements, unmet_requirements
+from magms.devices import (
+    BRAIN_REQUIREMENTS, FAST_REQUIREMENTS, RequirementState, cuda_may_be_present, dicom_requirements, unmet_requirements,
+)
 from magms.errors import ConfigError
 
 __all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer", "KEPT",
-           "installedVersions", "keptConstraints", "unmetBrain", "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer"]
+           "installedVersions", "keptConstraints", "unmetBrain", "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer",
+           "FAST_IN_SLICER", "FAST_DECLINED_KEY", "unmetFast", "describeUnmetFast", "offerFast", "ensureForSegmentation"]
 
 PYTORCH_EXTENSION_MODULE = "PyTorchUtils"
 #: Distributions a running Slicer ships (or the PyTorch extension installed) and may have imported,
@@ -219,6 +228,76 @@ def ensureInSlicer(brain: bool = False) -> bool:
         _offerRestart()
         return False
     return not (unmet() + (unmetBrain() if brain else []))
+
+
+# --- the fast CPU path's packages, offered ------------------------------------------------------
+
+#: What the Segmenter's fast CPU path needs (``magms segment --engine auto``): OpenVINO runs the network,
+#: onnx exports it once per model. ONNX Runtime is not offered: auto never picks it (slower here).
+FAST_IN_SLICER = tuple(r for r in FAST_REQUIREMENTS if r.module in ("openvino", "onnx"))
+#: Key in Slicer's user settings (``slicer.app.userSettings()``, a QSettings) set when the user declined them: not asked again.
+FAST_DECLINED_KEY = "MAGMS/DeclinedFastCPUPackages"
+
+
+def unmetFast() -> list[RequirementState]:
+    """The fast CPU path's packages that are missing or outside the tested range."""
+    return unmet_requirements(FAST_IN_SLICER)
+
+
+def describeUnmetFast(states: Sequence[RequirementState]) -> str:
+    """The question asked before installing the fast CPU path's packages."""
+    return "\n".join(
+        ["Segmentation on the CPU runs about three times faster with OpenVINO, which needs these Python packages:"]
+        + [f"  {s.describe()}" for s in states]
+        + ["Install them now (about 70 MB to download)? No: MAGMS segments with PyTorch and does not ask again; "
+           f"they can be installed later in the Python console: slicer.util.pip_install({' '.join(s.requirement.spec for s in states)!r})"]
+    )
+
+
+def offerFast(
+    states: Sequence[RequirementState],
+    ask: Callable[[str], bool],
+    settings: object,
+    pipInstall: Callable[[list[str]], None] | None = None,
+    versions: Callable[[], Mapping[str, str | None]] = installedVersions,
+) -> bool:
+    """Offer the fast CPU path's packages, unless the user declined them before. Returns True when
+    Slicer must restart (pip changed a package it had loaded).
+
+    Args:
+        states: :func:`unmetFast`.
+        ask: shows the question, True for yes (``slicer.util.confirmYesNoDisplay``).
+        settings: where a no is remembered, with ``value(key)`` and ``setValue(key, value)`` (``slicer.app.userSettings()``).
+        pipInstall, versions: as for :func:`installInSlicer`.
+    Raises:
+        Exception: pip failed (the caller says so, and segments with PyTorch).
+    """
+    if not states or str(settings.value(FAST_DECLINED_KEY)).lower() in ("true", "1"):  # QSettings gives "true" back
+        return False
+    if not ask(describeUnmetFast(states)):
+        settings.setValue(FAST_DECLINED_KEY, True)
+        return False
+    return installInSlicer(states, pipInstall=pipInstall, versions=versions)
+
+
+def ensureForSegmentation(brain: bool = False) -> bool:
+    """In Slicer, before a segmentation: :func:`ensureInSlicer`, then (no CUDA GPU here) :func:`offerFast`.
+    True when the segmentation can start; a failed fast install is shown and PyTorch runs instead."""
+    import slicer
+
+    if not ensureInSlicer(brain):
+        return False
+    if cuda_may_be_present() or slicer.app.testingEnabled():  # no speed-up on a GPU; tests must not download 70 MB
+        return True
+    try:
+        restart = offerFast(unmetFast(), slicer.util.confirmYesNoDisplay, slicer.app.userSettings())
+    except Exception as err:  # noqa: BLE001 - shown to the user; the segmentation goes on with PyTorch
+        slicer.util.warningDisplay(f"Installing OpenVINO failed: {err}\nSegmenting with PyTorch.")
+        return True
+    if restart:
+        _offerRestart()
+        return False
+    return True
 
 
 # --- the DICOM export's packages ----------------------------------------------------------------

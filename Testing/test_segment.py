@@ -217,6 +217,58 @@ def test_batch_goes_on_past_a_bad_case(bundle, tmp_path, capsys):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.seg.nrrd"]
 
 
+def test_batch_says_each_case_in_order_with_progress_over_the_cases(bundle, tmp_path, capsys):
+    names = ["c1", "c2", "c3", "c4", "c5"]
+    for seed, name in enumerate(names):
+        (tmp_path / "cases" / name).mkdir(parents=True)
+        sitk.WriteImage(_image(_volume(seed=seed)), str(tmp_path / "cases" / name / "flair.nii.gz"))
+    (tmp_path / "out").mkdir()
+    assert _segment(bundle, "--batch", tmp_path / "cases", "--output-dir", tmp_path / "out", "--progress", "lines") == 0
+    captured = capsys.readouterr()
+    # two cases are in work at once, but each one's lines come in the cases' order
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(tmp_path / "out" / f"{n}.seg.nrrd") for n in names]
+    progress = [line.split()[1] for line in captured.err.splitlines() if line.startswith("progress ")]
+    assert progress == [f"{k}/5" for k in range(1, 6)]
+    for name in names:  # each output is that case's own, as a run of it alone gives it
+        alone = tmp_path / f"{name}-alone.seg.nrrd"
+        assert _segment(bundle, "--input", f"flair={tmp_path / 'cases' / name / 'flair.nii.gz'}", "--output", alone) == 0
+        batch = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{name}.seg.nrrd")))
+        assert np.array_equal(batch, sitk.GetArrayFromImage(sitk.ReadImage(str(alone)))), name
+
+
+def test_two_threads_segment_at_once_with_one_network_call_at_a_time(bundle):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    segmenter = Segmenter(bundle, device="cpu")
+    inner, inside, most = segmenter.predictor, [0], [0]
+    guard = threading.Lock()
+
+    class Counting:  # the predictor, counting the calls in it at once
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def __call__(self, windows, present):
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.02)  # a slow network: calls would overlap without the Segmenter's lock
+            try:
+                return inner(windows, present)
+            finally:
+                with guard:
+                    inside[0] -= 1
+
+    images = [{"flair": _image(_volume(seed=seed))} for seed in range(4)]
+    expected = [segmenter.segment(case).labels for case in images]
+    segmenter.predictor = Counting()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(segmenter.segment, images))
+    assert most[0] == 1
+    assert all(np.array_equal(r.labels, e) for r, e in zip(results, expected))
+
+
 @needs_data
 @pytest.mark.parametrize(
     "case_dir, expected",

@@ -430,7 +430,7 @@ def test_the_fast_cpu_packages_are_offered_once_and_a_no_is_remembered(monkeypat
     no = lambda text: questions.append(text) or False  # noqa: E731
     assert dependencies.offerFast(states, no, settings, pipInstall=pip, versions=versions) is False
     assert "three times faster with OpenVINO" in questions[0] and "onnx>=1.15: 1.14.0 is installed, which is outside" in questions[0]
-    assert "slicer.util.pip_install('openvino>=2024.0 onnx>=1.15')" in questions[0] and pip.calls == []
+    assert f"slicer.app.userSettings().remove('{dependencies.FAST_DECLINED_KEY}')" in questions[0] and pip.calls == []
     assert settings.values == {dependencies.FAST_DECLINED_KEY: "true"}
     yes = lambda text: questions.append(text) or True  # noqa: E731
     assert dependencies.offerFast(states, yes, settings, pipInstall=pip, versions=versions) is False

@@ -9,9 +9,12 @@ on stderr with exit status 2 and no traceback; anything else is a bug and keeps 
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -223,15 +226,28 @@ def _check_case(inputs: dict, slots: Sequence[str], dicom: Sequence[tuple[str, P
     return prepared, series
 
 
+#: Says a line: to stderr (a note) or to stdout (a result).
+Say = Callable[[str, bool], None]
+
+
+def _print(text: str, error: bool) -> None:
+    print(text, file=sys.stderr if error else sys.stdout)
+
+
 def _write_outputs(segmenter, prepared, result, series, model_name: str, output: Path, probabilities: Path | None,
-                   dicom: Sequence[tuple[str, Path]], overwrite: bool, prefix: str = "") -> None:
+                   dicom: Sequence[tuple[str, Path]], overwrite: bool, prefix: str = "", say: Say = _print) -> None:
     """One case's notes, labelmap (and probabilities), result line and DICOM objects."""
     for note in prepared.notes + result.notes:
-        print(f"note: {prefix}{note}", file=sys.stderr)
+        say(f"note: {prefix}{note}", True)
     scheme = segmenter.info.scheme
     _write_result(result, scheme, output, probabilities, overwrite)
-    print(_result_line(output, result))
+    say(_result_line(output, result), False)
     _write_dicom(dicom, result.labels, result.reference, series, scheme, model_name, overwrite)
+
+
+#: Cases of ``--batch`` in work at once: one is read, resampled and written while the other's network
+#: runs (the Segmenter runs one network call at a time). On 2 cores: 1.69 instead of 1.91 s per case.
+BATCH_CASES_IN_FLIGHT = 2
 
 
 def _segment_batch(options: SegmentOptions) -> int:
@@ -251,21 +267,46 @@ def _segment_batch(options: SegmentOptions) -> int:
     model = _model_folder(options)
     segmenter = _segmenter(options, model)
     cases = find_cases(options.batch, segmenter.slots)
-    failures: list[str] = []
-    for case in cases:
-        output = options.output_dir / f"{case.name}{options.format}"
-        progress = ProgressReporter(options.progress, "window", case.name)
+
+    def segment_case(case) -> tuple[list[tuple[str, bool]], str | None]:
+        """One case, in a worker thread: the lines it says (printed in case order), and its failure."""
+        lines: list[tuple[str, bool]] = []
         try:
             dicom = _dicom_requests(*(_batch_dicom_file(dicom_folders.get(k), case.name, k) for k in ("rtstruct", "dicom-seg")),
                                     options.overwrite)
             prepared, series = _check_case(case.images, segmenter.slots, dicom, options.preprocess)
-            result = segmenter.segment(prepared.images, progress=progress)
-            _write_outputs(segmenter, prepared, result, series, model.name, output, None, dicom, options.overwrite, f"{case.name}: ")
+            result = segmenter.segment(prepared.images)
+            output = options.output_dir / f"{case.name}{options.format}"
+            _write_outputs(segmenter, prepared, result, series, model.name, output, None, dicom, options.overwrite, f"{case.name}: ",
+                           say=lambda text, error: lines.append((text, error)))
         except MAGMSError as err:
-            failures.append(f"{case.name}: {err}")
-            logger.error("%s failed: %s", case.name, err)
-        finally:
-            progress.close()
+            return lines, f"{case.name}: {err}"
+        return lines, None
+
+    failures: list[str] = []
+    progress = ProgressReporter(options.progress, "case", "cases")
+    pool = ThreadPoolExecutor(BATCH_CASES_IN_FLIGHT, thread_name_prefix="magms-case")
+    try:
+        # at most BATCH_CASES_IN_FLIGHT cases submitted: an interrupt waits for those only
+        waiting = iter(cases)
+        working = collections.deque((case, pool.submit(segment_case, case)) for case in itertools.islice(waiting, BATCH_CASES_IN_FLIGHT))
+        done = 0
+        while working:
+            case, future = working.popleft()
+            lines, failure = future.result()
+            following = next(waiting, None)
+            if following is not None:
+                working.append((following, pool.submit(segment_case, following)))
+            for text, error in lines:
+                _print(text, error)
+            if failure is not None:
+                failures.append(failure)
+                logger.error("failed: %s", failure)
+            done += 1
+            progress(done, len(cases), case.name)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
     if failures:
         print(f"{len(failures)} of {len(cases)} case(s) failed:", file=sys.stderr)
         for line in failures:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -71,7 +72,7 @@ class Segmentation:
         reference_slot: slot of the reference input.
         probabilities: (C, z, y, x) class probabilities, when asked for.
         notes: what was done that the user should know (resampling, fallbacks).
-        seconds: wall time of the network part.
+        seconds: wall time of the network part (not counting waits for another thread's network calls).
         engine: what ran the network, e.g. ``eager``, ``openvino fp32`` (:mod:`magms.engines`).
     """
 
@@ -143,6 +144,9 @@ class Segmenter:
         self.predictor: WindowPredictor
         self.predictor, self.notes = make_predictor(self.info, bundle, device_name(device), engine, precision, amp)
         self.sw_batch_size = sw_batch_size
+        # one network call at a time: two threads may segment at once (magms segment --batch overlaps one
+        # case's reading, resampling and writing with another's network)
+        self._network = threading.Lock()
         self.postprocessing = self.info.postprocessing if postprocessing is None else postprocessing
         if postprocessing is not None:  # the bundle's own was checked when it was read
             check_postprocessing(postprocessing, self.info.scheme)
@@ -283,16 +287,20 @@ class Segmenter:
             full[self.slots.index(slot)] = x[(i, *box)]
         notes = list(prepared.inputs.notes)
         fallbacks = len(self.predictor.notes)
-        start = time.perf_counter()
+        start, waited = time.perf_counter(), [0.0]
 
         def probabilities_of(windows: np.ndarray) -> np.ndarray:
-            return _softmax(self.predictor(windows, subset))
+            asked = time.perf_counter()
+            with self._network:
+                waited[0] += time.perf_counter() - asked
+                logits = self.predictor(windows, subset)
+            return _softmax(logits)
 
         inside = sliding_window(
             full, pre.patch_size, flips_averaged(probabilities_of, flips), pre.overlap, pre.blend_mode,
             self.sw_batch_size * self.predictor.parallel, progress,
         )
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - waited[0]
         notes += self.predictor.notes[fallbacks:]
         indices, back = to_reference(inside, box, prepared.grid, prepared.inputs.reference, keep=probabilities)
         labels = self.info.labels.decode(indices)

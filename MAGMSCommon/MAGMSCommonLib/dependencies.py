@@ -18,9 +18,10 @@ when a segmentation will need it (``ensureInSlicer(brain=True)``).
 
 The fast CPU path (OpenVINO, and onnx for the one export of each model: :data:`FAST_IN_SLICER`) is
 offered, never required, by the Segmenter when no CUDA GPU can be used (:func:`ensureForSegmentation`):
-yes installs it, no segments with PyTorch and is remembered in Slicer's settings
-(:data:`FAST_DECLINED_KEY`), so it is not asked again. The segmentation runs in a child process that
-imports them, so no restart is needed unless pip changed a package Slicer has loaded.
+yes installs it, no (or closing the question) segments with PyTorch and is remembered in Slicer's
+settings (:data:`FAST_DECLINED_KEY`), so it is not asked again; a failed install is not offered again
+in the same Slicer session. The segmentation runs in a child process that imports them, so it starts
+at once; a restart is offered only when pip changed a package Slicer has loaded.
 
 Every pip install keeps the packages a running Slicer ships and may have imported (:data:`KEPT`:
 numpy, pydicom and Pillow, which its DICOM plugins import, and torch) at their installed versions
@@ -249,8 +250,8 @@ def describeUnmetFast(states: Sequence[RequirementState]) -> str:
     return "\n".join(
         ["Segmentation on the CPU runs about three times faster with OpenVINO, which needs these Python packages:"]
         + [f"  {s.describe()}" for s in states]
-        + ["Install them now (about 70 MB to download)? No: MAGMS segments with PyTorch and does not ask again; "
-           f"they can be installed later in the Python console: slicer.util.pip_install({' '.join(s.requirement.spec for s in states)!r})"]
+        + ["Install them now (about 70 MB to download)? No: MAGMS segments with PyTorch and does not ask again "
+           f"(to be asked again, run slicer.app.userSettings().remove({FAST_DECLINED_KEY!r}) in the Python console)."]
     )
 
 
@@ -287,17 +288,22 @@ def ensureForSegmentation(brain: bool = False) -> bool:
 
     if not ensureInSlicer(brain):
         return False
-    if cuda_may_be_present() or slicer.app.testingEnabled():  # no speed-up on a GPU; tests must not download 70 MB
+    global _fastFailed
+    if cuda_may_be_present() or slicer.app.testingEnabled() or _fastFailed:  # no speed-up on a GPU; tests must not download 70 MB
         return True
     try:
         restart = offerFast(unmetFast(), slicer.util.confirmYesNoDisplay, slicer.app.userSettings())
     except Exception as err:  # noqa: BLE001 - shown to the user; the segmentation goes on with PyTorch
-        slicer.util.warningDisplay(f"Installing OpenVINO failed: {err}\nSegmenting with PyTorch.")
+        _fastFailed = True  # offline, say: not again on every Apply of this session
+        slicer.util.warningDisplay(f"OpenVINO was not installed ({err}): segmenting with PyTorch.")
         return True
-    if restart:
+    if restart:  # a package Slicer had loaded changed; the segmentation runs in a child process all the same
         _offerRestart()
-        return False
     return True
+
+
+#: A fast-path install failed in this Slicer session: not offered again until a restart.
+_fastFailed = False
 
 
 # --- the DICOM export's packages ----------------------------------------------------------------

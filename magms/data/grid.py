@@ -107,11 +107,10 @@ def to_working(images: Sequence[sitk.Image], grid: sitk.Image) -> np.ndarray:
 
 
 def _box_images(probabilities: np.ndarray, box: Sequence[slice], grid: sitk.Image) -> list[sitk.Image]:
-    """(C, x, y, z) probabilities over ``box`` of the working grid, with one voxel of background around
-    them (what lies outside the box), as one image per class placed where the box is (SimpleITK
-    resamples scalar images on all cores, vector images about half as fast)."""
+    """(K, x, y, z) probabilities of foreground classes over ``box`` of the working grid, with one voxel
+    of 0 around them (what lies outside the box), as one image per class placed where the box is
+    (SimpleITK resamples scalar images on all cores, vector images about half as fast)."""
     padded = np.zeros((probabilities.shape[0], *(n + 2 for n in probabilities.shape[1:])), np.float32)
-    padded[0] = 1.0
     padded[:, 1:-1, 1:-1, 1:-1] = probabilities
     origin = grid.TransformIndexToPhysicalPoint([b.start - 1 for b in box])
     images = []
@@ -174,14 +173,19 @@ def to_reference(
     resample.SetSize([r.stop - r.start for r in region[::-1]])
     resample.SetInterpolator(sitk.sitkLinear)
     resample.SetOutputPixelType(sitk.sitkFloat32)
-    part = [sitk.GetArrayFromImage(resample.Execute(image)) for image in _box_images(probabilities, box, grid)]
+    # the foreground classes only: linear weights sum to 1, so background is 1 minus their sum (also
+    # beyond the box, where they resample to 0)
+    part = [sitk.GetArrayFromImage(resample.Execute(image)) for image in _box_images(probabilities[1:], box, grid)]
+    background = np.zeros(tuple(r.stop - r.start for r in region), np.float32)
+    for p in part:
+        background += p
+    np.subtract(np.float32(1), background, out=background)
     # argmax over classes one class at a time: contiguous passes, 10x faster than argmax(axis=0)
-    best, index = part[0].copy(), np.zeros(part[0].shape, np.uint8)
-    for c, p in enumerate(part[1:], start=1):
+    best, index = background.copy(), np.zeros(background.shape, np.uint8)
+    for c, p in enumerate(part, start=1):
         index[p > best] = c
         np.maximum(best, p, out=best)
-    indices[region] = index  # beyond the box and its margin every class resamples to 0: index 0, background
+    indices[region] = index
     if full is not None:
-        part[0][best == 0] = 1.0  # probabilities are not negative: all of them 0 there
-        full[(slice(None), *region)] = np.stack(part)
+        full[(slice(None), *region)] = np.stack([background, *part])
     return indices, full

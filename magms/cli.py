@@ -246,7 +246,7 @@ def _write_outputs(segmenter, prepared, result, series, model_name: str, output:
 
 
 #: Cases of ``--batch`` in work at once: one is read, resampled and written while the other's network
-#: runs (the Segmenter runs one network call at a time). On 2 cores: 1.69 instead of 1.91 s per case.
+#: runs (the Segmenter runs one network call at a time). On 2 cores: 1.85 instead of 2.10 s per case.
 BATCH_CASES_IN_FLIGHT = 2
 
 
@@ -325,7 +325,6 @@ def _cmd_export(options: ExportOptions) -> int:
     from magms.bundle import read_bundle_info
     from magms.data.io import read_labelmap
     from magms.dicom import read_series
-    from magms.labels.schemes import values_present
 
     dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     if not dicom:
@@ -336,7 +335,7 @@ def _cmd_export(options: ExportOptions) -> int:
     scheme = read_bundle_info(model).scheme
     grid = read_labelmap(options.labels)
     labels = sitk.GetArrayFromImage(grid)
-    unknown = sorted(set(values_present(labels).tolist()) - set(scheme.values))
+    unknown = scheme.unknown_values(labels)
     if unknown:
         raise ConfigError(f"{options.labels}: holds values {unknown} that are not labels of {model.name} ({scheme.name}: "
                           f"{', '.join(map(str, scheme.values))})")

@@ -33,7 +33,6 @@ import magms
 from magms.errors import ConfigError, ImageError
 from magms.files import atomic_write
 from magms.labels import Code, LabelScheme, structures
-from magms.labels.schemes import values_present
 
 __all__ = [
     "DICOM_EXTRA",
@@ -172,7 +171,7 @@ def read_series(source: Path | Sequence[Path], grid: sitk.Image) -> DicomSeries:
 def _check_labels(labels: np.ndarray, grid: sitk.Image, scheme: LabelScheme) -> None:
     if labels.shape != sitk.GetArrayViewFromImage(grid).shape:
         raise ValueError(f"labels shape {labels.shape} does not fit the grid {grid.GetSize()[::-1]}")
-    unknown = sorted(set(values_present(labels).tolist()) - set(scheme.values))
+    unknown = scheme.unknown_values(labels)
     if unknown:
         raise ValueError(f"labels hold values {unknown} not in scheme {scheme.key!r}")
 

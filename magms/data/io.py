@@ -21,7 +21,6 @@ from magms.data.geometry import box_overlap_fraction
 from magms.errors import ConfigError, ImageError
 from magms.files import atomic_write
 from magms.labels import LabelScheme
-from magms.labels.schemes import values_present
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -325,7 +324,7 @@ def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | os.Pat
     out = Path(path)
     suffix = check_output_path(out, overwrite)
     _check_fits(labels, reference, "labels")
-    unknown = sorted(set(values_present(labels).tolist()) - set(scheme.values))
+    unknown = scheme.unknown_values(labels)
     if unknown:
         raise ValueError(f"labels hold values {unknown} not in scheme {scheme.key!r}")
     img = sitk.GetImageFromArray(labels.astype(np.uint8 if max(scheme.values) < 256 else np.uint16, copy=False))

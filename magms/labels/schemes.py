@@ -140,6 +140,10 @@ class LabelScheme(_Record):
         """Label values in ascending order, background first."""
         return tuple(label.value for label in self.labels)
 
+    def unknown_values(self, labels: np.ndarray) -> list[int]:
+        """The values of an integer label map that are not labels of this scheme, ascending."""
+        return sorted(set(values_present(labels).tolist()) - set(self.values))
+
     @property
     def keys(self) -> tuple[str, ...]:
         """Label keys in value order."""
@@ -319,10 +323,11 @@ def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarr
     else:
         raise TypeError(f"label map must be an integer, float or bool array, got dtype {arr.dtype}")
     if index.dtype.kind == "u" and index.dtype.itemsize <= 2:  # a lookup table over every possible value
-        bad = sorted(set(values_present(index).tolist()) - set(mapping))
+        present = values_present(index)
+        bad = sorted(set(present.tolist()) - set(mapping))
         if bad:
             raise ConfigError(f"{what}: value(s) {_listing(bad)} not in {_listing(sorted(mapping))}")
-        lookup = np.zeros(int(index.max(initial=0)) + 1, dtype=arr.dtype)
+        lookup = np.zeros(int(present[-1]) + 1 if present.size else 1, dtype=arr.dtype)  # up to the largest value
         for src, dst in mapping.items():
             if src < lookup.size:
                 lookup[src] = dst

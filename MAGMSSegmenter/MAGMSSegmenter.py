@@ -13,6 +13,7 @@ from pathlib import Path
 
 import slicer
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -38,6 +39,7 @@ from MAGMSSegmenterLib import logic
 from MAGMSSegmenterLib.controller import SegmenterController
 
 from magms.modalities import slot_display_name
+from magms.protocol import EngineChoice
 
 REGISTRY = Path(__file__).parent / "Resources" / "Models.json"
 
@@ -46,7 +48,7 @@ class MAGMSSegmenter(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MAGMS Segmenter")
-        self.parent.categories = [_("Segmentation")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]  # Slicer's own category, translated in its context
         self.parent.dependencies = []
         self.parent.contributors = ["MAGMS developers"]
         self.parent.helpText = _(
@@ -87,6 +89,8 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.downloadButton.connect("clicked(bool)", lambda: self.controller.download(self.ui.registryComboBox.currentData or "", slicer.app.processEvents))
         self.ui.guessButton.connect("clicked(bool)", lambda: self.controller.guess())
         self.ui.deviceComboBox.connect("activated(int)", lambda i: self.controller.setDevice(self.ui.deviceComboBox.itemData(i)))
+        self.ui.engineComboBox.connect("activated(int)", lambda i: self.controller.setEngine(self.ui.engineComboBox.itemData(i)))
+        self.ui.precisionComboBox.connect("activated(int)", lambda i: self.controller.setPrecision(self.ui.precisionComboBox.itemData(i)))
         self.ui.compareSubsetsCheckBox.connect("toggled(bool)", lambda on: self.controller.setCompareSubsets(on))
         self.ui.imagesPreparedCheckBox.connect("toggled(bool)", lambda on: self.controller.setImagesPrepared(on))
         self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureForSegmentation))
@@ -110,6 +114,11 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         wasBlocked = self.ui.compareSubsetsCheckBox.blockSignals(True)  # a value shown is no user's change
         self.ui.compareSubsetsCheckBox.checked = compareSubsets
         self.ui.compareSubsetsCheckBox.blockSignals(wasBlocked)
+
+    def showEngine(self, engines, engine, precisions, precision, ran) -> None:
+        fillComboBox(self.ui.engineComboBox, engines, engine)
+        fillComboBox(self.ui.precisionComboBox, precisions, precision)
+        self.ui.engineRanLabel.text = ran
 
     def showPreprocess(self, prepared, text) -> None:
         wasBlocked = self.ui.imagesPreparedCheckBox.blockSignals(True)  # a value shown is no user's change
@@ -270,7 +279,7 @@ class MAGMSSegmenterTest(ScriptedLoadableModuleTest):
             results, failures = [], []
             job.finished.connect(results.extend)
             job.failed.connect(failures.append)
-            job.start({"t1c": volume.GetID()}, bundle, device="cpu", modelName="tiny")
+            job.start({"t1c": volume.GetID()}, bundle, engineChoice=EngineChoice(device="cpu"), modelName="tiny")
             deadline = time.monotonic() + 600
             while job.running and time.monotonic() < deadline:
                 job.poll()

@@ -14,6 +14,7 @@ from pathlib import Path
 import qt
 import slicer
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -45,7 +46,7 @@ class MAGMSTraining(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MAGMS Training")
-        self.parent.categories = [_("Segmentation")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]  # Slicer's own category, translated in its context
         self.parent.dependencies = []
         self.parent.contributors = ["MAGMS developers"]
         self.parent.helpText = _(

@@ -21,6 +21,7 @@ from MAGMSSegmenterLib import logic  # noqa: E402
 
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
+from magms.protocol import EngineChoice  # noqa: E402
 
 SLOTS = ("flair", "t1", "t1c", "t2")
 
@@ -247,10 +248,11 @@ def test_a_run_creates_a_new_segmentation_that_matches_the_bundle(tiny_bundle, r
     job.failed.connect(failures.append)
     job.progress.connect(lambda f, text: fractions.append(f))
     # the panel's default, --preprocess auto: these skull-stripped volumes on one grid go through unchanged
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", modelName="tiny", preprocess="auto")
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), modelName="tiny", preprocess="auto")
     folder = job.folder
     job.wait(timeout=300)
     assert not failures and len(results) == 1
+    assert job.ran is not None and job.ran.device == "cpu"  # the child said what ran (magms.protocol.format_ran)
     node = results[0]
     assert node.GetName() == "Flair_subtrMeanDivStd MAGMS tiny (flair+t1c)"
     assert scene.GetNodeByID(node.GetID()) is node and node.GetDisplayNode() is not None
@@ -309,7 +311,7 @@ def test_compare_subsets_is_one_child_run_whose_subsets_and_disagreement_map_are
     results, fractions = [], []
     job.finished.connect(results.extend)
     job.progress.connect(lambda f, text: fractions.append((f, text)))
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", subsets="all", modelName="tiny")
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), subsets="all", modelName="tiny")
     job.wait(timeout=600)
     assert len(starts) == 1 and "segment" in starts[0]  # one child for the three segmentations
     assert fractions[0][1] == "segmenting from flair + t1c and its 2 smaller subsets" and fractions[-1][0] == 1.0
@@ -389,7 +391,7 @@ def test_cancel_mid_run_leaves_the_scene_unchanged_and_no_process(tiny_bundle, r
     cancelled, finished = [], []
     job.cancelled.connect(lambda: cancelled.append(True))
     job.finished.connect(finished.append)
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, device="cpu", subsets="all")
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), subsets="all")
     folder, group = job.folder, job.runner.pid
     assert any(folder.iterdir()) and job.reportFolder.is_dir()  # the inputs were written, the report folder made
     time.sleep(1.0)
@@ -487,7 +489,7 @@ def test_a_plain_run_after_a_compare_run_hides_the_old_map(tiny_bundle, tmp_path
     logic.showDisagreement(scene, logic.importDisagreement(scene, tmp_path / "doubt.nii.gz", "old map", compared=2))
     runner = _FakeRunner()
     job = logic.SegmentationJob(scene, python="python", runner=runner)
-    job.start({"flair": flair.GetID()}, tiny_bundle, device="cpu", preprocess="auto")
+    job.start({"flair": flair.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), preprocess="auto")
     options = __import__("json").loads(Path(runner.commands[0][-1]).read_text(encoding="utf-8"))
     assert options["preprocess"] == "auto"  # the panel's choice reaches magms segment
     labels = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.uint8))

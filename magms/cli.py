@@ -30,7 +30,7 @@ from magms.commands import (
 )
 from magms.errors import ConfigError, MAGMSError
 from magms.options import Options, add_arguments, from_command_line
-from magms.protocol import format_progress
+from magms.protocol import format_progress, format_ran
 
 __all__ = ["main", "build_parser", "ProgressReporter"]
 
@@ -121,6 +121,8 @@ def _segmenter(options: SegmentOptions | EvaluateOptions, model: Path):
     )
     for note in segmenter.notes:  # once, not per case
         print(f"note: {note}", file=sys.stderr)
+    if options.progress == "lines":  # for a parent process (the Segmenter shows what ran)
+        print(format_ran(segmenter.ran()), file=sys.stderr, flush=True)
     return segmenter
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from magms.config import BACKBONES, NetConfig, PreprocessConfig, TrainConfig, as_tuple3
-from magms.engines import ENGINES, PRECISIONS
 from magms.errors import ConfigError
 from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
-from magms.protocol import PREPROCESS_MODES
+from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES
 
 __all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
 

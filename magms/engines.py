@@ -49,6 +49,7 @@ import numpy as np
 import magms
 from magms.errors import ConfigError
 from magms.files import replace_folder
+from magms.protocol import ENGINES, EXPORTED_ENGINES, PRECISIONS
 
 if TYPE_CHECKING:
     from magms.bundle import BundleInfo
@@ -62,12 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ``--engine`` choices.
-ENGINES = ("auto", "eager", "openvino", "onnxruntime")
-#: The engines that run exported graphs, on the CPU.
-EXPORTED_ENGINES = ("openvino", "onnxruntime")
-#: ``--precision`` choices.
-PRECISIONS = ("fp32", "auto")
 #: What ``auto`` picks on the CPU, the first installed: engines measured faster than eager at equal labels
 #: (Testing/benchmarks/bench_engines.py). ONNX Runtime was slower than eager there, so auto never picks it.
 AUTO_ORDER = ("openvino",)

@@ -51,6 +51,7 @@ from magms.engines import WindowPredictor, make_predictor
 from magms.errors import ConfigError
 from magms.modalities import subsets_of
 from magms.postprocess import ALL_FLIPS, apply_size_rules, check_postprocessing, flip_combinations, flips_averaged
+from magms.protocol import EngineRan
 from magms.windows import sliding_window, window_count
 
 __all__ = ["Segmentation", "Segmenter"]
@@ -143,6 +144,7 @@ class Segmenter:
         self.info = read_bundle_info(bundle)
         self.predictor: WindowPredictor
         self.predictor, self.notes = make_predictor(self.info, bundle, device_name(device), engine, precision, amp)
+        self.amp = amp
         self.sw_batch_size = sw_batch_size
         # one network call at a time: two threads may segment at once (magms segment --batch overlaps one
         # case's reading, resampling and writing with another's network)
@@ -155,6 +157,13 @@ class Segmenter:
     def device(self) -> str:
         """Where the network runs now (``cpu`` after a CUDA out-of-memory fallback)."""
         return self.predictor.device
+
+    def ran(self) -> EngineRan:
+        """What runs the network now: the engine, its arithmetic and the device (:class:`~magms.protocol.EngineRan`)."""
+        engine, _, precision = self.predictor.engine.partition(" ")  # "eager", or e.g. "openvino bf16"
+        if not precision:  # eager: autocast on CUDA unless amp is off
+            precision = "amp" if self.amp and self.device.startswith("cuda") else "fp32"
+        return EngineRan(engine, precision, self.device)
 
     @property
     def slots(self) -> tuple[str, ...]:

@@ -17,6 +17,13 @@ __all__ = [
     "STOP_REQUEST_FILE",
     "MIN_OVERLAP",
     "PREPROCESS_MODES",
+    "ENGINES",
+    "EXPORTED_ENGINES",
+    "PRECISIONS",
+    "EngineChoice",
+    "EngineRan",
+    "format_ran",
+    "parse_ran",
     "ProgressLine",
     "format_progress",
     "parse_progress",
@@ -38,6 +45,61 @@ MIN_OVERLAP = 0.5
 #: ``--preprocess`` of ``magms segment`` and ``magms train`` (:mod:`magms.data.clinical`): nothing, what
 #: the inputs need, co-registration, brain extraction, or both.
 PREPROCESS_MODES = ("none", "auto", "register", "strip", "full")
+
+#: ``--engine`` choices: eager PyTorch (the reference), the exported graphs in OpenVINO or ONNX Runtime, or auto.
+ENGINES = ("auto", "eager", "openvino", "onnxruntime")
+#: The engines that run exported graphs, on the CPU.
+EXPORTED_ENGINES = ("openvino", "onnxruntime")
+#: ``--precision`` choices.
+PRECISIONS = ("fp32", "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineChoice:
+    """Where and how the network is to run, named as ``magms segment`` names it (``--device``, ``--engine``,
+    ``--precision``): one record from the Segmenter's panel to its child process, which decides nothing again.
+
+    Raises:
+        ValueError: an engine or precision ``magms segment`` does not know (named).
+    """
+
+    device: str = "auto"
+    engine: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineRan:
+    """What ran the network: ``eager``, ``openvino`` or ``onnxruntime``; its arithmetic (``fp32``, ``bf16``,
+    ``fp16``, or ``amp``: mixed precision on CUDA); the device (``cpu``, ``cuda``, ``cuda:N``)."""
+
+    engine: str
+    precision: str
+    device: str
+
+    def describe(self) -> str:
+        return f"{self.engine} {self.precision} on {self.device}"
+
+
+_RAN = re.compile(r"^ran (?P<engine>\S+) (?P<precision>\S+) on (?P<device>\S+)$")
+
+
+def format_ran(ran: EngineRan) -> str:
+    """The line ``magms segment --progress lines`` prints on stderr once the network is ready, e.g. ``ran openvino bf16 on cpu``."""
+    return f"ran {ran.describe()}"
+
+
+def parse_ran(line: str) -> EngineRan | None:
+    """The inverse of :func:`format_ran`; None for any other line."""
+    match = _RAN.match(line.rstrip())
+    return EngineRan(match["engine"], match["precision"], match["device"]) if match else None
+
 
 _PROGRESS = re.compile(r"^progress (?P<done>\d+)/(?P<total>\d+)(?:\s+(?P<detail>.*))?$")
 

@@ -30,11 +30,22 @@ __all__ = [
     "checkMapping",
     "writeVolumes",
     "ensureSegmentationConverters",
+    "NOT_IMAGE_VOLUME_TYPES",
+    "notAnImage",
 ]
 
 SERIES_DESCRIPTION_ATTRIBUTE = "DICOM.SeriesDescription"
 #: Set on the nodes MAGMS makes that are not images (the disagreement map): never an input.
 ROLE_ATTRIBUTE = "MAGMS.role"
+#: Volume classes that derive from ``vtkMRMLScalarVolumeNode`` but are not one MRI sequence (``Libs/MRML/Core``
+#: at v5.8.1 and v5.10.0: vector, diffusion-tensor and streaming volumes derive from ``vtkMRMLTensorVolumeNode``,
+#: DWI from the scalar volume; MultiVolumeExplorer's ``vtkMRMLMultiVolumeNode`` holds a time series).
+#: The selectors hide them (``qMRMLNodeComboBox::hideChildNodeTypes``) and :func:`checkMapping` refuses them.
+NOT_IMAGE_VOLUME_TYPES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode",
+                          "vtkMRMLMultiVolumeNode")
+_KINDS = {"vtkMRMLLabelMapVolumeNode": "a label map", "vtkMRMLVectorVolumeNode": "a vector (e.g. colour) volume",
+          "vtkMRMLDiffusionTensorVolumeNode": "a diffusion tensor volume", "vtkMRMLTensorVolumeNode": "a tensor volume",
+          "vtkMRMLDiffusionWeightedVolumeNode": "a diffusion-weighted (DWI) volume", "vtkMRMLMultiVolumeNode": "a multi-volume (time series)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +59,25 @@ class VolumeGuess:
     reason: str
 
 
+def notAnImage(node: slicer.vtkMRMLScalarVolumeNode) -> str:
+    """Why ``node`` is not one MRI sequence a model can take ("" when it is): a label map, a vector, tensor,
+    DWI or multi-volume node, or image data of more than one component per voxel."""
+    kind = next((text for cls, text in _KINDS.items() if node.IsA(cls)), None)
+    image = node.GetImageData()
+    if kind is None and image is not None and image.GetNumberOfScalarComponents() != 1:
+        kind = f"an image of {image.GetNumberOfScalarComponents()} components per voxel"
+    if kind is None:
+        return ""
+    return f"volume '{node.GetName()}' is {kind}, not one MRI sequence: MAGMS reads single-component scalar volumes"
+
+
 def scalarVolumes(scene: slicer.vtkMRMLScene) -> list[slicer.vtkMRMLScalarVolumeNode]:
-    """The scene's scalar volumes with image data (label maps and MAGMS's own maps excluded), in scene order."""
+    """The scene's single-component scalar volumes with image data (label maps, vector, tensor, DWI and
+    multi-volumes, and MAGMS's own maps excluded), in scene order."""
     nodes = []
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-        if node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetImageData() is None or node.GetAttribute(ROLE_ATTRIBUTE):
+        if node.GetImageData() is None or node.GetAttribute(ROLE_ATTRIBUTE) or notAnImage(node):
             continue
         nodes.append(node)
     return nodes
@@ -112,10 +136,10 @@ def _volumeProblem(node, slot: str, modelSlots: Sequence[str]) -> str | None:
     name = node.GetName()
     if slot not in modelSlots:
         return f"volume '{name}' is mapped to slot {slot}, which the model does not have (its slots: {', '.join(modelSlots)})"
-    if node.IsA("vtkMRMLLabelMapVolumeNode"):
-        return f"volume '{name}' is a label map, not an image"
     if node.GetImageData() is None:
         return f"volume '{name}' has no image data"
+    if notAnImage(node):
+        return notAnImage(node)
     if node.GetParentTransformNode() is not None:
         return f"volume '{name}' is under transform '{node.GetParentTransformNode().GetName()}': harden or remove it first"
     return None

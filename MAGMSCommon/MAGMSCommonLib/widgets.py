@@ -8,6 +8,7 @@ import unittest
 from collections.abc import Callable
 
 import slicer
+from MAGMSCommonLib.volumes import NOT_IMAGE_VOLUME_TYPES
 
 #: Installing PyTorch and MONAI and running a network is not for the extension build machines, whose
 #: ``--testing`` runs answer every dialog: the heavy self-tests run only when this is "1".
@@ -61,10 +62,11 @@ class ControllerPanel:
 
 
 def volumeSelector(nodeID: str | None = None):
-    """A selector of the scene's image volumes (no label maps), empty allowed."""
+    """A selector of the scene's single-component image volumes (no label maps, vector, tensor or DWI
+    volumes: :data:`~MAGMSCommonLib.volumes.NOT_IMAGE_VOLUME_TYPES`), empty allowed."""
     selector = slicer.qMRMLNodeComboBox()
     selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-    selector.hideChildNodeTypes = ["vtkMRMLLabelMapVolumeNode"]
+    selector.hideChildNodeTypes = list(NOT_IMAGE_VOLUME_TYPES)
     selector.noneEnabled, selector.addEnabled, selector.removeEnabled = True, False, False
     selector.setMRMLScene(slicer.mrmlScene)
     selector.setCurrentNodeID(nodeID or "")

@@ -18,12 +18,13 @@ import vtk
 from MAGMSCommonLib import models
 from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
 from MAGMSCommonLib.parameters import Parameters
-from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, seriesDescriptionAttribute
+from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, scalarVolumes, seriesDescriptionAttribute
 
 from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import MAGMSError
 from magms.modalities import slot_display_name
+from magms.protocol import EXPORTED_ENGINES, EngineChoice
 
 from .logic import (
     EXPORT_FORMATS,
@@ -39,7 +40,7 @@ from .logic import (
     writeSlotMapping,
 )
 
-__all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "EXPORT_FORMAT_ITEMS"]
+__all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "ENGINE_ITEMS", "PRECISION_ITEMS", "EXPORT_FORMAT_ITEMS"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,12 @@ logger = logging.getLogger(__name__)
 #: empty means the default built-in model. ``exportFormat`` is a key of :data:`~.logic.EXPORT_FORMATS`.
 #: ``imagesPrepared``: the user says the images are skull-stripped and aligned (``--preprocess none``);
 #: unchecked, the default, ``magms segment`` prepares them as they need (``--preprocess auto``).
-DEFAULTS = {"bundlePath": "", "device": "auto", "compareSubsets": False, "imagesPrepared": False, "exportFormat": "both",
-            "exportFolder": ""}
+DEFAULTS = {"bundlePath": "", "device": "auto", "engine": "auto", "precision": "auto", "compareSubsets": False,
+            "imagesPrepared": False, "exportFormat": "both", "exportFolder": ""}
+#: The engine and precision choices (``magms segment --engine/--precision``) as the panel lists them.
+ENGINE_ITEMS = (("auto", "auto: OpenVINO on the CPU when installed, else PyTorch"), ("eager", "PyTorch (the reference)"),
+                ("openvino", "OpenVINO (CPU)"), ("onnxruntime", "ONNX Runtime (CPU)"))
+PRECISION_ITEMS = (("auto", "auto: bfloat16 in OpenVINO where the CPU has it"), ("fp32", "float32 (the reference)"))
 #: The export format choice as the panel lists it.
 EXPORT_FORMAT_ITEMS = (("both", "RT Structure Set and DICOM SEG"), ("rtstruct", "RT Structure Set (RTSTRUCT)"),
                        ("seg", "DICOM Segmentation (SEG)"))
@@ -67,6 +72,8 @@ class SegmenterView(Protocol):
     def showBundle(self, path: str, description: str, slots: Sequence[str]) -> None: ...
     def showMapping(self, mapping: Mapping[str, str | None], tooltips: Mapping[str, str]) -> None: ...
     def showSettings(self, device: str, compareSubsets: bool) -> None: ...
+    def showEngine(self, engines: Sequence[tuple[str, str]], engine: str, precisions: Sequence[tuple[str, str]], precision: str,
+                   ran: str) -> None: ...
     def showPreprocess(self, prepared: bool, text: str) -> None: ...
     def showApply(self, text: str, enabled: bool) -> None: ...
     def showProgress(self, fraction: float) -> None: ...
@@ -121,6 +128,7 @@ class SegmenterController:
         self.deviceQuery = devices(self._onDevices) if devices is not None else None
         self.info: BundleInfo | None = None
         self.mapping: dict[str, str | None] = {}
+        self._seenVolumes: set[str] | None = None  # volume IDs the slots were last guessed among (None: not yet)
         self.job: SegmentationJob | None = None
         self.started = 0.0
         self.statusText = ""
@@ -134,6 +142,7 @@ class SegmenterController:
         if self.parameters is None:
             return
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
+        self._showEngine()
         self.view.showDevices(self.devices, self.parameters.get("device"))
         self.view.showExportSettings(EXPORT_FORMAT_ITEMS, self.exportFormat(), self.parameters.get("exportFolder"))
         self.view.showExportSegmentation(parameterNode.GetNodeReferenceID(EXPORT_REFERENCE_ROLE) or "")
@@ -157,7 +166,7 @@ class SegmenterController:
         self.cancelExport()
         self._unobserveExport()
         self._skullChecks = {}
-        self.parameters, self.info, self.folder, self.mapping = None, None, None, {}
+        self.parameters, self.info, self.folder, self.mapping, self._seenVolumes = None, None, None, {}, None
 
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end any child process tree."""
@@ -220,6 +229,7 @@ class SegmenterController:
         self._updateExport()
         saved = readSlotMapping(self.parameters.node, self.info.slots)
         if any(saved.values()):
+            self._seenVolumes = self._volumeIDs()
             self._show(saved, {})
         else:
             self.guess()
@@ -257,7 +267,32 @@ class SegmenterController:
         if self.info is None:
             return
         mapping, guesses = guessMapping(self.scene, self.info.slots, describe=self.describeVolume)
+        self._seenVolumes = self._volumeIDs()
         self._show(mapping, {g.nodeID: g for g in guesses})
+
+    def _volumeIDs(self) -> set[str]:
+        return {node.GetID() for node in scalarVolumes(self.scene)}
+
+    def guessArrivedVolumes(self) -> None:
+        """Give the volumes loaded since the slots were last guessed (drag and drop, DICOM, a script) the
+        empty slots they look like; a slot that holds a volume keeps it. Called from :meth:`poll`, so a
+        volume counts once its image data is read (Slicer adds the node to the scene first), and the
+        panel's combo boxes, which keep None when nodes are added, are filled for the user.
+        """
+        if self.info is None or self.parameters is None or self._seenVolumes is None or self.running:
+            return
+        current = self._volumeIDs()
+        arrived = current - self._seenVolumes
+        self._seenVolumes = current
+        if not arrived:
+            return
+        guessed, guesses = guessMapping(self.scene, self.info.slots, describe=self.describeVolume)
+        mapping = {slot: self.mapping.get(slot) for slot in self.info.slots}
+        used = {nodeID for nodeID in mapping.values() if nodeID}
+        for slot, nodeID in guessed.items():
+            if not mapping[slot] and nodeID in arrived and nodeID not in used:
+                mapping[slot] = nodeID
+        self._show(mapping, {g.nodeID: g for g in guesses if g.nodeID in arrived})
 
     def _show(self, mapping: Mapping[str, str | None], guesses: Mapping[str, VolumeGuess]) -> None:
         tooltips = {slot: guesses[nodeID].reason for slot, nodeID in mapping.items() if nodeID in guesses}
@@ -279,6 +314,35 @@ class SegmenterController:
     def setDevice(self, key: str) -> None:
         if self.parameters is not None:
             self.parameters.set("device", key or "auto")
+
+    def setEngine(self, key: str) -> None:
+        """What runs the network (a key of :data:`ENGINE_ITEMS`)."""
+        if self.parameters is not None and key in dict(ENGINE_ITEMS):
+            self.parameters.set("engine", key)
+        self._showEngine()
+
+    def setPrecision(self, key: str) -> None:
+        """The exported engines' arithmetic (a key of :data:`PRECISION_ITEMS`)."""
+        if self.parameters is not None and key in dict(PRECISION_ITEMS):
+            self.parameters.set("precision", key)
+        self._showEngine()
+
+    def _showEngine(self) -> None:
+        if self.parameters is None:
+            return
+        choice = self.engineChoice(self.parameters.get("device"))
+        ran = getattr(self.job, "ran", None)
+        self.view.showEngine(ENGINE_ITEMS, choice.engine, PRECISION_ITEMS, choice.precision,
+                             f"Last run: {ran.describe()}" if ran is not None else "")
+
+    def engineChoice(self, device: str) -> EngineChoice:
+        """The record passed to ``magms segment``: ``device`` with the panel's engine and precision (``auto`` for
+        a value no version of the panel wrote). OpenVINO and ONNX Runtime run on the CPU, so they take it."""
+        engine = self.parameters.get("engine") if self.parameters is not None else "auto"
+        precision = self.parameters.get("precision") if self.parameters is not None else "auto"
+        engine = engine if engine in dict(ENGINE_ITEMS) else "auto"
+        precision = precision if precision in dict(PRECISION_ITEMS) else "auto"
+        return EngineChoice(device="cpu" if engine in EXPORTED_ENGINES else device, engine=engine, precision=precision)
 
     def setCompareSubsets(self, on: bool) -> None:
         if self.parameters is not None:
@@ -386,6 +450,7 @@ class SegmenterController:
         if device not in {key for key, _ in self.devices}:
             self.view.showStatus(f"{device} is not available: running on the CPU")
             device = "cpu"
+        choice = self.engineChoice(device)
         compare = self.parameters.get("compareSubsets")
         if compare and sum(1 for nodeID in self.mapping.values() if nodeID) < 2:
             self.view.showStatus("Compare subsets needs two or more volumes: segmenting once")
@@ -396,7 +461,7 @@ class SegmenterController:
         self.job.cancelled.connect(self._onCancelled)
         self.started = time.monotonic()
         try:
-            self.job.start(self.mapping, self.folder, device=device,
+            self.job.start(self.mapping, self.folder, engineChoice=choice,
                            subsets="all" if compare else None, modelName=self.folder.name, preprocess=self.preprocess)
         except Exception as err:  # noqa: BLE001 - shown, not raised into a Qt slot (OSError: no Python to run)
             if not isinstance(err, MAGMSError):
@@ -410,6 +475,7 @@ class SegmenterController:
 
     def poll(self) -> None:
         """Called by the panel's timer."""
+        self.guessArrivedVolumes()
         if self.deviceQuery is not None:
             self.deviceQuery.poll()
         if self.job is not None:
@@ -436,7 +502,9 @@ class SegmenterController:
                      f"of every slice view, in place of any foreground you had there: look where it is bright first. "
                      f"Report: {self.job.reportFolder / 'report.md'}")
         notes = getattr(self.job, "notes", [])  # what magms segment did beyond segmenting (registration, brain extraction)
-        self._end(text, "".join(f". {note}" for note in notes))
+        ran = getattr(self.job, "ran", None)
+        self._end(text, "".join(f". {note}" for note in notes) + (f". Ran {ran.describe()}" if ran is not None else ""))
+        self._showEngine()
         self.view.showResult(nodes)
         if nodes:  # the fullest segmentation is the one to export
             self.setExportSegmentation(nodes[-1].GetID())

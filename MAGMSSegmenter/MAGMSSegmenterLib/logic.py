@@ -27,6 +27,7 @@ import vtk
 from MAGMSCommonLib import dependencies, models
 from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
 from MAGMSCommonLib.runner import ProcessRunner, RunState
+from MAGMSCommonLib.segments import setSegmentTerminology, withBinaryLabelmaps
 from MAGMSCommonLib.signal import Signal
 from MAGMSCommonLib.volumes import ROLE_ATTRIBUTE, checkMapping, ensureSegmentationConverters, writeVolumes
 
@@ -36,7 +37,7 @@ from magms.data.skull import SkullCheck, skull_check_array
 from magms.errors import ConfigError
 from magms.labels import LabelScheme
 from magms.modalities import subsets_of
-from magms.protocol import PREPROCESS_MODES
+from magms.protocol import PREPROCESS_MODES, EngineChoice, EngineRan, parse_ran
 
 __all__ = [
     "readSlotMapping",
@@ -84,20 +85,21 @@ def writeSlotMapping(parameterNode: slicer.vtkMRMLNode, mapping: Mapping[str, st
         parameterNode.SetNodeReferenceID(SLOT_REFERENCE_ROLE + slot, node_id or None)
 
 
-def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, device: str = "auto", preprocess: str = "none") -> SegmentOptions:
-    """The ``magms segment`` options of one subset, with progress lines for the runner; ``preprocess``
-    is ``--preprocess`` (``none``: the images as they are, ``auto``: registered and skull-stripped as they need)."""
+def segmentOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, engineChoice: EngineChoice = EngineChoice(),
+                   preprocess: str = "none") -> SegmentOptions:
+    """The ``magms segment`` options of one subset, with progress lines for the runner: ``engineChoice``
+    gives ``--device``, ``--engine`` and ``--precision``; ``preprocess`` is ``--preprocess`` (``none``: the
+    images as they are, ``auto``: registered and skull-stripped as they need)."""
     return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
-                          device=device, progress="lines", overwrite=True, preprocess=preprocess)
+                          progress="lines", overwrite=True, preprocess=preprocess, **dataclasses.asdict(engineChoice))
 
 
 def compareOptions(bundle: Path, inputs: Mapping[str, Path], output: Path, compared: Path, disagreement: Path, report: Path,
-                   device: str = "auto", preprocess: str = "none") -> SegmentOptions:
+                   engineChoice: EngineChoice = EngineChoice(), preprocess: str = "none") -> SegmentOptions:
     """The ``magms segment`` options of one "compare subsets" run: the fullest output to ``output``,
     every smaller subset's to ``compared/<slot+slot>.seg.nrrd``, the disagreement map and the report."""
-    return SegmentOptions(model=bundle, input=tuple(f"{slot}={path}" for slot, path in inputs.items()), output=output,
-                          compare="subsets", disagreement=disagreement, report=report, compared_outputs=compared,
-                          device=device, progress="lines", overwrite=True, preprocess=preprocess)
+    return dataclasses.replace(segmentOptions(bundle, inputs, output, engineChoice, preprocess), compare="subsets",
+                               disagreement=disagreement, report=report, compared_outputs=compared)
 
 
 def volumeSkullCheck(volume: slicer.vtkMRMLScalarVolumeNode) -> SkullCheck | None:
@@ -145,7 +147,7 @@ def importSegmentation(
         segment = segmentation.GetSegment(segment_id)
         segment.SetName(label.name)
         segment.SetColor(*(c / 255.0 for c in label.color))
-        segment.SetTerminology(scheme.slicer_terminology(label.value))
+        setSegmentTerminology(segment, scheme.slicer_terminology(label.value))
     node.SetName(scene.GenerateUniqueName(name))
     scene.AddNode(node)
     node.CreateDefaultDisplayNodes()
@@ -295,6 +297,8 @@ class _ChildJob:
         self.folder: Path | None = None
         #: the child's ``note:`` lines (what it did beyond the plain run: registration, brain extraction)
         self.notes: list[str] = []
+        #: what ran the network, from the child's ``ran`` line (:func:`magms.protocol.format_ran`); None before
+        self.ran: EngineRan | None = None
         self.runner.progress.connect(self._onProgress)
         self.runner.finished.connect(self._onRunFinished)
         self.runner.output.connect(self._onOutput)
@@ -325,6 +329,7 @@ class _ChildJob:
     def _onOutput(self, line: str) -> None:
         if line.startswith("note: "):
             self.notes.append(line[len("note: "):])
+        self.ran = parse_ran(line) or self.ran
 
     def _onProgress(self, done: int, total: int) -> None:
         raise NotImplementedError
@@ -395,7 +400,7 @@ class SegmentationJob(_ChildJob):
         self,
         mapping: Mapping[str, str | None],
         bundle: str | os.PathLike[str],
-        device: str = "auto",
+        engineChoice: EngineChoice = EngineChoice(),
         subsets: Sequence[Sequence[str]] | str | None = None,
         modelName: str | None = None,
         preprocess: str = "none",
@@ -405,7 +410,8 @@ class SegmentationJob(_ChildJob):
         Args:
             mapping: slot -> volume node ID (None or "" for none).
             bundle: model bundle folder.
-            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            engineChoice: the device (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), engine and precision, passed
+                to ``magms segment`` as they are; what ran is :attr:`ran` once the child has said it.
             subsets: None for one run with every mapped volume; ``"all"`` for every non-empty
                 subset of the mapped slots (one compare run); or the subsets to run (one run each).
             modelName: for the node names (default: the bundle folder's name).
@@ -437,9 +443,9 @@ class SegmentationJob(_ChildJob):
                 raise ConfigError(f"subset(s) {', '.join(missing) or 'empty'} use slots without a volume (mapped: {', '.join(mapped)})")
             queue = [_Run((subset,)) for subset in chosen]
         self.nodes = dict(pairs)
-        self.device, self.preprocess = device, preprocess
+        self.engineChoice, self.preprocess = engineChoice, preprocess
         self.modelName = modelName or self.bundle.name
-        self.reportFolder, self.disagreementNode, self.compared, self.notes = None, None, 0, []
+        self.reportFolder, self.disagreementNode, self.compared, self.notes, self.ran = None, None, 0, [], None
         self.folder = Path(tempfile.mkdtemp(prefix="magms-segment-"))
         try:
             self.inputs = writeVolumes(pairs, self.folder)
@@ -472,9 +478,9 @@ class SegmentationJob(_ChildJob):
         inputs = {s: self.inputs[s] for s in run.slots}
         if run.compare:
             options = compareOptions(self.bundle, inputs, self._output(run.slots), self.folder / "compared",
-                                     self.reportFolder / "disagreement.nii.gz", self.reportFolder, self.device, self.preprocess)
+                                     self.reportFolder / "disagreement.nii.gz", self.reportFolder, self.engineChoice, self.preprocess)
         else:
-            options = segmentOptions(self.bundle, inputs, self._output(run.slots), self.device, self.preprocess)
+            options = segmentOptions(self.bundle, inputs, self._output(run.slots), self.engineChoice, self.preprocess)
         self.progress.emit(len(self._done) / self._total, self._describe(run))
         self._run(options, "+".join(run.slots))
 
@@ -769,16 +775,7 @@ def writeLabelsForExport(segmentationNode: slicer.vtkMRMLSegmentationNode, refer
     Raises:
         ConfigError: the conversion, the merge or the write failed.
     """
-    ensureSegmentationConverters()
-    labelmapName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    if not segmentationNode.GetSegmentation().ContainsRepresentation(labelmapName):
-        copy = slicer.vtkMRMLSegmentationNode()  # never added to the scene
-        copy.GetSegmentation().DeepCopy(segmentationNode.GetSegmentation())
-        if not copy.GetSegmentation().CreateRepresentation(labelmapName):
-            raise ConfigError(f"'{segmentationNode.GetName()}': its segments ({copy.GetSegmentation().GetSourceRepresentationName()}) "
-                              "could not be converted to a binary label map")
-        copy.SetName(segmentationNode.GetName())
-        segmentationNode = copy
+    segmentationNode = withBinaryLabelmaps(segmentationNode)
     geometry = slicer.vtkOrientedImageData()
     geometry.SetExtent(reference.GetImageData().GetExtent())
     matrix = vtk.vtkMatrix4x4()

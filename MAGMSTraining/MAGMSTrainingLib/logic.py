@@ -27,10 +27,10 @@ import vtk
 from MAGMSCommonLib import models
 from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
 from MAGMSCommonLib.runner import ProcessRunner, RunState
+from MAGMSCommonLib.segments import segmentTerminology, withBinaryLabelmaps
 from MAGMSCommonLib.signal import Signal
 from MAGMSCommonLib.volumes import (
     checkMapping,
-    ensureSegmentationConverters,
     guessMapping,
     overlapFraction,
     scalarVolumes,
@@ -96,7 +96,7 @@ def segmentValues(segmentation: slicer.vtkMRMLSegmentationNode, scheme: LabelSch
         segment = seg.GetSegment(segment_id)
         value = by_name.get(_normal(segment.GetName()))
         if value is None:
-            codes = (segment.GetTerminology() or "").split("~")
+            codes = segmentTerminology(segment).split("~")
             type_code = codes[2].split("^")[1] if len(codes) > 2 and codes[2].count("^") >= 2 else ""
             value = by_type.get(type_code)
         if value is None:
@@ -154,7 +154,9 @@ def checkSceneCases(scene: slicer.vtkMRMLScene, cases: Sequence[SceneCase], slot
 
 
 def _writeLabelmap(segmentation, reference, values: Mapping[str, int], path: Path) -> None:
-    ensureSegmentationConverters()
+    """``segmentation``'s segments merged on ``reference``'s grid, converted first when they are closed
+    surfaces (:func:`~MAGMSCommonLib.segments.withBinaryLabelmaps`), written to ``path``."""
+    segmentation = withBinaryLabelmaps(segmentation)
     ids, labels = vtk.vtkStringArray(), vtk.vtkIntArray()
     for segment_id, value in values.items():
         ids.InsertNextValue(segment_id)

@@ -7,6 +7,7 @@ Cancel ends it at once.
 
 from __future__ import annotations
 
+import sys
 import time
 import unittest
 from pathlib import Path
@@ -21,6 +22,20 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+
+def _useCheckoutFolders() -> None:
+    """From a checkout (Extension Wizard's Select Extension, or the module folders added to Additional module
+    paths) Slicer puts only this module's folder on sys.path (ctkFactoryScriptedItem::load in
+    Base/QTGUI/qSlicerScriptedLoadableModuleFactory.cxx, v5.8.1 and v5.10.0): the shared library (MAGMSCommon/)
+    and the core (the repository root) lie beside it. Installed, both are in qt-scripted-modules with this file."""
+    root = Path(__file__).resolve().parent.parent
+    for folder, package in ((root / "MAGMSCommon", "MAGMSCommonLib"), (root, "magms")):
+        if (folder / package / "__init__.py").is_file() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
+_useCheckoutFolders()
 
 from MAGMSCommonLib import dependencies, models
 from MAGMSCommonLib.child import childPython
@@ -127,7 +142,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.preprocessLabel.text = text
 
     def showBundle(self, path, description, slots) -> None:
-        if self.ui.bundlePathLineEdit.currentPath != path:
+        if Path(self.ui.bundlePathLineEdit.currentPath or ".") != Path(path or "."):  # "folder/" while typing is the same folder
             wasBlocked = self.ui.bundlePathLineEdit.blockSignals(True)
             self.ui.bundlePathLineEdit.currentPath = path
             self.ui.bundlePathLineEdit.blockSignals(wasBlocked)

@@ -7,6 +7,7 @@ Resume continues from it.
 
 from __future__ import annotations
 
+import sys
 import time
 import unittest
 from pathlib import Path
@@ -22,6 +23,20 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+
+def _useCheckoutFolders() -> None:
+    """From a checkout (Extension Wizard's Select Extension, or the module folders added to Additional module
+    paths) Slicer puts only this module's folder on sys.path (ctkFactoryScriptedItem::load in
+    Base/QTGUI/qSlicerScriptedLoadableModuleFactory.cxx, v5.8.1 and v5.10.0): the shared library (MAGMSCommon/)
+    and the core (the repository root) lie beside it. Installed, both are in qt-scripted-modules with this file."""
+    root = Path(__file__).resolve().parent.parent
+    for folder, package in ((root / "MAGMSCommon", "MAGMSCommonLib"), (root, "magms")):
+        if (folder / package / "__init__.py").is_file() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
+_useCheckoutFolders()
 
 from MAGMSCommonLib import dependencies
 from MAGMSCommonLib.child import childPython

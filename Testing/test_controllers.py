@@ -653,7 +653,7 @@ def test_the_export_button_is_off_while_packages_install_and_only_the_chosen_obj
         segmentation.Modified()  # an observed node changes while pip runs: the button stays off
         seen.append(view.last("showExport"))
         controller.exportOrCancel(lambda kinds: True)  # a click that reaches the controller all the same starts nothing
-        controller.applyOrCancel(lambda brain: True)
+        controller.applyOrCancel(lambda brain, engine: True)
         return True
 
     controller.exportOrCancel(install)
@@ -662,7 +662,7 @@ def test_the_export_button_is_off_while_packages_install_and_only_the_chosen_obj
     # the Apply button likewise, and the question says whether deepbet is needed
     asked = []
     controller.mappingChanged({"flair": volume.GetID(), "t1c": None})
-    controller.applyOrCancel(lambda brain: asked.append((brain, view.last("showApply"))) or False)
+    controller.applyOrCancel(lambda brain, engine: asked.append((brain, view.last("showApply"))) or False)
     assert asked == [(controller.needsBrainExtraction(), ("Installing packages...", False))]
     assert view.last("showApply") == ("Apply", True)
 
@@ -789,7 +789,7 @@ def test_the_panel_shows_what_preprocess_auto_will_do_from_the_same_detection_as
     controller.mappingChanged({"flair": None, "t1c": head.GetID()})
     assert "None looks skull-stripped: the brain is extracted with deepbet" in view.last("showPreprocess")[1]
     asked = []
-    controller.applyOrCancel(lambda brain: asked.append(brain) or True)
+    controller.applyOrCancel(lambda brain, engine: asked.append(brain) or True)
     assert asked == [True] and jobs[-1].started[0][1]["preprocess"] == "auto"
     jobs[-1].running = False
 
@@ -797,7 +797,7 @@ def test_the_panel_shows_what_preprocess_auto_will_do_from_the_same_detection_as
     prepared, text = view.last("showPreprocess")
     assert prepared is True and text.startswith("The volumes are segmented as they are (--preprocess none).")
     assert "'T1 whole head' does not look skull-stripped: uncheck the box" in text
-    controller.applyOrCancel(lambda brain: asked.append(brain) or True)
+    controller.applyOrCancel(lambda brain, engine: asked.append(brain) or True)
     assert asked[-1] is False and jobs[-1].started[0][1]["preprocess"] == "none"
     # kept on the parameter node, shown again from it
     controller.setParameterNode(controller.parameters.node)

@@ -7,10 +7,12 @@ import os
 import hashlib
 import json
 import re
+import subprocess
 import sys
 import tomllib
 import xml.etree.ElementTree as ET
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +97,11 @@ def test_the_builtin_models_files_are_installed_beside_the_core_package():
 @pytest.mark.parametrize("module", MODULES)
 def test_module_files_edit_no_import_path_and_training_needs_no_segmenter(module):
     source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
-    assert "sys.path" not in source and "PYTHONPATH" not in source
+    # the one path edit: _useCheckoutFolders adds a checkout's MAGMSCommon/ and root when they lie beside the module's
+    # folder (installed, nothing: test_the_modules_load_as_slicers_scripted_module_factory_loads_them)
+    tree = ast.parse(source)
+    outside = [node for node in tree.body if not (isinstance(node, ast.FunctionDef) and node.name == "_useCheckoutFolders")]
+    assert "sys.path" not in "\n".join(ast.unparse(node) for node in outside) and "PYTHONPATH" not in source
     imported = _imports(REPO / module / f"{module}.py")
     assert not imported & ({"MAGMSSegmenter", "MAGMSSegmenterLib"} if module == "MAGMSTraining" else {"MAGMSTraining", "MAGMSTrainingLib"})
 
@@ -108,6 +114,53 @@ def test_catalog_entry_follows_the_current_schema_and_agrees_with_cmake():
     assert entry["category"] == re.search(r'set\(EXTENSION_CATEGORY "([^"]+)"\)', cmake).group(1)
     assert entry["build_dependencies"] == re.search(r'set\(EXTENSION_DEPENDS "([^"]+)"\)', cmake).group(1).split()
     assert entry["scm_url"].startswith("https://github.com/") and entry["build_subdirectory"] == "."
+
+
+def _wizard_modules(path: Path, depth: int = 1) -> list[str]:
+    """The modules Slicer's Extension Wizard offers for ``path`` (Select Extension, or a folder dropped on Slicer):
+    the rule of ``ModuleInfo.findModules`` (Modules/Scripted/ExtensionWizard/ExtensionWizardLib/ModuleInfo.py,
+    the same at v5.8.1 and v5.10.0): a folder with an ``__init__.py`` is a library, not searched; each ``.py`` file
+    whose class of the same name derives from ``ScriptedLoadableModule`` is a module; sub-folders to ``depth``."""
+    found: list[str] = []
+    entries = [] if (path / "__init__.py").is_file() else sorted(path.iterdir())
+    if depth > 0:
+        for entry in (e for e in entries if e.is_dir()):
+            found += _wizard_modules(entry, depth - 1)
+    for entry in (e for e in entries if e.is_file() and e.suffix == ".py"):
+        try:
+            tree = ast.parse(entry.read_text(encoding="utf-8"))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name == entry.stem and \
+                    "ScriptedLoadableModule" in [getattr(base, "id", None) for base in node.bases]:
+                found.append(entry.stem)
+    return found
+
+
+def test_the_extension_wizard_offers_both_modules_and_nothing_else_from_the_checkout():
+    assert sorted(_wizard_modules(REPO)) == sorted(MODULES)
+
+
+def test_the_catalog_entry_passes_the_extensions_index_checks_that_run_offline():
+    """The checks of Slicer/ExtensionsIndex scripts/check_description_files.py that need no network: the
+    file named as the CMake project, not starting with "Slicer"; the repository name starting with "Slicer";
+    LF line endings; a licence file at the top; the repository under 100 MB; image URLs of our own files."""
+    raw = (REPO / "MAGMS.json").read_bytes()
+    assert b"\r" not in raw
+    entry = json.loads(raw)
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    project = re.search(r"project\s*\(\s*([^\s\)]+)", cmake, re.I).group(1)
+    assert project == "MAGMS" and not project.lower().startswith("slicer")
+    repository = entry["scm_url"].rstrip("/").split("/")[-1].removesuffix(".git")
+    assert repository.startswith("Slicer"), repository
+    assert (REPO / "LICENSE").is_file()
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    size = sum((REPO / name.decode()).stat().st_size for name in tracked if name and (REPO / name.decode()).is_file())
+    assert size < 100 * 2**20, f"{size / 2**20:.1f} MB"
+    for key in ("ICONURL", "SCREENSHOTURLS"):
+        urls = re.search(rf'set\s*\(EXTENSION_{key}\s*"([^"]+)"', cmake).group(1).split()
+        assert urls and all(url.startswith("https://") and url.endswith((".png", ".jpg", ".jpeg", ".gif")) for url in urls)
 
 
 # What the code does with a widget, by the end of its name -> the classes that can do it.
@@ -584,9 +637,33 @@ def _python(version: str):
     return str(found[-1]) if found else shutil.which(f"python{version}")
 
 
+@pytest.fixture(scope="module")
+def numpy_only_python(tmp_path_factory):
+    """Slicer's Python before MAGMS installed anything: a venv of that version with numpy only, one per version."""
+    import subprocess
+
+    made: dict[str, str] = {}
+
+    def make(slicer_version: str) -> str:
+        version = SLICER_PYTHONS[slicer_version]
+        if version not in made:
+            python = _python(version)
+            if python is None:
+                pytest.skip(f"no Python {version} (Slicer {slicer_version}'s) on this machine")
+            venv = tmp_path_factory.mktemp(f"venv{version}")
+            subprocess.run([python, "-m", "venv", str(venv)], check=True)
+            pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy"], capture_output=True, text=True)
+            if pip.returncode != 0:
+                pytest.skip(f"numpy could not be installed for Python {version}: {pip.stderr.strip().splitlines()[-1:]}")
+            made[version] = str(venv / "bin" / "python")
+        return made[version]
+
+    return make
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("slicer_version", SLICER_PYTHONS)
-def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version, tmp_path):
+def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version, tmp_path, numpy_only_python):
     import subprocess
 
     version = SLICER_PYTHONS[slicer_version]
@@ -598,17 +675,13 @@ def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version
     result = subprocess.run([python, "-c", compile_all, *map(str, files)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     # the torch-free imports, in a fresh environment with numpy only (as before the dependencies are installed)
-    venv = tmp_path / "venv"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy"], capture_output=True, text=True)
-    if pip.returncode != 0:
-        pytest.skip(f"numpy could not be installed for Python {version}: {pip.stderr.strip().splitlines()[-1:]}")
+    venv_python = numpy_only_python(slicer_version)
     code = (f"import sys, importlib\nfor name in {TORCH_FREE!r}: importlib.import_module(name)\n"
             "heavy = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]\nassert not heavy, heavy\n"
             "from magms.commands import TrainOptions\n"
             "TrainOptions.from_dict({'data': 'd', 'labels': 'brats2013', 'out': 'o', 'max_minutes': 3, 'slots': ['flair']})")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{REPO / 'MAGMSCommon'}"}
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run([venv_python, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     # the MRML side (logic and controllers) runs its module-level code on this Python too: slicer-core has no
     # wheel for 3.9, so `slicer` and `vtk` are stand-ins whose every attribute is a class; what is checked is
@@ -619,7 +692,7 @@ def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version
         (stubs / name / "__init__.py").write_text(STAND_IN_MODULE, encoding="utf-8")
     env["PYTHONPATH"] += f":{REPO / 'MAGMSSegmenter'}:{REPO / 'MAGMSTraining'}:{stubs}"
     code = f"import importlib\nfor name in {MRML_SIDE!r}: importlib.import_module(name)\n"
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run([venv_python, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -638,6 +711,103 @@ class _Any(type):
 def __getattr__(name):
     return _Any(name, (), {})
 """
+
+
+#: The Slicer application's own modules, played in a fresh interpreter: every attribute is a class (bases
+#: of the module classes included), so that what runs is the module file's own import-time code.
+SLICER_STAND_INS = r"""
+import importlib.abc, importlib.machinery, sys, types
+
+
+class _Any(type):
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Any(name, (), {})
+
+    def __call__(cls, *args, **kwargs):
+        return cls
+
+
+class _StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("slicer", "qt", "ctk", "vtk", "SampleData"):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__getattr__ = lambda name: _Any(name, (), {})
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.insert(0, _StandIns())
+"""
+#: How each release executes a scripted module's file (qSlicerScriptedUtils::loadSourceAsModule).
+LOAD_SOURCE = {
+    "5.8": "import imp; imp.load_source({name!r}, {path!r})",  # v5.8.1, Base/QTCore/qSlicerScriptedUtils.cxx:45
+    "5.10": ("import importlib.util; spec = importlib.util.spec_from_file_location({name!r}, {path!r}); "  # v5.10.0, :43
+             "module = importlib.util.module_from_spec(spec); sys.modules[{name!r}] = module; spec.loader.exec_module(module)"),
+}
+
+
+def _installed_layout(root: Path) -> Path:
+    """The Python files as the extension installs them: modules, their Lib folders, MAGMSCommonLib and the core,
+    all in one ``qt-scripted-modules`` folder (slicerMacroBuildScriptedModule and ctkMacroCompilePythonScript)."""
+    import shutil
+
+    folder = root / "lib" / "Slicer-5.8" / "qt-scripted-modules"
+    folder.mkdir(parents=True)
+    for module in MODULES:
+        shutil.copy(REPO / module / f"{module}.py", folder)
+        shutil.copytree(REPO / module / f"{module}Lib", folder / f"{module}Lib")
+    shutil.copytree(REPO / "MAGMSCommon" / "MAGMSCommonLib", folder / "MAGMSCommonLib")
+    shutil.copytree(REPO / "magms", folder / "magms")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["checkout", "installed"])
+@pytest.mark.parametrize("slicer_version", SLICER_PYTHONS)
+def test_the_modules_load_as_slicers_scripted_module_factory_loads_them(slicer_version, layout, numpy_only_python, tmp_path):
+    """Slicer loads a scripted module from a folder (Extension Wizard's Select Extension, Additional module paths,
+    or the installed extension): its factory appends the MODULE's folder to sys.path (ctkFactoryScriptedItem::load,
+    Base/QTGUI/qSlicerScriptedLoadableModuleFactory.cxx:49-59 at v5.8.1 and v5.10.0), then executes the module
+    file. Here: a fresh, isolated interpreter of that release's Python (numpy only, no torch), sys.path = its own
+    plus those folders, the module files executed as that release does. From a checkout they must import
+    MAGMSCommonLib and the core from the checkout; installed, from the install folder, adding no path."""
+    import subprocess
+
+    if layout == "checkout":
+        folders, expected = {module: REPO / module for module in MODULES}, REPO
+    else:
+        installed = _installed_layout(tmp_path / "Slicer")
+        folders, expected = {module: installed for module in MODULES}, installed
+    lines = [SLICER_STAND_INS, "from pathlib import Path"]
+    lines += [f"sys.path.append({str(folder)!r})" for folder in dict.fromkeys(folders.values())]  # every module registered first
+    lines.append("before = list(sys.path)")
+    for module, folder in folders.items():
+        lines.append(LOAD_SOURCE[slicer_version].format(name=module, path=str(folder / f"{module}.py")))
+        lines.append(f"assert hasattr(sys.modules[{module!r}], {module + 'Widget'!r})")
+    lines += ["import MAGMSCommonLib, magms, MAGMSSegmenterLib.logic, MAGMSTrainingLib.logic",
+              f"for m in (MAGMSCommonLib, magms): assert str(Path(m.__file__).resolve()).startswith({str(expected)!r}), m.__file__",
+              "heavy = [m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules]",
+              "assert not heavy, heavy",
+              "print('added', [p for p in sys.path if p not in before])",
+              "print('loaded', sorted(m for m in sys.modules if m.startswith(('MAGMS', 'magms'))))"]
+    result = subprocess.run([numpy_only_python(slicer_version), "-I", "-c", "\n".join(lines)], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'MAGMSSegmenter'" in result.stdout and "'MAGMSTraining'" in result.stdout
+    added = result.stdout.splitlines()[0]
+    if layout == "installed":
+        assert added == "added []", added
+    else:
+        assert str(REPO / "MAGMSCommon") in added and f"'{REPO}'" in added, added
 
 
 def test_the_child_python_is_slicers_launcher_when_it_is_on_the_path(tmp_path, monkeypatch):

@@ -227,8 +227,8 @@ def test_finding_4_a_slot_the_user_set_is_never_overridden_by_a_later_volume(tmp
     assert _names(scene, controller.mapping) == {"flair": None, "t1c": "my series 7"}
 
 
-def test_finding_4_a_volume_counts_once_its_image_data_is_read(tmp_path):
-    """Slicer adds a loaded volume's node before its storage node has read the image."""
+def test_finding_4_a_volume_counts_once_it_has_image_data(tmp_path):
+    """A script (or a reader) may add a volume node before its image."""
     bundle = _tiny_bundle(tmp_path)
     scene = slicer.vtkMRMLScene()
     controller, _ = _segmenter(scene, bundle)
@@ -345,3 +345,84 @@ def test_finding_7_an_exported_engine_runs_on_the_cpu_whatever_the_device(tmp_pa
     job.running = False
     controller.applyOrCancel()
     assert job.started[-1][1]["engineChoice"] == EngineChoice(device="cuda:0", engine="eager", precision="auto")
+
+
+# --- what the reviewer's reading against the releases' source found (issue #27, the fresh reading) -------
+
+
+def test_review_an_engine_chosen_by_name_gets_its_packages_or_nothing_runs(monkeypatch):
+    """D2: choosing ONNX Runtime (never offered: auto never picks it) or OpenVINO after a "no" failed in the
+    child with a pip command a Slicer user cannot run. Now Apply asks to install that engine's packages."""
+    from MAGMSCommonLib import dependencies
+
+    from magms.devices import RequirementState
+
+    assert [r.module for r in dependencies.engineRequirements("onnxruntime")] == ["onnxruntime", "onnx"]
+    assert [r.module for r in dependencies.engineRequirements("openvino")] == ["openvino", "onnx"]
+    assert dependencies.engineRequirements("auto") == () == dependencies.engineRequirements("eager")
+    monkeypatch.setattr(dependencies, "ensureInSlicer", lambda brain=False: True)
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda wanted: [RequirementState(r, None) for r in wanted])
+    installed, questions = [], []
+    monkeypatch.setattr(dependencies, "installInSlicer", lambda states: installed.append([s.requirement.module for s in states]) or False)
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text: questions.append(text) or False, raising=False)
+    assert dependencies.ensureForSegmentation(False, "onnxruntime") is False and installed == []
+    assert "onnxruntime" in questions[0] and "onnxruntime>=1.17" in questions[0]
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text: True, raising=False)
+    assert dependencies.ensureForSegmentation(False, "onnxruntime") is True and installed == [["onnxruntime", "onnx"]]
+
+
+def test_review_the_panel_asks_for_the_chosen_engines_packages(tmp_path):
+    bundle = _tiny_bundle(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    job = RecordingJob()
+    controller, view = _segmenter(scene, bundle, newJob=lambda: job)
+    controller.setEngine("onnxruntime")
+    asked = []
+    controller.applyOrCancel(lambda brain, engine: asked.append((engine, view.last("showApply"))) or False)
+    assert asked == [("onnxruntime", ("Installing packages...", False))] and job.started == []
+
+
+def test_review_a_slot_change_while_packages_install_keeps_apply_off(tmp_path):
+    """D7: pip runs Qt's event loop; a slot changed meanwhile turned the button back into an enabled Apply."""
+    bundle = _tiny_bundle(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    flair = add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    controller, view = _segmenter(scene, bundle, newJob=RecordingJob)
+    shown = []
+
+    def installing(brain, engine):
+        controller.mappingChanged({"flair": flair.GetID(), "t1c": None})  # the user, while pip runs
+        shown.append(view.last("showApply"))
+        return False
+
+    controller.applyOrCancel(installing)
+    assert shown == [("Installing packages...", False)] and view.last("showApply") == ("Apply", True)
+
+
+def test_review_a_segmentation_under_a_transform_is_refused_by_name_before_training():
+    """D1: the closed-surface copy has no transform, so its labels were written unmoved; labelmaps were moved.
+    As for volumes, a transform must be hardened first."""
+    scheme = get_scheme("msd_task01")
+    scene = slicer.vtkMRMLScene()
+    flair = add_volume(scene, "FLAIR", np.zeros(SHAPE))
+    contours = _closed_surface_segmentation(scene, flair)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    contours.SetAndObserveTransformNodeID(transform.GetID())
+    cases = [training.SceneCase("P0", {"flair": flair.GetID()}, contours.GetID())]
+    with pytest.raises(Exception, match="case P0: segmentation 'RTSTRUCT contours' is under transform 'registration'"):
+        training.checkSceneCases(scene, cases, ("flair",), scheme)
+
+
+def test_review_hidden_volumes_and_magms_maps_are_neither_guessed_nor_taken():
+    """D3, D4: the selectors hide volumes hidden from editors (the guess mapped one the user could not see),
+    and the disagreement map, offered by the selector, was not refused."""
+    scene = slicer.vtkMRMLScene()
+    hidden = add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    hidden.SetHideFromEditors(True)
+    disagreement = add_volume(scene, "T1 POST GAD disagreement", np.zeros(SHAPE))
+    disagreement.SetAttribute(volumes.ROLE_ATTRIBUTE, "disagreement")
+    assert volumes.scalarVolumes(scene) == []
+    assert volumes.guessMapping(scene, ("flair", "t1c"))[0] == {"flair": None, "t1c": None}
+    with pytest.raises(Exception, match="'T1 POST GAD disagreement' is a disagreement map MAGMS made"):
+        volumes.checkMapping(scene, {"t1c": disagreement.GetID()}, ("flair", "t1c"))

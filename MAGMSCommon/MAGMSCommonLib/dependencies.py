@@ -46,6 +46,7 @@ from magms.devices import (
     BRAIN_REQUIREMENTS, FAST_REQUIREMENTS, RequirementState, cuda_may_be_present, dicom_requirements, unmet_requirements,
 )
 from magms.errors import ConfigError
+from magms.protocol import EXPORTED_ENGINES
 
 __all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer", "KEPT",
            "installedVersions", "keptConstraints", "unmetBrain", "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer",
@@ -281,13 +282,40 @@ def offerFast(
     return installInSlicer(states, pipInstall=pipInstall, versions=versions)
 
 
-def ensureForSegmentation(brain: bool = False) -> bool:
-    """In Slicer, before a segmentation: :func:`ensureInSlicer`, then (no CUDA GPU here) :func:`offerFast`.
-    True when the segmentation can start; a failed fast install is shown and PyTorch runs instead."""
+def engineRequirements(engine: str) -> tuple:
+    """What an engine named in the panel needs beyond the core: the exported engines their runtime and onnx
+    (which exports the graphs once per model); eager and auto nothing (auto falls back to PyTorch)."""
+    return tuple(r for r in FAST_REQUIREMENTS if r.module in (engine, "onnx")) if engine in EXPORTED_ENGINES else ()
+
+
+def describeUnmetEngine(engine: str, states: Sequence[RequirementState]) -> str:
+    """The question asked before installing what the chosen engine needs."""
+    return "\n".join([f"The engine you chose, {engine}, needs these Python packages:"] + [f"  {s.describe()}" for s in states]
+                     + ["Install them now? No: nothing runs (choose the engine auto or PyTorch to segment without them)."])
+
+
+def ensureForSegmentation(brain: bool = False, engine: str = "auto") -> bool:
+    """In Slicer, before a segmentation: :func:`ensureInSlicer`; then an engine chosen by name gets its packages
+    (asked; no: nothing runs), and ``auto`` (no CUDA GPU here) is offered the fast path (:func:`offerFast`).
+    True when the segmentation can start; a failed fast install under ``auto`` is shown and PyTorch runs instead."""
     import slicer
 
     if not ensureInSlicer(brain):
         return False
+    needed = unmet_requirements(engineRequirements(engine))
+    if needed:  # asked for by name: without them the child would refuse
+        if not slicer.util.confirmYesNoDisplay(describeUnmetEngine(engine, needed)):
+            return False
+        try:
+            restart = installInSlicer(needed)
+        except Exception as err:  # noqa: BLE001 - shown to the user; nothing runs
+            slicer.util.errorDisplay(f"The packages for {engine} could not be installed: {err}")
+            return False
+        if restart:
+            _offerRestart()
+        return True
+    if engine != "auto":
+        return True
     global _fastFailed
     if cuda_may_be_present() or slicer.app.testingEnabled() or _fastFailed:  # no speed-up on a GPU; tests must not download 70 MB
         return True

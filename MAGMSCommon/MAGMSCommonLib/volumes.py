@@ -61,8 +61,11 @@ class VolumeGuess:
 
 def notAnImage(node: slicer.vtkMRMLScalarVolumeNode) -> str:
     """Why ``node`` is not one MRI sequence a model can take ("" when it is): a label map, a vector, tensor,
-    DWI or multi-volume node, or image data of more than one component per voxel."""
+    DWI or multi-volume node, a map MAGMS made (:data:`ROLE_ATTRIBUTE`), or image data of more than one
+    component per voxel."""
     kind = next((text for cls, text in _KINDS.items() if node.IsA(cls)), None)
+    if node.GetAttribute(ROLE_ATTRIBUTE):
+        kind = f"a {node.GetAttribute(ROLE_ATTRIBUTE)} map MAGMS made"
     image = node.GetImageData()
     if kind is None and image is not None and image.GetNumberOfScalarComponents() != 1:
         kind = f"an image of {image.GetNumberOfScalarComponents()} components per voxel"
@@ -72,12 +75,14 @@ def notAnImage(node: slicer.vtkMRMLScalarVolumeNode) -> str:
 
 
 def scalarVolumes(scene: slicer.vtkMRMLScene) -> list[slicer.vtkMRMLScalarVolumeNode]:
-    """The scene's single-component scalar volumes with image data (label maps, vector, tensor, DWI and
-    multi-volumes, and MAGMS's own maps excluded), in scene order."""
+    """The scene's single-component scalar volumes with image data, in scene order: no label maps, vector,
+    tensor, DWI or multi-volumes, no map MAGMS made, and none hidden from editors (the panels' selectors do
+    not list those: ``qMRMLSortFilterProxyModel`` filters ``HideFromEditors``), so that no guess maps a
+    volume the user cannot see."""
     nodes = []
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-        if node.GetImageData() is None or node.GetAttribute(ROLE_ATTRIBUTE) or notAnImage(node):
+        if node.GetImageData() is None or node.GetHideFromEditors() or notAnImage(node):
             continue
         nodes.append(node)
     return nodes

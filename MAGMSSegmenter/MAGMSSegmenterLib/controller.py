@@ -276,7 +276,7 @@ class SegmenterController:
     def guessArrivedVolumes(self) -> None:
         """Give the volumes loaded since the slots were last guessed (drag and drop, DICOM, a script) the
         empty slots they look like; a slot that holds a volume keeps it. Called from :meth:`poll`, so a
-        volume counts once its image data is read (Slicer adds the node to the scene first), and the
+        volume counts once it has image data (a script may add the node before its image), and the
         panel's combo boxes, which keep None when nodes are added, are filled for the user.
         """
         if self.info is None or self.parameters is None or self._seenVolumes is None or self.running:
@@ -421,15 +421,19 @@ class SegmenterController:
         return self.job is not None and self.job.running
 
     def _updateApply(self) -> None:
+        if self._installing:  # pip runs Qt's event loop: a slot change meanwhile must not re-enable Apply
+            self.view.showApply("Installing packages...", False)
+            return
         mapped = any(self.mapping.values())
         self.view.showApply("Cancel" if self.running else "Apply", self.running or (self.info is not None and mapped))
 
-    def applyOrCancel(self, ensureDependencies: Callable[[bool], bool] = lambda brain=False: True) -> None:
+    def applyOrCancel(self, ensureDependencies: Callable[[bool, str], bool] = lambda brain=False, engine="auto": True) -> None:
         """Apply starts a segmentation of the mapped volumes; while one runs, the button cancels it.
 
         Args:
             ensureDependencies: asks for and installs what MAGMS lacks, called with whether the run
-                will extract the brain (deepbet needed too); False stops here.
+                will extract the brain (deepbet needed too) and the engine chosen (an exported engine
+                needs its runtime); False stops here.
         """
         if self.running:
             self.cancel()
@@ -440,7 +444,7 @@ class SegmenterController:
         self.view.showApply("Installing packages...", False)
         self._installing = True
         try:
-            ready = ensureDependencies(self.needsBrainExtraction())
+            ready = ensureDependencies(self.needsBrainExtraction(), self.engineChoice("cpu").engine)
         finally:
             self._installing = False
             self._updateApply()

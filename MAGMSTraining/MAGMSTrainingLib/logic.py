@@ -127,7 +127,7 @@ def checkSceneCases(scene: slicer.vtkMRMLScene, cases: Sequence[SceneCase], slot
 
     Raises:
         ConfigError: all problems at once, each naming the case: no case, duplicate names, no
-            segmentation, segments that are not labels of the scheme, bad volume mappings
+            segmentation, a segmentation under a transform, segments that are not labels of the scheme, bad volume mappings
             (see :func:`MAGMSSegmenterLib.logic.checkMapping`: none, twice, not overlapping...).
     """
     problems = [] if cases else ["no case: add at least one case of volumes with a segmentation"]
@@ -142,6 +142,9 @@ def checkSceneCases(scene: slicer.vtkMRMLScene, cases: Sequence[SceneCase], slot
         if node is None:
             problems.append(f"case {case.name}: no segmentation")
             continue
+        if node.GetParentTransformNode() is not None:  # as for volumes: the label map would not lie where it is shown
+            problems.append(f"case {case.name}: segmentation '{node.GetName()}' is under transform "
+                            f"'{node.GetParentTransformNode().GetName()}': harden or remove it first")
         values, unknown = segmentValues(node, scheme)
         if unknown:
             names_ = ", ".join(label.name for label in scheme.labels if label.value != 0)

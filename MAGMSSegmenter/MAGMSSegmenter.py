@@ -37,6 +37,8 @@ def _useCheckoutFolders() -> None:
 
 _useCheckoutFolders()
 
+from magms.modalities import slot_display_name
+from magms.protocol import EngineChoice
 from MAGMSCommonLib import dependencies, models
 from MAGMSCommonLib.child import childPython
 from MAGMSCommonLib.volumes import seriesDescriptionAttribute
@@ -53,9 +55,6 @@ from MAGMSCommonLib.widgets import (
 from MAGMSSegmenterLib import logic
 from MAGMSSegmenterLib.controller import SegmenterController
 
-from magms.modalities import slot_display_name
-from magms.protocol import EngineChoice
-
 REGISTRY = Path(__file__).parent / "Resources" / "Models.json"
 
 
@@ -63,7 +62,8 @@ class MAGMSSegmenter(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MAGMS Segmenter")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]  # Slicer's own category, translated in its context
+        # Slicer's own category, translated in its context
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["MAGMS developers"]
         self.parent.helpText = _(
@@ -100,8 +100,10 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
             newExportJob=self.logic.newExportJob, dicomFiles=dicomDatabaseFile, dicomPositions=dicomDatabasePosition,
         )
         self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.chooseBundle(path))
-        self.ui.registryComboBox.connect("activated(int)", lambda i: self.controller.chooseListed(self.ui.registryComboBox.itemData(i) or ""))
-        self.ui.downloadButton.connect("clicked(bool)", lambda: self.controller.download(self.ui.registryComboBox.currentData or "", slicer.app.processEvents))
+        self.ui.registryComboBox.connect(
+            "activated(int)", lambda i: self.controller.chooseListed(self.ui.registryComboBox.itemData(i) or ""))
+        self.ui.downloadButton.connect(
+            "clicked(bool)", lambda: self.controller.download(self.ui.registryComboBox.currentData or "", slicer.app.processEvents))
         self.ui.guessButton.connect("clicked(bool)", lambda: self.controller.guess())
         self.ui.deviceComboBox.connect("activated(int)", lambda i: self.controller.setDevice(self.ui.deviceComboBox.itemData(i)))
         self.ui.engineComboBox.connect("activated(int)", lambda i: self.controller.setEngine(self.ui.engineComboBox.itemData(i)))
@@ -111,7 +113,8 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureForSegmentation))
         self.ui.exportSegmentationNodeComboBox.connect(
             "currentNodeChanged(vtkMRMLNode*)", lambda node: self.controller.setExportSegmentation(node.GetID() if node else None))
-        self.ui.exportFormatComboBox.connect("activated(int)", lambda i: self.controller.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))
+        self.ui.exportFormatComboBox.connect(
+            "activated(int)", lambda i: self.controller.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))
         self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.setExportFolder(path))
         self.ui.exportButton.connect("clicked(bool)", lambda: self.controller.exportOrCancel(dependencies.ensureDicomInSlicer))
         self.startControllerPanel(pollMilliseconds=200)

@@ -38,6 +38,8 @@ def _useCheckoutFolders() -> None:
 
 _useCheckoutFolders()
 
+from magms.config import BACKBONES
+from magms.labels import SCHEMES
 from MAGMSCommonLib import dependencies
 from MAGMSCommonLib.child import childPython
 from MAGMSCommonLib.widgets import (
@@ -53,15 +55,13 @@ from MAGMSCommonLib.widgets import (
 from MAGMSTrainingLib import logic
 from MAGMSTrainingLib.controller import NUMBERS, TrainingController, numberRange
 
-from magms.config import BACKBONES
-from magms.labels import SCHEMES
-
 
 class MAGMSTraining(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MAGMS Training")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]  # Slicer's own category, translated in its context
+        # Slicer's own category, translated in its context
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["MAGMS developers"]
         self.parent.helpText = _(
@@ -227,7 +227,8 @@ class MAGMSTrainingTest(ScriptedLoadableModuleTest):
                 label = np.zeros((20, 22, 24), np.uint8)
                 label[5:12, 6:14, 7:15] = 1
                 label[7:10, 8:11, 9:12] = 3
-                sitk.WriteImage(sitk.GetImageFromArray((label + rng.normal(5, 1, label.shape)).astype(np.float32)), str(case / "flair.nii.gz"))
+                flair = (label + rng.normal(5, 1, label.shape)).astype(np.float32)
+                sitk.WriteImage(sitk.GetImageFromArray(flair), str(case / "flair.nii.gz"))
                 sitk.WriteImage(sitk.GetImageFromArray(label), str(case / "seg.nii.gz"))
             job = MAGMSTrainingLogic().newJob()
             job.localModels = Path(tmp) / "local_models.json"  # leave the user's model list alone

@@ -11,11 +11,11 @@ import pytest
 import SimpleITK as sitk
 
 from magms.data.cases import find_cases
-from magms.errors import ConfigError, ImageError
+from magms.data.checks import check_cases
 from magms.data.inputs import prepare_inputs
 from magms.data.io import read_image
+from magms.errors import ConfigError, ImageError
 from magms.labels import get_scheme
-from magms.data.checks import check_cases
 
 SHAPE = (10, 11, 12)  # z, y, x
 
@@ -160,8 +160,8 @@ def test_every_bad_case_is_reported_in_one_run(tmp_path):
 
 
 def test_an_explicit_validation_split(tmp_path, capsys):
-    from magms.data.cases import Case
     from magms.cli import main
+    from magms.data.cases import Case
     from magms.training import split_cases
 
     cases = [Case(f"p{k}", {"flair": Path(f"p{k}.nii.gz")}, Path("l.nii.gz")) for k in range(4)]
@@ -184,7 +184,8 @@ def test_an_explicit_validation_split(tmp_path, capsys):
 def test_training_options_out_of_range_are_refused_in_one_line(tmp_path, capsys):
     from magms.cli import main
 
-    for flags, message in ((["--kl-weight", "-1"], "kl_weight and feature_weight must be >= 0"), (["--epochs", "0"], "epochs must be >= 1")):
+    for flags, message in ((["--kl-weight", "-1"], "kl_weight and feature_weight must be >= 0"),
+                           (["--epochs", "0"], "epochs must be >= 1")):
         assert main(["train", "--data", str(tmp_path), "--labels", "msd_task01", "--out", str(tmp_path / "m"), *flags]) == 2
         assert message in capsys.readouterr().err
 

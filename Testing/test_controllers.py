@@ -52,8 +52,8 @@ def parameter_node(scene):
 
 
 def add_volume(scene, name: str, array: np.ndarray):
-    from vtk.util import numpy_support
     import vtk
+    from vtk.util import numpy_support
 
     image = vtk.vtkImageData()
     image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
@@ -370,7 +370,8 @@ def test_a_loaded_scene_reaches_the_panel(tmp_path):
     panel = Panel()
     view = View()
     panel.controller = TrainingController(scene, node, view, newJob=lambda: None, devices=None)
-    panel.logic = type("Logic", (), {"getParameterNode": lambda self: scene.GetSingletonNode("MAGMSTraining", "vtkMRMLScriptedModuleNode")})()
+    panel.logic = type(
+        "Logic", (), {"getParameterNode": lambda self: scene.GetSingletonNode("MAGMSTraining", "vtkMRMLScriptedModuleNode")})()
     panel.observeScene(scene)
     assert view.last("showSettings")[0]["epochs"] == 50
     scene.SetURL(str(tmp_path / "saved.mrml"))
@@ -465,7 +466,8 @@ def test_training_offers_the_builtin_model_to_start_from_and_takes_its_network(b
     controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "out"))
     controller.start()
     options = json.loads((tmp_path / "out" / training.TRAIN_OPTIONS_FILE).read_text(encoding="utf-8"))
-    assert (options["init"], options["slots"], options["patch"]) == (str(builtin_models_folder / "tiny-4seq"), ["flair", "t1", "t1c", "t2"], [16])
+    assert (options["init"], options["slots"], options["patch"]) == (
+        str(builtin_models_folder / "tiny-4seq"), ["flair", "t1", "t1c", "t2"], [16])
     controller.chooseInitFolder(str(tmp_path / "mine"))  # a folder typed in the path field
     assert view.last("showInit")[1:] == ("folder", str(tmp_path / "mine")) and controller.settings()["init"] == tmp_path / "mine"
     controller.chooseInit("")
@@ -535,8 +537,9 @@ def test_export_is_enabled_only_when_it_can_run_and_says_why_not(bundle, tmp_pat
     controller.chooseBundle(str(bundle))
     assert view.last("showExport") == ("Export to DICOM", False, "Choose a folder for the DICOM files.")
     controller.setExportFolder(str(tmp_path))
-    assert view.last("showExport") == ("Export to DICOM", True, f"Writes an RT Structure Set and a DICOM SEG of 'reviewed' into {tmp_path}, "
-                                                                 "referencing the DICOM series of its reference volume.")
+    assert view.last("showExport") == ("Export to DICOM", True,
+                                       f"Writes an RT Structure Set and a DICOM SEG of 'reviewed' into {tmp_path}, "
+                                       "referencing the DICOM series of its reference volume.")
     controller.setExportFormat("seg")
     assert view.last("showExport")[2].startswith("Writes a DICOM SEG of 'reviewed'")
     # kept on the parameter node (saved with the scene) and shown again from it
@@ -580,9 +583,8 @@ def test_export_of_a_volume_not_loaded_from_dicom_is_disabled_naming_slicerrt(bu
 
 def test_export_refusals_from_the_job_are_shown_and_leave_the_button_ready(bundle, tmp_path):
     """What only the job can check (the DICOM database's files, the packages, the segment names) is shown as an error."""
-    from MAGMSSegmenterLib.logic import ExportJob
-
     from magms.devices import DICOM_REQUIREMENTS, RequirementState
+    from MAGMSSegmenterLib.logic import ExportJob
 
     scene, volume, segmentation = _export_scene()
     view = View()
@@ -672,7 +674,8 @@ def test_a_format_no_panel_wrote_falls_back_to_both(bundle, tmp_path):
     scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
     controller.parameters.node.SetParameter("exportFormat", "dicom-sr")
     controller.setParameterNode(controller.parameters.node)
-    assert view.last("showExportSettings")[1] == "both" and view.last("showExport")[2].startswith("Writes an RT Structure Set and a DICOM SEG")
+    assert view.last("showExportSettings")[1] == "both"
+    assert view.last("showExport")[2].startswith("Writes an RT Structure Set and a DICOM SEG")
     controller.exportOrCancel()
     assert jobs[0].started[0][3] == "both"
 
@@ -758,9 +761,8 @@ def _load(scene, path, name):
 def test_the_panel_shows_what_preprocess_auto_will_do_from_the_same_detection_as_magms_segment(bundle, tmp_path):
     """A stripped BraTS 2018 FLAIR and the whole-head MNI T1, read from their files by Slicer's storage node:
     the panel's detection is the core's on the very files the child reads, and the choice reaches the job."""
-    from MAGMSCommonLib.volumes import writeVolumes
-
     from magms.data.clinical import skull_check
+    from MAGMSCommonLib.volumes import writeVolumes
 
     brats = DATA / "brats18" / "Brats18_CBICA_AQR_1" / "Brats18_CBICA_AQR_1_flair.nii.gz"
     mni = DATA / "mni_avg152" / "canonical_avg152T1.nii.gz"

@@ -123,7 +123,8 @@ def _check_rtstruct(path: Path, folder: Path, grid: sitk.Image, labels: np.ndarr
         assert [int(c) for c in contour.ROIDisplayColor] == list(structure.color)
         assert int(observation.ReferencedROINumber) == int(roi.ROINumber)
         code = observation.RTROIIdentificationCodeSequence[0]
-        assert (code.CodingSchemeDesignator, code.CodeValue, code.CodeMeaning) == (structure.type.scheme, structure.type.value, structure.type.meaning)
+        assert (code.CodingSchemeDesignator, code.CodeValue, code.CodeMeaning) == (
+            structure.type.scheme, structure.type.value, structure.type.meaning)
         assert roi.ROIGenerationAlgorithm == "AUTOMATIC"
         mask = rasterise_roi(ds, int(roi.ROINumber), grid, slice_of_uid)
         dices[structure.key] = _dice(mask, structure.mask(labels))
@@ -284,7 +285,8 @@ def test_export_command_writes_both_from_a_label_file(dicom_case, tmp_path, caps
     labels.CopyInformation(dicom_case["grid"])
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
     files = [str(p) for p in sorted(folder.glob("*.dcm"))]
-    argv = ["export", "--labels", str(tmp_path / "labels.nii.gz"), "--rtstruct", str(tmp_path / "rt.dcm"), "--dicom-seg", str(tmp_path / "seg.dcm")]
+    argv = ["export", "--labels", str(tmp_path / "labels.nii.gz"), "--rtstruct", str(tmp_path / "rt.dcm"),
+            "--dicom-seg", str(tmp_path / "seg.dcm")]
     assert main(argv + [arg for f in files for arg in ("--series", f)]) == 0  # the files, as Slicer's database gives them
     _check_seg(tmp_path / "seg.dcm", folder, dicom_case["truth"])
     _check_rtstruct(tmp_path / "rt.dcm", folder, dicom_case["grid"], dicom_case["truth"])

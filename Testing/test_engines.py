@@ -18,13 +18,20 @@ from conftest import DATA, REPO, modules_imported, needs_data, random_unet_bundl
 from magms.builtin import builtin_model
 from magms.bundle import load_bundle, save_bundle
 from magms.engines import (
-    CACHE_ENV, FAST_EXTRA, GRAPHS_RECORD, EagerPredictor, GraphPredictor, cached_graphs, engine_cache_folders, make_predictor,
+    CACHE_ENV,
+    FAST_EXTRA,
+    GRAPHS_RECORD,
+    EagerPredictor,
+    GraphPredictor,
+    cached_graphs,
+    engine_cache_folders,
+    make_predictor,
     resolve_engine,
 )
 from magms.errors import ConfigError
 from magms.inference import Segmenter
-from magms.networks import build_network
 from magms.modalities import subsets_of
+from magms.networks import build_network
 
 CPU = "cpu"
 EXPORTED = [
@@ -167,7 +174,8 @@ def test_cache_goes_home_when_the_bundle_folder_is_read_only_and_env_overrides(b
     monkeypatch.delenv(CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     digest = "ab" * 32
-    assert engine_cache_folders(bundle, digest) == [bundle / ".engines" / digest[:16], tmp_path / "home-cache" / "magms" / "engines" / digest]
+    assert engine_cache_folders(bundle, digest) == [bundle / ".engines" / digest[:16],
+                                                    tmp_path / "home-cache" / "magms" / "engines" / digest]
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
     assert engine_cache_folders(bundle, digest) == [tmp_path / "mine" / digest]
 

@@ -13,11 +13,11 @@ import torch
 from conftest import DATA, needs_data, tiny_config
 from magms.bundle import save_bundle
 from magms.cli import main
-from magms.evaluate import FIELDS, LESION_FIELDS
 from magms.config import PreprocessConfig
+from magms.evaluate import FIELDS, LESION_FIELDS
+from magms.labels import get_scheme
 from magms.metrics import binary_metrics, case_metrics
 from magms.modalities import subsets_of
-from magms.labels import get_scheme
 from magms.networks import build_network
 
 
@@ -81,7 +81,8 @@ def dataset(tmp_path):
         label[3:8, 4:9, 5:10] = 2
         label[5:7, 6:8, 7:9] = 4  # BraTS 2013 enhancing -> 3 in BraTS 2023
         for file, scale in (("Flair.nii.gz", 1.0), ("T1c.nii.gz", 2.0)):
-            sitk.WriteImage(sitk.GetImageFromArray((scale * (label + rng.normal(5, 1, label.shape))).astype(np.float32)), str(folder / file))
+            image = (scale * (label + rng.normal(5, 1, label.shape))).astype(np.float32)
+            sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / file))
         sitk.WriteImage(sitk.GetImageFromArray(label), str(folder / "OTMultiClass.nii.gz"))
     return bundle, tmp_path / "data"
 
@@ -89,7 +90,8 @@ def dataset(tmp_path):
 def test_evaluate_writes_all_reports(dataset, tmp_path, capsys):
     bundle, data = dataset
     out = tmp_path / "report"
-    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(out), "--labels", "brats2013", "--device", "cpu"]) == 0
+    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(out), "--labels", "brats2013",
+                 "--device", "cpu"]) == 0
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 3 * 6  # cases x subsets x (3 labels + 3 regions)
@@ -121,7 +123,8 @@ def test_evaluate_names_unlabelled_cases(dataset, tmp_path, capsys):
 
 def test_evaluate_unmappable_scheme_is_refused(dataset, tmp_path, capsys):
     bundle, data = dataset
-    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(tmp_path / "r"), "--labels", "brain_tissue", "--device", "cpu"]) == 2
+    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(tmp_path / "r"), "--labels", "brain_tissue",
+                 "--device", "cpu"]) == 2
     assert "brain_tissue" in capsys.readouterr().err
 
 
@@ -130,10 +133,12 @@ def test_evaluate_real_case_via_manifest(tmp_path, capsys):
     torch.manual_seed(0)
     cfg = tiny_config("unet", slots=("flair", "t1c"), img_size=(32, 32, 32))
     bundle = tmp_path / "bundle"
-    save_bundle(bundle, build_network(cfg), cfg, get_scheme("msd_task01"), PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25))
+    save_bundle(bundle, build_network(cfg), cfg, get_scheme("msd_task01"),
+                PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25))
     case = DATA / "brats_flair_t1c" / "brats_2013_pat0003_1"
     manifest = tmp_path / "cases.csv"
-    manifest.write_text(f"case,Flair,T1c,label\npat0003,{case / 'Flair_subtrMeanDivStd.nii.gz'},{case / 'T1c_subtrMeanDivStd.nii.gz'},{case / 'OTMultiClass.nii.gz'}\n")
+    manifest.write_text(f"case,Flair,T1c,label\npat0003,{case / 'Flair_subtrMeanDivStd.nii.gz'},"
+                        f"{case / 'T1c_subtrMeanDivStd.nii.gz'},{case / 'OTMultiClass.nii.gz'}\n")
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(bundle), "--data", str(manifest), "--out", str(out), "--labels", "brats2013", "--device", "cpu",
                  "--progress", "none", "--subset", "t1c,flair"]) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+
 import tomllib
 
 from conftest import REPO

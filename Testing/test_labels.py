@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import DATA, needs_data
-
 from magms.errors import ConfigError
 from magms.labels import (
     SCHEMES,
@@ -23,7 +22,6 @@ from magms.labels import (
     label_map,
     map_labels,
 )
-
 
 TUMOUR = ("brats2013", "msd_task01", "brats2021", "brats2023")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from conftest import DATA, needs_data
-
 from magms.errors import ConfigError
 from magms.modalities import (
     MODALITIES,
@@ -18,7 +16,6 @@ from magms.modalities import (
     guess_slots,
     slot_display_name,
 )
-
 
 LABEL = "looks like a label or mask file"
 NOTHING = "no modality name recognised"

@@ -10,11 +10,11 @@ from monai.transforms import NormalizeIntensity
 
 from conftest import DATA, needs_data
 from magms.config import PreprocessConfig
+from magms.data.dataset import case_transforms
 from magms.data.grid import to_working, working_grid
+from magms.data.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
 from magms.data.tensors import sitk_to_metatensor, spatial_transform
 from magms.labels import get_scheme
-from magms.data.preprocessing import foreground_box, foreground_mask, normalize, run_in_foreground
-from magms.data.dataset import case_transforms
 
 
 def _head(shape=(24, 28, 20), seed=0) -> tuple[np.ndarray, np.ndarray]:

@@ -187,7 +187,8 @@ def test_report_over_an_existing_report_is_refused_without_overwrite(bundle, cas
     report.mkdir()
     (report / "report.md").write_text("the reviewer's notes")
     out = tmp_path / "seg.nii.gz"
-    args = ["--input", f"flair={case['flair']}", "--input", f"t1c={case['t1c']}", "--output", out, "--compare", "subsets", "--report", report]
+    args = ["--input", f"flair={case['flair']}", "--input", f"t1c={case['t1c']}", "--output", out, "--compare", "subsets",
+            "--report", report]
     assert _segment(bundle, *args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "report.md exist already (use --overwrite" in err
@@ -325,6 +326,7 @@ def test_real_case_volumes_csv_is_counts_times_voxel_volume_of_the_written_label
     for label in scheme.labels[1:]:
         assert float(full[("label", label.key)]["ml"]) == pytest.approx(np.count_nonzero(labels == label.value) * voxel_ml, rel=1e-5)
     for region in scheme.regions:
-        assert float(full[("region", region.key)]["ml"]) == pytest.approx(np.count_nonzero(scheme.region_mask(labels, region.key)) * voxel_ml, rel=1e-5)
+        assert float(full[("region", region.key)]["ml"]) == pytest.approx(
+            np.count_nonzero(scheme.region_mask(labels, region.key)) * voxel_ml, rel=1e-5)
     assert float(full[("region", "wt")]["ml"]) > 1  # a real tumour was found
     assert all(float(r["dice_to_fullest"]) == 1 for r in full.values())

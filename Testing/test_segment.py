@@ -54,7 +54,8 @@ def _geometry(img: sitk.Image):
 def test_output_on_reference_grid_with_scheme_values(bundle, case, capsys):
     folder, paths = case
     out = folder / "out.nii.gz"
-    assert _segment(bundle, "--input", f"t1c={paths['pat_T1Gd.nrrd']}", "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", out) == 0
+    assert _segment(bundle, "--input", f"t1c={paths['pat_T1Gd.nrrd']}", "--input", f"flair={paths['pat_FLAIR.nii.gz']}",
+                    "--output", out) == 0
     seg = sitk.ReadImage(str(out))
     assert _geometry(seg) == _geometry(sitk.ReadImage(str(paths["pat_FLAIR.nii.gz"])))
     assert set(np.unique(sitk.GetArrayViewFromImage(seg))) <= set(SCHEME.values)
@@ -87,7 +88,8 @@ def _bad_inputs(folder, paths):
         "4-D": ([f"flair={_write(folder / 'four.nii.gz', sitk.JoinSeries([_image(_volume())] * 2))}"], "four.nii.gz: 4-D image"),
         "single slice": ([f"flair={_write(folder / 'one.nii.gz', _image(_volume()[:1]))}"], "one.nii.gz: a single slice"),
         "NaN": ([f"flair={_write(folder / 'nan.mha', _image(nan))}"], "nan.mha: 1 voxels are NaN"),  # NIfTI writing drops NaN
-        "constant": ([f"flair={_write(folder / 'flat.nii.gz', _image(np.full((20, 24, 28), 7, np.float32)))}"], "flat.nii.gz: constant image"),
+        "constant": ([f"flair={_write(folder / 'flat.nii.gz', _image(np.full((20, 24, 28), 7, np.float32)))}"],
+                     "flat.nii.gz: constant image"),
         "no overlap": ([f"flair={flair}", f"t2={_write(folder / 'far.nii.gz', far)}"], "t2: far.nii.gz covers only 0% of the space"),
         "slot not in bundle": ([f"pd={flair}"], "'pd' not in the model"),
         "unknown slot": ([f"xyz={flair}"], "'xyz'"),
@@ -102,7 +104,8 @@ def _write(path, img):
     return path
 
 
-BAD = ["missing file", "2-D", "4-D", "single slice", "NaN", "constant", "no overlap", "slot not in bundle", "unknown slot", "bad pair", "no input"]
+BAD = ["missing file", "2-D", "4-D", "single slice", "NaN", "constant", "no overlap", "slot not in bundle", "unknown slot", "bad pair",
+       "no input"]
 
 
 @pytest.mark.parametrize("which", BAD)
@@ -132,7 +135,8 @@ def test_existing_output_untouched_without_overwrite(bundle, case, capsys):
 
 def test_missing_bundle_is_named(case, capsys, tmp_path):
     _, paths = case
-    assert main(["segment", "--model", str(tmp_path / "nomodel"), "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", str(tmp_path / "o.nii.gz")]) == 2
+    assert main(["segment", "--model", str(tmp_path / "nomodel"), "--input", f"flair={paths['pat_FLAIR.nii.gz']}",
+                 "--output", str(tmp_path / "o.nii.gz")]) == 2
     assert "nomodel: no such bundle folder" in capsys.readouterr().err
 
 
@@ -201,8 +205,9 @@ def test_input_dir_guesses_and_prints_mapping(bundle, case, capsys):
 def test_progress_lines_for_the_slicer_runner(bundle, case, capsys):
     _, paths = case
     out = paths["pat_FLAIR.nii.gz"].parent / "o.nrrd"
-    assert main(["segment", "--model", str(bundle), "--progress", "lines", "--input", f"flair={paths['pat_FLAIR.nii.gz']}", "--output", str(out)]) == 0
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("progress ")]
+    assert main(["segment", "--model", str(bundle), "--progress", "lines", "--input", f"flair={paths['pat_FLAIR.nii.gz']}",
+                 "--output", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress ")]
     assert lines and lines[-1].split()[1].split("/")[0] == lines[-1].split()[1].split("/")[1]
 
 
@@ -283,7 +288,8 @@ def test_real_unlabelled_cases_via_input_dir(bundle, tmp_path, capsys, case_dir,
     assert _segment(bundle, "--input-dir", folder, "--output", out) == 0
     err = capsys.readouterr().err
     for slot, token in expected.items():
-        assert any(line.startswith(f"{n}: {slot} ") for n in (p.name for p in folder.iterdir() if token in p.name.lower()) for line in err.splitlines()), (slot, err)
+        assert any(line.startswith(f"{n}: {slot} ")
+                   for n in (p.name for p in folder.iterdir() if token in p.name.lower()) for line in err.splitlines()), (slot, err)
     flair_file = next(p for p in folder.iterdir() if expected["flair"] in p.name.lower())
     seg = sitk.ReadImage(str(out))
     assert _geometry(seg) == _geometry(sitk.ReadImage(str(flair_file)))

@@ -22,19 +22,18 @@ pydicom = pytest.importorskip("pydicom", reason="pydicom is not installed (pip i
 pytest.importorskip("highdicom", reason="highdicom is not installed (pip install 'magms-slicer[dicom]')")
 pytest.importorskip("rt_utils", reason="rt-utils is not installed (pip install 'magms-slicer[dicom]')")
 
-from conftest import DATA, tiny_config  # noqa: E402
 from dicom_series import write_mr_series  # noqa: E402
 from test_controllers import FakeRunner  # noqa: E402
 from test_dicom import _check_rtstruct, _check_seg  # noqa: E402 - the round-trip checks of the core's export
 from test_segmenter_logic import snapshot  # noqa: E402
 
-from MAGMSCommonLib.runner import RunState  # noqa: E402
-from MAGMSSegmenterLib import logic  # noqa: E402
-
+from conftest import DATA, tiny_config  # noqa: E402
 from magms.data.io import read_image, write_labelmap  # noqa: E402
 from magms.devices import DICOM_REQUIREMENTS, RequirementState  # noqa: E402
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
+from MAGMSCommonLib.runner import RunState  # noqa: E402
+from MAGMSSegmenterLib import logic  # noqa: E402
 
 CASE = "Brats18_CBICA_AQR_1"
 SCHEME = get_scheme("brats2021")  # the BraTS 2018 label values 0, 1, 2, 4
@@ -130,7 +129,8 @@ def test_export_writes_the_segments_as_they_are_now_as_rtstruct_and_seg(dicom_fi
     job.start(node, dicom_files["bundle"], out, "both", dicom_files["database"].get)
     temporary = job.folder
     job.wait(timeout=300)
-    assert failures == [] and written == [out / "3_ AX FLAIR MAGMS model (flair).rtstruct.dcm", out / "3_ AX FLAIR MAGMS model (flair).seg.dcm"]
+    assert failures == [] and written == [out / "3_ AX FLAIR MAGMS model (flair).rtstruct.dcm",
+                                          out / "3_ AX FLAIR MAGMS model (flair).seg.dcm"]
     _check_seg(written[1], dicom_files["folder"], edited)  # exactly the current segments
     _check_rtstruct(written[0], dicom_files["folder"], dicom_files["grid"], edited)  # the scheme's structures, contours Dice >= 0.95
     assert snapshot(scene) == before  # the scene was only read
@@ -172,7 +172,8 @@ def test_missing_export_packages_stop_the_export_with_the_install_message(scene_
     assert runner.commands == [] and list(tmp_path.iterdir()) == []
 
 
-def test_segments_that_are_not_the_models_labels_and_instances_not_in_the_database_are_refused(scene_with_segmentation, dicom_files, tmp_path):
+def test_segments_that_are_not_the_models_labels_and_instances_not_in_the_database_are_refused(
+        scene_with_segmentation, dicom_files, tmp_path):
     scene, volume, node = scene_with_segmentation
     runner = FakeRunner()
     job = logic.ExportJob(scene, runner=runner)

@@ -14,14 +14,12 @@ from vtk.util import numpy_support
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
 from conftest import DATA, needs_data  # noqa: E402
-
-from MAGMSCommonLib import volumes  # noqa: E402
-from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
-from MAGMSSegmenterLib import logic  # noqa: E402
-
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from magms.protocol import EngineChoice  # noqa: E402
+from MAGMSCommonLib import volumes  # noqa: E402
+from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
+from MAGMSSegmenterLib import logic  # noqa: E402
 
 SLOTS = ("flair", "t1", "t1c", "t2")
 
@@ -176,7 +174,8 @@ def test_runner_reports_progress_and_the_error_line():
     seen, ends = [], []
     runner.progress.connect(lambda d, t: seen.append((d, t)))
     runner.finished.connect(lambda state, message: ends.append((state, message)))
-    runner.start(_python("import sys\nfor i in range(3): print(f'progress {i+1}/3', file=sys.stderr)\nprint('x.nii.gz: constant image', file=sys.stderr)\nsys.exit(2)"))
+    runner.start(_python("import sys\nfor i in range(3): print(f'progress {i+1}/3', file=sys.stderr)\n"
+                         "print('x.nii.gz: constant image', file=sys.stderr)\nsys.exit(2)"))
     assert runner.wait(timeout=30) is RunState.FAILED
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert ends == [(RunState.FAILED, "x.nii.gz: constant image")]
@@ -207,11 +206,10 @@ def test_cancel_ends_the_whole_process_tree():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """Random weights, a tiny U-Net and a 4 mm working grid: the whole path in seconds."""
+    from conftest import tiny_config
     from magms.bundle import save_bundle
     from magms.config import PreprocessConfig
     from magms.networks import build_network
-
-    from conftest import tiny_config
 
     config = tiny_config("unet", slots=("flair", "t1c"), out_channels=4)
     folder = tmp_path_factory.mktemp("bundle") / "tiny"
@@ -248,7 +246,8 @@ def test_a_run_creates_a_new_segmentation_that_matches_the_bundle(tiny_bundle, r
     job.failed.connect(failures.append)
     job.progress.connect(lambda f, text: fractions.append(f))
     # the panel's default, --preprocess auto: these skull-stripped volumes on one grid go through unchanged
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), modelName="tiny", preprocess="auto")
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), modelName="tiny",
+              preprocess="auto")
     folder = job.folder
     job.wait(timeout=300)
     assert not failures and len(results) == 1
@@ -311,7 +310,8 @@ def test_compare_subsets_is_one_child_run_whose_subsets_and_disagreement_map_are
     results, fractions = [], []
     job.finished.connect(results.extend)
     job.progress.connect(lambda f, text: fractions.append((f, text)))
-    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), subsets="all", modelName="tiny")
+    job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, engineChoice=EngineChoice(device="cpu"), subsets="all",
+              modelName="tiny")
     job.wait(timeout=600)
     assert len(starts) == 1 and "segment" in starts[0]  # one child for the three segmentations
     assert fractions[0][1] == "segmenting from flair + t1c and its 2 smaller subsets" and fractions[-1][0] == 1.0

@@ -99,7 +99,8 @@ class Api:
         for record in self.classes.values():
             self.all_methods.update(record["methods"])
 
-    @functools.lru_cache(maxsize=None)
+    # cached per instance on purpose: load_apis() makes one Api per release, kept for the whole session
+    @functools.cache  # noqa: B019
     def ancestors(self, name: str) -> tuple[str, ...]:
         """``name`` and its bases, nearest first, those present in the lists only."""
         out, todo = [], [name]
@@ -111,7 +112,7 @@ class Api:
             todo.extend(self.classes[cls]["bases"])
         return tuple(out)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache  # noqa: B019 (as ancestors: a few instances that live for the session)
     def members(self, name: str, key: str) -> frozenset:
         return frozenset(m for cls in self.ancestors(name) for m in self.classes[cls].get(key, ()))
 
@@ -138,7 +139,7 @@ class Api:
         return name in self.classes and self.classes[name].get("from") in sources
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_apis() -> tuple[Api, ...]:
     apis = []
     for release in RELEASES:
@@ -148,14 +149,14 @@ def load_apis() -> tuple[Api, ...]:
     return tuple(apis)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def declared(release: str, sources: tuple[str, ...]) -> frozenset:
     """Method names that classes of ``sources`` declare themselves in ``release``."""
     api = next(a for a in load_apis() if a.release == release)
     return frozenset(m for record in api.classes.values() if record.get("from") in sources for m in record["methods"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gained(name: str) -> dict[str, tuple[str, ...]]:
     """Release -> the classes of GAINED_FROM that have ``name`` (declared by themselves or by a base of
     GAINED_FROM) in the newest release but not in that one, where no class of GAINED_FROM declared

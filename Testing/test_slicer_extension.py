@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import ast
-import os
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
-import tomllib
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from conftest import REPO, modules_imported
-
-from MAGMSCommonLib import models  # noqa: E402
-
 from magms.devices import REQUIREMENTS  # noqa: E402
 from magms.errors import BundleError, ConfigError  # noqa: E402
+from MAGMSCommonLib import models  # noqa: E402
 
 MODULES = ("MAGMSSegmenter", "MAGMSTraining")
 CATALOG_KEYS = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type", "scm_url", "tier"}
@@ -66,7 +64,8 @@ def test_core_and_common_library_are_installed_once_every_file():
     core = set(_cmake_set(text, "MAGMS_CORE_PYTHON_SCRIPTS"))
     assert core == {str(p.relative_to(REPO)) for p in (REPO / "magms").rglob("*.py")}
     common = set(_cmake_set(text, "MAGMS_COMMON_PYTHON_SCRIPTS"))
-    assert common == {str(p.relative_to(REPO / "MAGMSCommon")) for p in (REPO / "MAGMSCommon").rglob("*.py") if "__pycache__" not in p.parts}
+    assert common == {str(p.relative_to(REPO / "MAGMSCommon")) for p in (REPO / "MAGMSCommon").rglob("*.py")
+                      if "__pycache__" not in p.parts}
     assert text.count("ctkMacroCompilePythonScript(") == 2
     top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert top.index("add_subdirectory(MAGMSCommon)") < top.index("add_subdirectory(MAGMSSegmenter)")
@@ -166,8 +165,9 @@ def test_the_catalog_entry_passes_the_extensions_index_checks_that_run_offline()
 # What the code does with a widget, by the end of its name -> the classes that can do it.
 _EXPECTED_CLASS = (
     ("PathLineEdit", {"ctkPathLineEdit"}), ("LineEdit", {"QLineEdit"}), ("DoubleSpinBox", {"QDoubleSpinBox", "ctkDoubleSpinBox"}),
-    ("SpinBox", {"QSpinBox", "QDoubleSpinBox"}), ("NodeComboBox", {"qMRMLNodeComboBox"}), ("ComboBox", {"QComboBox"}), ("RadioButton", {"QRadioButton"}),
-    ("CheckBox", {"QCheckBox"}), ("CollapsibleButton", {"ctkCollapsibleButton"}), ("Button", {"QPushButton"}),
+    ("SpinBox", {"QSpinBox", "QDoubleSpinBox"}), ("NodeComboBox", {"qMRMLNodeComboBox"}), ("ComboBox", {"QComboBox"}),
+    ("RadioButton", {"QRadioButton"}), ("CheckBox", {"QCheckBox"}), ("CollapsibleButton", {"ctkCollapsibleButton"}),
+    ("Button", {"QPushButton"}),
     ("ProgressBar", {"QProgressBar"}), ("Label", {"QLabel"}), ("Text", {"QPlainTextEdit"}), ("Table", {"QTableWidget"}),
     ("PlotWidget", {"qMRMLPlotWidget"}), ("FormLayout", {"QFormLayout"}),
 )
@@ -198,10 +198,9 @@ def _number(element: ET.Element, name: str):
 
 
 def test_every_number_of_the_training_panel_has_the_range_of_its_magms_train_option():
-    from MAGMSTrainingLib.controller import NUMBERS, numberRange
-
     from magms.commands import TrainOptions
     from magms.typehints import field_types, split_optional, tuple_item
+    from MAGMSTrainingLib.controller import NUMBERS, numberRange
 
     ui = _ui("MAGMSTraining")
     widgets = {"epochs": "epochsSpinBox", "max_minutes": "minutesSpinBox", "patch": "patchSpinBox",
@@ -222,9 +221,11 @@ def test_the_folders_are_browsed_as_folders_and_the_plot_gets_the_scene():
     ui = _ui("MAGMSTraining")
     for name in ("dataPathLineEdit", "outPathLineEdit", "initPathLineEdit"):
         filters = next(p for p in ui[name][1].iter("property") if p.get("name") == "filters")
-        assert "ctkPathLineEdit::Dirs" in ET.tostring(filters, encoding="unicode") and "Files" not in ET.tostring(filters, encoding="unicode"), name
+        assert ("ctkPathLineEdit::Dirs" in ET.tostring(filters, encoding="unicode")
+                and "Files" not in ET.tostring(filters, encoding="unicode")), name
     tree = ET.parse(REPO / "MAGMSTraining" / "Resources" / "UI" / "MAGMSTraining.ui")
-    connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot")) for c in tree.iter("connection")}
+    connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot"))
+                   for c in tree.iter("connection")}
     assert ("MAGMSTraining", "mrmlSceneChanged(vtkMRMLScene*)", "plotWidget", "setMRMLScene(vtkMRMLScene*)") in connections
 
 
@@ -239,8 +240,10 @@ def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
     filters = next(p for p in ui["exportFolderPathLineEdit"][1].iter("property") if p.get("name") == "filters")
     assert "ctkPathLineEdit::Dirs" in ET.tostring(filters, encoding="unicode") and "Files" not in ET.tostring(filters, encoding="unicode")
     tree = ET.parse(REPO / "MAGMSSegmenter" / "Resources" / "UI" / "MAGMSSegmenter.ui")
-    connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot")) for c in tree.iter("connection")}
-    assert ("MAGMSSegmenter", "mrmlSceneChanged(vtkMRMLScene*)", "exportSegmentationNodeComboBox", "setMRMLScene(vtkMRMLScene*)") in connections
+    connections = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot"))
+                   for c in tree.iter("connection")}
+    assert ("MAGMSSegmenter", "mrmlSceneChanged(vtkMRMLScene*)", "exportSegmentationNodeComboBox",
+            "setMRMLScene(vtkMRMLScene*)") in connections
     assert {c.findtext("class") for c in tree.iter("customwidget")} >= {"qMRMLNodeComboBox", "ctkPathLineEdit", "ctkCollapsibleButton"}
     # each export handler is one call into the controller
     source = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
@@ -255,9 +258,9 @@ def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
 
 
 def test_dicom_requirements_match_the_dicom_extra():
-    from magms.devices import DICOM_REQUIREMENTS
-
     from packaging.markers import Marker
+
+    from magms.devices import DICOM_REQUIREMENTS
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     # the entries whose environment marker holds on this Python, without the marker
@@ -356,12 +359,11 @@ def test_shipped_registry_reads():
 
 @pytest.fixture
 def zipped_bundle(tmp_path):
+    from conftest import tiny_config
     from magms.bundle import save_bundle
     from magms.config import PreprocessConfig
     from magms.labels import get_scheme
     from magms.networks import build_network
-
-    from conftest import tiny_config
 
     config = tiny_config("unet", slots=("flair",), out_channels=4)
     folder = tmp_path / "src" / "tiny"
@@ -449,7 +451,8 @@ def test_missing_dicom_export_packages_are_listed_and_installed_with_the_dicom_e
     assert "pip is told to keep Slicer's own numpy==2.0.2, pydicom==2.4.4, pillow==11.2.1 as they are" in text
     assert "No restart is needed: the export runs in a separate process." in text
     pip = _recordingPip()
-    dependencies.installInSlicer(states, pipInstall=pip, versions=lambda: {"numpy": "2.0.2", "pydicom": "2.4.4", "pillow": None, "torch": None})
+    dependencies.installInSlicer(states, pipInstall=pip,
+                                 versions=lambda: {"numpy": "2.0.2", "pydicom": "2.4.4", "pillow": None, "torch": None})
     assert pip.calls == [(["highdicom>=0.22", "rt-utils>=1.2.7"], ["numpy==2.0.2", "pydicom==2.4.4"])]  # exactly pyproject's dicom extra
     # only what the chosen objects need
     assert [s.requirement.module for s in dependencies.unmetDicom(("seg",))] == ["highdicom"]
@@ -515,9 +518,8 @@ def test_a_dicom_install_keeps_slicers_pydicom_and_asks_for_a_restart_when_a_loa
     """Finding 2: Slicer 5.8 and 5.10 ship pydicom 2.4.4 and their DICOM plugins import it; highdicom>=0.22 resolved
     to 0.28, which needs pydicom 3, so pip upgraded pydicom under the running Slicer, and the restart flag was dropped.
     A constraint keeps it (pip then takes highdicom 0.22, the newest for pydicom 2), and a change is a restart."""
-    from MAGMSCommonLib import dependencies
-
     from magms.devices import DICOM_REQUIREMENTS, RequirementState
+    from MAGMSCommonLib import dependencies
 
     highdicom = RequirementState(DICOM_REQUIREMENTS[1], None)
     monkeypatch.delitem(sys.modules, "highdicom", raising=False)  # as in Slicer, which never imports it
@@ -544,9 +546,8 @@ def test_a_dicom_install_keeps_slicers_pydicom_and_asks_for_a_restart_when_a_loa
 
 
 def test_brain_extraction_is_asked_for_with_the_brain_extras_specifier(monkeypatch):
-    from MAGMSCommonLib import dependencies
-
     from magms.devices import BRAIN_REQUIREMENTS
+    from MAGMSCommonLib import dependencies
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert [r.spec for r in BRAIN_REQUIREMENTS] == project["optional-dependencies"]["brain"]
@@ -556,7 +557,8 @@ def test_brain_extraction_is_asked_for_with_the_brain_extras_specifier(monkeypat
     text = dependencies.describeUnmet(states, extension=True)
     assert "deepbet>=1.0.2: not installed" in text and "your PyTorch stays as it is" in text
     pip = _recordingPip()
-    dependencies.installInSlicer(states, pipInstall=pip, versions=lambda: {"numpy": "1.26.4", "pydicom": None, "pillow": None, "torch": "2.6.0"})
+    dependencies.installInSlicer(states, pipInstall=pip,
+                                 versions=lambda: {"numpy": "1.26.4", "pydicom": None, "pillow": None, "torch": "2.6.0"})
     assert pip.calls == [(["deepbet>=1.0.2"], ["numpy==1.26.4", "torch==2.6.0"])]  # pip never swaps the torch the extension chose
 
 

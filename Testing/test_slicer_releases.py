@@ -19,16 +19,16 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
 import vtk  # noqa: E402
+from test_controllers import FakeRunner, RecordingJob, View, add_volume, parameter_node  # noqa: E402
+
 from conftest import REPO  # noqa: E402
+from magms.data.io import write_labelmap  # noqa: E402
+from magms.labels import get_scheme  # noqa: E402
+from magms.protocol import ENGINES, PRECISIONS, EngineChoice, EngineRan, format_ran, parse_ran  # noqa: E402
 from MAGMSCommonLib import segments, volumes  # noqa: E402
 from MAGMSSegmenterLib import logic as segmenter  # noqa: E402
 from MAGMSSegmenterLib.controller import ENGINE_ITEMS, PRECISION_ITEMS, SegmenterController  # noqa: E402
 from MAGMSTrainingLib import logic as training  # noqa: E402
-from test_controllers import FakeRunner, RecordingJob, View, add_volume, parameter_node  # noqa: E402
-
-from magms.data.io import write_labelmap  # noqa: E402
-from magms.labels import get_scheme  # noqa: E402
-from magms.protocol import ENGINES, PRECISIONS, EngineChoice, EngineRan, format_ran, parse_ran  # noqa: E402
 
 #: What vtkSegment gained in v5.10.0 (vtkSegment.h: SetTerminology, GetTerminology, HasTerminology).
 VTKSEGMENT_SINCE_5_10 = frozenset({"SetTerminology", "GetTerminology", "HasTerminology"})
@@ -176,7 +176,6 @@ def test_finding_3_training_exports_closed_surface_segments_as_label_maps_and_le
 
 def _tiny_bundle(tmp_path):
     from conftest import tiny_config
-
     from magms.bundle import save_bundle
     from magms.config import PreprocessConfig
     from magms.networks import build_network
@@ -353,9 +352,8 @@ def test_finding_7_an_exported_engine_runs_on_the_cpu_whatever_the_device(tmp_pa
 def test_review_an_engine_chosen_by_name_gets_its_packages_or_nothing_runs(monkeypatch):
     """D2: choosing ONNX Runtime (never offered: auto never picks it) or OpenVINO after a "no" failed in the
     child with a pip command a Slicer user cannot run. Now Apply asks to install that engine's packages."""
-    from MAGMSCommonLib import dependencies
-
     from magms.devices import RequirementState
+    from MAGMSCommonLib import dependencies
 
     assert [r.module for r in dependencies.engineRequirements("onnxruntime")] == ["onnxruntime", "onnx"]
     assert [r.module for r in dependencies.engineRequirements("openvino")] == ["openvino", "onnx"]

@@ -15,9 +15,9 @@ import SimpleITK as sitk
 import torch
 
 from magms.bundle import load_bundle
-from magms.data.cases import Case
 from magms.cli import main
 from magms.config import PreprocessConfig
+from magms.data.cases import Case
 from magms.training import TrainConfig, train
 
 

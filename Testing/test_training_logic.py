@@ -15,11 +15,10 @@ from vtk.util import numpy_support
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
 
-from MAGMSCommonLib import models  # noqa: E402
-from MAGMSTrainingLib import logic  # noqa: E402
-
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
+from MAGMSCommonLib import models  # noqa: E402
+from MAGMSTrainingLib import logic  # noqa: E402
 
 SHAPE = (20, 22, 24)  # z, y, x
 # magms train options (TrainOptions fields but data and out), as the module passes them
@@ -123,7 +122,8 @@ def add_segmentation(scene, name: str, reference, masks: dict[str, np.ndarray]):
         segment_id = node.GetSegmentation().AddEmptySegment(segment_name, segment_name)
         image = slicer.vtkOrientedImageData()
         image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
-        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+        image.GetPointData().SetScalars(
+            numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
         image.SetImageToWorldMatrix(matrix)
         slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
             image, node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
@@ -202,7 +202,8 @@ def test_scene_cases_are_guessed_per_segmentation():
     cases = logic.guessSceneCases(scene, ("flair", "t1c"))
     assert [c.name for c in cases] == ["P0 contours", "P1 contours"]
     for k, case in enumerate(cases):
-        assert {s: scene.GetNodeByID(i).GetName() for s, i in case.volumes.items()} == {"flair": f"P{k} AX FLAIR", "t1c": f"P{k} T1 POST GAD"}
+        assert {s: scene.GetNodeByID(i).GetName() for s, i in case.volumes.items()} == {"flair": f"P{k} AX FLAIR",
+                                                                                         "t1c": f"P{k} T1 POST GAD"}
 
 
 def test_the_command_carries_every_option(tmp_path):

@@ -88,7 +88,8 @@ def _read_index(folder: Path) -> tuple[str, list[BuiltinModel]]:
     return default, found
 
 
-def read_model_list(path: Path, keys: tuple[str, ...], what: str, error: type[MAGMSError] = BundleError) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def read_model_list(path: Path, keys: tuple[str, ...], what: str,
+                    error: type[MAGMSError] = BundleError) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """A JSON file ``{"models": [{...}, ...], ...}`` whose entries each hold the string ``keys``,
     one of them a ``sha256`` of 64 hex digits (returned in lower case): the built-in index here,
     the download registry of the Slicer modules.

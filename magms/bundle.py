@@ -23,9 +23,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import magms
 from magms.config import NetConfig, PostprocessConfig, PreprocessConfig

@@ -14,8 +14,8 @@ import itertools
 import logging
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,8 @@ def _segment_batch(options: SegmentOptions) -> int:
         raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
     if not options.output_dir.is_dir():
         raise ConfigError(f"{options.output_dir}: output folder does not exist")
-    dicom_folders = {kind: folder for kind, folder in (("rtstruct", options.rtstruct), ("dicom-seg", options.dicom_seg)) if folder is not None}
+    dicom_folders = {kind: folder for kind, folder in (("rtstruct", options.rtstruct), ("dicom-seg", options.dicom_seg))
+                     if folder is not None}
     for kind, folder in dicom_folders.items():
         if not folder.is_dir():
             raise ConfigError(f"--{kind} {folder}: with --batch, a folder that exists (one file per case)")

@@ -21,7 +21,8 @@ from magms.labels import SCHEMES
 from magms.options import Options, option, same_as
 from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES
 
-__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
+__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions",
+           "TrainOptions", "DemoOptions", "DevicesOptions"]
 
 DATA_HELP = (
     "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
@@ -249,7 +250,8 @@ class DemoOptions(Options):
     )
     out: Path = option(Path("demo_output"), "output folder: OUT/<case>/<subset>.seg.nrrd and .png, OUT/evaluation/")
     model: Path | None = option(None, "model bundle folder (default: the built-in model)")
-    train: bool = option(False, "train a light FLAIR + T1c model first on the BraTS 2013 sample cases (OUT/model, reused when there) and use it")
+    train: bool = option(False, "train a light FLAIR + T1c model first on the BraTS 2013 sample cases "
+                                "(OUT/model, reused when there) and use it")
     minutes: float = option(6.0, "with --train: training time limit in minutes", minimum=0)
     spacing: float = option(2.0, "with --train: working spacing in mm", minimum=0)
     patch: int = option(48, "with --train: training patch edge in voxels", minimum=1)

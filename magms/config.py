@@ -90,7 +90,7 @@ class _Record:
             raise ConfigError(f"{where}: {err}") from err
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stored_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
@@ -408,7 +408,8 @@ class TrainConfig(_Record):
     feature_weight: float = option(1.0, "weight of each fused -> modality feature MSE term", minimum=0, maximum=100)
     seed: int = option(0, "seed of weights, split, order and augmentation")
     val_fraction: float = option(0.2, "fraction of cases held out for validation", minimum=0, maximum=1, exclusive_maximum=True)
-    val_cases: tuple[str, ...] = option((), "explicit validation cases by name (overrides --val-fraction)", separator=",", metavar="NAME,NAME")
+    val_cases: tuple[str, ...] = option((), "explicit validation cases by name (overrides --val-fraction)", separator=",",
+                                        metavar="NAME,NAME")
     val_every: int = option(1, "validate every N epochs, and after the last", minimum=1)
     val_share: float = option(
         0.1, "largest share of the wall time spent validating: an epoch end that is due skips validation while the "

@@ -19,7 +19,9 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices", "resolve_device", "cuda_may_be_present", "device_name"]
+__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "dicom_requirements",
+           "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices",
+           "resolve_device", "cuda_may_be_present", "device_name"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -152,7 +152,8 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else 0.0), len(finite)
 
 
-def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[str], scheme: LabelScheme, overwrite: bool = False) -> list[Path]:
+def write_reports(rows: Sequence[dict[str, object]], out_dir: str | os.PathLike[str], scheme: LabelScheme,
+                  overwrite: bool = False) -> list[Path]:
     """Write ``metrics.csv``, ``summary.md`` and ``heatmap.png`` into ``out_dir``.
 
     Raises:
@@ -200,7 +201,8 @@ class _Table:
         self.targets = list(dict.fromkeys(str(r["target"]) for r in rows if r["kind"] == self.kind))
         self.all_targets = list(dict.fromkeys(str(r["target"]) for r in rows))
         # regions get their abbreviation first so they never read like the label of the same name
-        self.names = {label.key: label.name for label in scheme.labels} | {r.key: f"{r.key.upper()} ({r.name.lower()})" for r in scheme.regions}
+        self.names = ({label.key: label.name for label in scheme.labels}
+                      | {r.key: f"{r.key.upper()} ({r.name.lower()})" for r in scheme.regions})
         self.cases = len({r["case"] for r in rows})
         self.means = {t: {s: _mean_sd(self.values(s, t, "dice"))[0] for s in self.subsets} for t in self.targets}
 
@@ -249,7 +251,8 @@ class _Table:
         lines += ["### Lesions, summed over cases (scored / missed / false positives)", "",
                   "| subset | " + " | ".join(t.upper() for t in regions) + " |", "|---" * (len(regions) + 1) + "|"]
         for subset in self.subsets:
-            counts = (" / ".join(str(int(sum(self.values(subset, t, k)))) for k in ("lesions", "lesions_missed", "false_positives")) for t in regions)
+            counts = (" / ".join(str(int(sum(self.values(subset, t, k)))) for k in ("lesions", "lesions_missed", "false_positives"))
+                      for t in regions)
             lines.append(f"| {subset} | " + " | ".join(counts) + " |")
         return lines + [""]
 

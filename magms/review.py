@@ -174,7 +174,8 @@ class CaseReview:
             volumes = structure_volumes(self.outputs[name], self.scheme, spacing)
             dices = dice_to_fullest(self.outputs[name], fullest, self.scheme)
             for s, ml in volumes.items():
-                rows.append({"subset": name, "structure": s.key, "kind": s.kind, "name": _shown_name(s), "ml": ml, "dice_to_fullest": dices[s]})
+                rows.append({"subset": name, "structure": s.key, "kind": s.kind, "name": _shown_name(s), "ml": ml,
+                             "dice_to_fullest": dices[s]})
         return rows
 
 
@@ -250,15 +251,18 @@ def _report_lines(review: CaseReview, rows: Sequence[Mapping[str, object]], coun
     names = [review.fullest, *review.compared]
     shown = structures(review.scheme)
     value = {(r["subset"], r["kind"], r["structure"]): r for r in rows}
-    lines += ["## Volumes (ml)", "", "| structure | " + " | ".join(_header(n, review) for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += ["## Volumes (ml)", "", "| structure | " + " | ".join(_header(n, review) for n in names) + " |",
+              "|---" * (len(names) + 1) + "|"]
     for s in shown:
         lines.append(f"| {_shown_name(s)} | " + " | ".join(f"{value[(n, s.kind, s.key)]['ml']:.2f}" for n in names) + " |")
     lines.append("")
     if review.compared:
-        lines += [f"## Dice to the fullest output ({review.fullest})", "", f"Compared: {_COMPARED.get(review.compare, review.compare)}.", "",
+        lines += [f"## Dice to the fullest output ({review.fullest})", "",
+                  f"Compared: {_COMPARED.get(review.compare, review.compare)}.", "",
                   "| structure | " + " | ".join(review.compared) + " |", "|---" * (len(review.compared) + 1) + "|"]
         for s in shown:
-            lines.append(f"| {_shown_name(s)} | " + " | ".join(f"{value[(n, s.kind, s.key)]['dice_to_fullest']:.3f}" for n in review.compared) + " |")
+            lines.append(f"| {_shown_name(s)} | "
+                         + " | ".join(f"{value[(n, s.kind, s.key)]['dice_to_fullest']:.3f}" for n in review.compared) + " |")
         lines += ["", *_disagreement_lines(review, counts), ""]
     else:
         lines += ["No comparison ran (`--compare subsets` or `--compare flips` adds the Dice to the fullest output and the "

@@ -29,7 +29,7 @@ def _arms(annotation: str) -> list[str]:
     return arms + [annotation[start:].strip()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """Field name -> its type, for a dataclass whose annotations may be postponed strings."""
     namespace = {**vars(typing), **vars(sys.modules[cls.__module__])}

@@ -43,7 +43,12 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
 from magms.devices import (
-    BRAIN_REQUIREMENTS, FAST_REQUIREMENTS, RequirementState, cuda_may_be_present, dicom_requirements, unmet_requirements,
+    BRAIN_REQUIREMENTS,
+    FAST_REQUIREMENTS,
+    RequirementState,
+    cuda_may_be_present,
+    dicom_requirements,
+    unmet_requirements,
 )
 from magms.errors import ConfigError
 from magms.protocol import EXPORTED_ENGINES
@@ -124,7 +129,8 @@ def keptConstraints(states: Sequence[RequirementState], versions: Mapping[str, s
     """
     changing = {s.requirement.project.lower() for s in states} | {s.requirement.module.lower() for s in states}
     versions = installedVersions() if versions is None else versions
-    return [f"{name}=={versions[name]}" for name in KEPT if versions.get(name) and name not in changing and KEPT[name].lower() not in changing]
+    return [f"{name}=={versions[name]}" for name in KEPT
+            if versions.get(name) and name not in changing and KEPT[name].lower() not in changing]
 
 
 def _changedImported(before: Mapping[str, str | None], after: Mapping[str, str | None]) -> list[str]:

@@ -18,8 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from magms.builtin import builtin_model
-from magms.builtin import read_model_list
+from magms.builtin import builtin_model, read_model_list
 from magms.bundle import METADATA_FILE, read_bundle_info
 from magms.errors import BundleError, ConfigError
 from magms.files import atomic_write_text

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import slicer
 import vtk
-from MAGMSCommonLib.volumes import ensureSegmentationConverters
 
 from magms.errors import ConfigError
+from MAGMSCommonLib.volumes import ensureSegmentationConverters
 
 __all__ = ["setSegmentTerminology", "segmentTerminology", "withBinaryLabelmaps"]
 

@@ -45,7 +45,8 @@ NOT_IMAGE_VOLUME_TYPES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLTensorVolumeNode"
                           "vtkMRMLMultiVolumeNode")
 _KINDS = {"vtkMRMLLabelMapVolumeNode": "a label map", "vtkMRMLVectorVolumeNode": "a vector (e.g. colour) volume",
           "vtkMRMLDiffusionTensorVolumeNode": "a diffusion tensor volume", "vtkMRMLTensorVolumeNode": "a tensor volume",
-          "vtkMRMLDiffusionWeightedVolumeNode": "a diffusion-weighted (DWI) volume", "vtkMRMLMultiVolumeNode": "a multi-volume (time series)"}
+          "vtkMRMLDiffusionWeightedVolumeNode": "a diffusion-weighted (DWI) volume",
+          "vtkMRMLMultiVolumeNode": "a multi-volume (time series)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +166,8 @@ def _overlapProblems(pairs: Sequence[tuple[str, slicer.vtkMRMLScalarVolumeNode]]
     return problems
 
 
-def checkMapping(scene: slicer.vtkMRMLScene, mapping: Mapping[str, str | None], modelSlots: Sequence[str]) -> list[tuple[str, slicer.vtkMRMLScalarVolumeNode]]:
+def checkMapping(scene: slicer.vtkMRMLScene, mapping: Mapping[str, str | None],
+                 modelSlots: Sequence[str]) -> list[tuple[str, slicer.vtkMRMLScalarVolumeNode]]:
     """Check a slot -> node ID mapping before anything runs.
 
     Returns:
@@ -193,7 +195,8 @@ def checkMapping(scene: slicer.vtkMRMLScene, mapping: Mapping[str, str | None], 
             problems.append(problem)
     for nodeID, slots in used.items():
         if len(slots) > 1:
-            problems.append(f"volume '{scene.GetNodeByID(nodeID).GetName()}' is mapped to {len(slots)} slots ({', '.join(slots)}): use each volume once")
+            problems.append(f"volume '{scene.GetNodeByID(nodeID).GetName()}' is mapped to {len(slots)} slots "
+                            f"({', '.join(slots)}): use each volume once")
     if not used:
         problems.append(f"no volume is mapped: choose a volume for at least one of the model's slots ({', '.join(modelSlots)})")
     pairs.sort(key=lambda p: list(modelSlots).index(p[0]))

@@ -8,6 +8,7 @@ import unittest
 from collections.abc import Callable
 
 import slicer
+
 from MAGMSCommonLib.volumes import NOT_IMAGE_VOLUME_TYPES
 
 #: Installing PyTorch and MONAI and running a network is not for the extension build machines, whose

@@ -1,1 +1,3 @@
-"""MAGMS Segmenter library: the Segmenter's logic (MRML only, no Qt; testable with ``slicer-core``). Shared helpers are in MAGMSCommonLib."""
+"""MAGMS Segmenter library: the Segmenter's logic (MRML only, no Qt; testable with ``slicer-core``).
+
+Shared helpers are in MAGMSCommonLib."""

@@ -15,16 +15,16 @@ from typing import Protocol
 
 import slicer
 import vtk
-from MAGMSCommonLib import models
-from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
-from MAGMSCommonLib.parameters import Parameters
-from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, scalarVolumes, seriesDescriptionAttribute
 
 from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import MAGMSError
 from magms.modalities import slot_display_name
 from magms.protocol import EXPORTED_ENGINES, EngineChoice
+from MAGMSCommonLib import models
+from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
+from MAGMSCommonLib.parameters import Parameters
+from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, scalarVolumes, seriesDescriptionAttribute
 
 from .logic import (
     EXPORT_FORMATS,

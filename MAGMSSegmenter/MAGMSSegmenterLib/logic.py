@@ -24,12 +24,6 @@ from pathlib import Path
 
 import slicer
 import vtk
-from MAGMSCommonLib import dependencies, models
-from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
-from MAGMSCommonLib.runner import ProcessRunner, RunState
-from MAGMSCommonLib.segments import setSegmentTerminology, withBinaryLabelmaps
-from MAGMSCommonLib.signal import Signal
-from MAGMSCommonLib.volumes import ROLE_ATTRIBUTE, checkMapping, ensureSegmentationConverters, writeVolumes
 
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.commands import ExportOptions, SegmentOptions
@@ -38,6 +32,12 @@ from magms.errors import ConfigError
 from magms.labels import LabelScheme
 from magms.modalities import subsets_of
 from magms.protocol import PREPROCESS_MODES, EngineChoice, EngineRan, parse_ran
+from MAGMSCommonLib import dependencies, models
+from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
+from MAGMSCommonLib.runner import ProcessRunner, RunState
+from MAGMSCommonLib.segments import setSegmentTerminology, withBinaryLabelmaps
+from MAGMSCommonLib.signal import Signal
+from MAGMSCommonLib.volumes import ROLE_ATTRIBUTE, checkMapping, ensureSegmentationConverters, writeVolumes
 
 __all__ = [
     "readSlotMapping",
@@ -730,7 +730,8 @@ def dicomSeriesFiles(volume: slicer.vtkMRMLScalarVolumeNode, lookup: InstanceFil
     return list(dict.fromkeys(files))  # a multi-frame file holds several slices
 
 
-def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme, model: str = "the model") -> list[tuple[str, int]]:
+def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme,
+                       model: str = "the model") -> list[tuple[str, int]]:
     """(segment ID, label value) of every segment: its name is a label's name or key in ``scheme``
     (any case), as :func:`importSegmentation` names them.
 

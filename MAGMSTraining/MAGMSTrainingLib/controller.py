@@ -16,11 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import slicer
-from MAGMSCommonLib.child import childEnvironment, childPython
-from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
-from MAGMSCommonLib.models import BUILTIN_PREFIX, chosenBundleFolder
-from MAGMSCommonLib.parameters import Parameters
-from MAGMSCommonLib.runner import ProcessRunner, RunState
 
 from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import read_bundle_info
@@ -28,6 +23,11 @@ from magms.commands import TrainOptions
 from magms.errors import ConfigError, MAGMSError
 from magms.labels import SCHEMES, get_scheme
 from magms.modalities import canonical_slots
+from MAGMSCommonLib.child import childEnvironment, childPython
+from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDeviceList
+from MAGMSCommonLib.models import BUILTIN_PREFIX, chosenBundleFolder
+from MAGMSCommonLib.parameters import Parameters
+from MAGMSCommonLib.runner import ProcessRunner, RunState
 
 from .logic import SceneCase, TrainingJob, checkSceneCases, guessSceneCases, sceneSlots, trainCommand, trainingOptions
 

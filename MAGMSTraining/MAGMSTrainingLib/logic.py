@@ -24,6 +24,13 @@ from typing import Any
 
 import slicer
 import vtk
+
+from magms.bundle import METADATA_FILE
+from magms.commands import TrainOptions
+from magms.errors import ConfigError, MAGMSError
+from magms.labels import LabelScheme, get_scheme
+from magms.modalities import default_slots
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP, STOP_REQUEST_FILE
 from MAGMSCommonLib import models
 from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
 from MAGMSCommonLib.runner import ProcessRunner, RunState
@@ -37,13 +44,6 @@ from MAGMSCommonLib.volumes import (
     seriesDescriptionAttribute,
     writeVolumes,
 )
-
-from magms.bundle import METADATA_FILE
-from magms.commands import TrainOptions
-from magms.errors import ConfigError, MAGMSError
-from magms.labels import LabelScheme, get_scheme
-from magms.modalities import default_slots
-from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP, STOP_REQUEST_FILE
 
 __all__ = [
     "SceneCase",
@@ -166,7 +166,8 @@ def _writeLabelmap(segmentation, reference, values: Mapping[str, int], path: Pat
         labels.InsertNextValue(value)
     merged = slicer.vtkOrientedImageData()
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    logic.GenerateMergedLabelmapInReferenceGeometry(segmentation, reference, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, merged, labels)
+    logic.GenerateMergedLabelmapInReferenceGeometry(segmentation, reference, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
+                                                    merged, labels)
     labelmap = slicer.vtkMRMLLabelMapVolumeNode()  # kept out of the scene
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))

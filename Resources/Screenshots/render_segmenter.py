@@ -26,9 +26,8 @@ from vtk.util import numpy_support  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
-from MAGMSSegmenterLib import logic  # noqa: E402
-
 from magms.bundle import read_bundle_info  # noqa: E402
+from MAGMSSegmenterLib import logic  # noqa: E402
 
 DATA = Path(os.environ.get("MAGMS_TEST_DATA", REPO.parent / "shared" / "data"))
 
@@ -85,7 +84,8 @@ def main() -> None:
     for slot, node_id in mapping.items():
         name = scene.GetNodeByID(node_id).GetName() if node_id else "(none)"
         lines.append(f"  {slot:6s} <- {name}")
-    lines += ["", f"Model: {args.model.name} ({', '.join(info.slots)})", "", "New segmentation node:", *(f"  {part}" for part in node.GetName().replace(" MAGMS ", "\n MAGMS ").split("\n")), ""]
+    lines += ["", f"Model: {args.model.name} ({', '.join(info.slots)})", "", "New segmentation node:",
+              *(f"  {part}" for part in node.GetName().replace(" MAGMS ", "\n MAGMS ").split("\n")), ""]
     panel.text(0.04, 0.96, "\n".join(lines), va="top", family="monospace", fontsize=8.5)
     for n, (segment, _) in enumerate(segments):
         panel.add_patch(plt.Rectangle((0.06, 0.30 - 0.07 * n), 0.05, 0.045, color=segment.GetColor(), transform=panel.transAxes))

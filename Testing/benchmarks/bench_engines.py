@@ -8,7 +8,8 @@ Run by hand (never by pytest), on an otherwise idle machine:
 
 Variants (``--variants ENGINE:PRECISION,...``): eager fp32, onnxruntime fp32, openvino fp32 and
 openvino auto (bf16 on CPUs with bf16 instructions), those installed. With ``--device cuda`` (the GPU
-check, ``gpu_check.sh``): ``eager:amp`` (mixed precision, the default on CUDA) and ``eager:fp32`` (``--no-amp``). The graphs are exported once into a temporary cache
+check, ``gpu_check.sh``): ``eager:amp`` (mixed precision, the default on CUDA) and ``eager:fp32``
+(``--no-amp``). The graphs are exported once into a temporary cache
 (``$MAGMS_ENGINE_CACHE``) before any timing; the export's own time is printed. Parts, printed as
 markdown tables:
 
@@ -98,8 +99,8 @@ def _segmenter(spec: dict):
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     eager = spec["engine"] == "eager"
-    return Segmenter(builtin_model(), device=spec.get("device", "cpu"), engine=spec["engine"], precision="fp32" if eager else spec["precision"],
-                     amp=not (eager and spec["precision"] == "fp32"))
+    return Segmenter(builtin_model(), device=spec.get("device", "cpu"), engine=spec["engine"],
+                     precision="fp32" if eager else spec["precision"], amp=not (eager and spec["precision"] == "fp32"))
 
 
 def _name(engine: str, precision: str) -> str:
@@ -133,7 +134,9 @@ def _child_network(spec: dict) -> dict:
         windows: list[int] = []
         seconds = []
         for _ in range(spec["repeats"]):
-            result = segmenter.segment({s: images[s] for s in subset}, progress=lambda done, total: windows.append(total))
+            # progress runs within this iteration's segment(): bound to this subset's list
+            result = segmenter.segment({s: images[s] for s in subset},
+                                       progress=lambda done, total, windows=windows: windows.append(total))
             seconds.append(result.seconds)
         out[key] = seconds
         out[f"{key}_windows"] = windows[-1]
@@ -173,7 +176,8 @@ STARTUP = {
 
 
 def _startup(env: dict[str, str], repeats: int) -> dict:
-    times: dict = {key: statistics.median(_timed([sys.executable, "-c", code], env) for _ in range(repeats)) for key, code in STARTUP.items()}
+    times: dict = {key: statistics.median(_timed([sys.executable, "-c", code], env) for _ in range(repeats))
+                   for key, code in STARTUP.items()}
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", STARTUP["fast"]], env=env, capture_output=True, text=True, cwd=REPO)
     packages: dict[str, float] = {}
     for line in out.stderr.splitlines():
@@ -209,10 +213,11 @@ def part_e2e(variants, args, cache, env) -> list[str]:
     if startup is None:
         return lines
     fast = full.get(("openvino", "auto"), next(iter(full.values())))
-    lines += ["", "Start-up, imports before any work (median of %d):" % args.repeats, ""]
+    lines += ["", f"Start-up, imports before any work (median of {args.repeats}):", ""]
     lines.append(f"- `python -c '{STARTUP['cli']}'`: {startup['cli']:.2f} s")
-    lines.append(f"- `python -c '{STARTUP['fast']}'` (a run on cached graphs): {startup['fast']:.2f} s = {100 * startup['fast'] / fast[0]:.0f} % "
-                 f"of the openvino auto 1-sequence command, {100 * startup['fast'] / fast[1]:.0f} % of the 4-sequence one")
+    lines.append(f"- `python -c '{STARTUP['fast']}'` (a run on cached graphs): {startup['fast']:.2f} s = "
+                 f"{100 * startup['fast'] / fast[0]:.0f} % of the openvino auto 1-sequence command, "
+                 f"{100 * startup['fast'] / fast[1]:.0f} % of the 4-sequence one")
     lines.append(f"- `python -c '{STARTUP['eager']}'` (the eager engine's torch and MONAI): {startup['eager']:.2f} s")
     lines.append("- largest packages of `python -X importtime -c '" + STARTUP["fast"] + "'` (cumulative s): "
                  + ", ".join(f"{name} {seconds:.2f}" for name, seconds in startup["largest"]))
@@ -223,8 +228,8 @@ def part_network(variants, args, cache, env) -> list[str]:
     lines = [f"### network: the network part of {args.case} (`Segmentation.seconds`, median of {args.repeats}, one process per engine)",
              "", "| engine | ran | 1 sequence s | 4 sequences s | windows |", "|---|---|---|---|---|"]
     for engine, precision in variants:
-        spec = {"engine": engine, "precision": precision, "case": args.case, "one": args.one, "repeats": args.repeats, "threads": args.threads,
-                "device": args.device}
+        spec = {"engine": engine, "precision": precision, "case": args.case, "one": args.one, "repeats": args.repeats,
+                "threads": args.threads, "device": args.device}
         out = _run_child("network", spec, env)
         lines.append(f"| {_name(engine, precision)} | {out['engine']} | {statistics.median(out['one']):.2f} | "
                      f"{statistics.median(out['all']):.2f} | {out['all_windows']} |")

@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--tta-axes", default="0", help="flip axes for the TTA runs, e.g. 0 or 0,1,2; empty: no TTA runs")
     parser.add_argument("--tta-subsets", default="", help="subsets for the TTA runs, separated by spaces (default: all)")
     parser.add_argument("--half-cases", type=int, default=1,
-                        help="also segment the first N cases with the weights rounded to float16 (as a float16 bundle stores them) and compare")
+                        help="also segment the first N cases with the weights rounded to float16 "
+                             "(as a float16 bundle stores them) and compare")
     args = parser.parse_args()
     if args.model is None:
         from magms.builtin import builtin_model

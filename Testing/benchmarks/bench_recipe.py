@@ -103,12 +103,16 @@ def main() -> None:
         sys.exit(f"unknown recipe(s) {', '.join(unknown)}: choose from {', '.join(RECIPES)}")
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         results = list(pool.map(lambda name: run(name, RECIPES[name], args.minutes, args.out, args.threads), names))
-    print(f"\n{args.minutes:g} minutes each, {args.threads} thread(s), {args.parallel} at once; validation Dice on {', '.join(VALIDATION)}\n")
-    print("| recipe | steps | s per step | epochs | validations | time validating | mean of 15 subsets WT/TC/ET | all four WT/TC/ET | wall s |")
+    print(f"\n{args.minutes:g} minutes each, {args.threads} thread(s), {args.parallel} at once; "
+          f"validation Dice on {', '.join(VALIDATION)}\n")
+    print("| recipe | steps | s per step | epochs | validations | time validating "
+          "| mean of 15 subsets WT/TC/ET | all four WT/TC/ET | wall s |")
     print("|---|---:|---:|---:|---:|---:|---|---|---:|")
     for r in results:
-        print(f"| {r['recipe']} | {r['steps']} | {r['train_seconds'] / max(r['steps'], 1):.1f} | {r['epochs']} | {r['validations']} | {r['val_share']:.0%} | "
-              f"{r['mean_wt']:.2f}/{r['mean_tc']:.2f}/{r['mean_et']:.2f} | {r['all4_wt']:.2f}/{r['all4_tc']:.2f}/{r['all4_et']:.2f} | {r['wall']:.0f} |")
+        print(f"| {r['recipe']} | {r['steps']} | {r['train_seconds'] / max(r['steps'], 1):.1f} | {r['epochs']} | "
+              f"{r['validations']} | {r['val_share']:.0%} | "
+              f"{r['mean_wt']:.2f}/{r['mean_tc']:.2f}/{r['mean_et']:.2f} | "
+              f"{r['all4_wt']:.2f}/{r['all4_tc']:.2f}/{r['all4_et']:.2f} | {r['wall']:.0f} |")
 
 
 if __name__ == "__main__":

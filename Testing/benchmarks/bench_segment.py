@@ -36,8 +36,8 @@ def _child(spec: dict) -> dict:
     import torch
 
     from magms.data.cases import case_from_folder
-    from magms.inference import Segmenter
     from magms.data.io import write_labelmap
+    from magms.inference import Segmenter
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -122,7 +122,8 @@ def main() -> int:
                 print(f"{backbone} {row['subset']}: {row['runs']}", file=sys.stderr)
     print(f"\ncase {CASE.name} (240x240x155, 1 mm), working spacing {args.spacing} mm, windows {args.patch}^3, "
           f"overlap {args.overlap}, device {args.device}, {args.repeats} run(s) each, torch threads {args.threads or 'default'}\n")
-    print("| backbone | modalities | subset | median s (whole case) | network s | windows | peak RSS MB | peak GPU MB | ratio to 1 modality |")
+    print("| backbone | modalities | subset | median s (whole case) | network s | windows "
+          "| peak RSS MB | peak GPU MB | ratio to 1 modality |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         one = next(r for r in rows if r["backbone"] == row["backbone"] and r["modalities"] == 1)

@@ -56,7 +56,8 @@ def write_manifest(path: Path, rows: list[dict[str, Path]], slots: tuple[str, ..
         writer = csv.writer(f)
         writer.writerow(["case", *slots, "label"])
         for row in rows:
-            writer.writerow([row["case"], *(os.path.relpath(row[s], path.parent) for s in slots), os.path.relpath(row["label"], path.parent)])
+            writer.writerow([row["case"], *(os.path.relpath(row[s], path.parent) for s in slots),
+                             os.path.relpath(row["label"], path.parent)])
     return path
 
 
@@ -86,7 +87,8 @@ def msd_manifests(out: Path) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         row = {"case": f"crop{k}", "z": z}
 
-        def save(array, name: str, pixel) -> Path:
+        # called only within this iteration: the crop's folder and origin bound here
+        def save(array, name: str, pixel, *, folder=folder, x=x, y=y, z=z) -> Path:
             img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)).astype(pixel))  # (x,y,z) -> (z,y,x)
             img.SetOrigin((float(x), float(y), float(z)))
             sitk.WriteImage(img, str(folder / name))

@@ -122,8 +122,7 @@ class Git:
         self.gitdir = gitdir
 
     def run(self, *args: str, input: bytes | None = None) -> bytes:
-        return subprocess.run(["git", "--git-dir", self.gitdir, *args], input=input, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, check=True).stdout
+        return subprocess.run(["git", "--git-dir", self.gitdir, *args], input=input, capture_output=True, check=True).stdout
 
     def commit(self, rev: str) -> str | None:
         """The full hash of ``rev``'s commit, None when this mirror lacks it."""
@@ -344,8 +343,8 @@ def expand(text: str, macros: dict[str, list[tuple[list[str], str]]], depth: int
         bodies = []
         for params, body in macros[name]:
             for p, a in zip(params, args):
-                body = re.sub(r"(?<!#)#(?!#)\s*\b%s\b" % re.escape(p), '""', body) if "#" in body else body
-                body = re.sub(r"\b%s\b" % re.escape(p), lambda _m, a=a: a, body)
+                body = re.sub(rf"(?<!#)#(?!#)\s*\b{re.escape(p)}\b", '""', body) if "#" in body else body
+                body = re.sub(rf"\b{re.escape(p)}\b", lambda _m, a=a: a, body)
             body = re.sub(r"\s*##\s*", "", body)
             bodies.append(expand(body, macros, depth + 1))
         out.append(text[pos:m.start()])
@@ -467,7 +466,8 @@ def parse_header(text: str, macros: dict[str, list[tuple[list[str], str]]]) -> l
         if not m:
             break
         pos = m.end()
-        if re.search(r"\b(enum|friend)\s*$", text[max(0, m.start() - 20):m.start()]) or re.search(r"[<,]\s*$", text[max(0, m.start() - 5):m.start()]):
+        if (re.search(r"\b(enum|friend)\s*$", text[max(0, m.start() - 20):m.start()])
+                or re.search(r"[<,]\s*$", text[max(0, m.start() - 5):m.start()])):
             continue
         brace, semi = text.find("{", m.end()), text.find(";", m.end())
         if brace < 0 or (0 <= semi < brace):
@@ -587,7 +587,8 @@ def _vtk_module_file(text: str) -> dict[str, list[str]]:
 def vtk_headers(git: Git, rev: str, slicer: Git, tag: str) -> tuple[list[str], list[str]]:
     """Headers of the VTK modules the release builds and wraps, and the module names."""
     files = git.files(rev)
-    module_files = [p for p in files if p.endswith("/vtk.module") and not p.startswith(("ThirdParty/", "Examples/", "Testing/", "Utilities/", "Remote/"))
+    module_files = [p for p in files
+                    if p.endswith("/vtk.module") and not p.startswith(("ThirdParty/", "Examples/", "Testing/", "Utilities/", "Remote/"))
                     and "/Testing/" not in p and "/Examples/" not in p]
     texts = git.blobs([files[p] for p in module_files])
     modules = {}

@@ -25,8 +25,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from magms.errors import ConfigError, ImageError
 from magms.data.io import is_image_path, volume_ref
+from magms.errors import ConfigError, ImageError
 from magms.labels import get_scheme
 from magms.modalities import SlotGuess, canonical_slot, default_slots, guess_slot, guess_slots, is_label_map_name
 

@@ -18,8 +18,8 @@ check, bring every input onto the reference input's grid) and, as the mode asks:
   Biol. Med. 2024; an optional package) run on the best sequence for it (T1, else T1c, else PD,
   T2, FLAIR, in that order) on a 1 mm grid, or, in ``auto`` mode, from an input that is skull-stripped
   already; every sequence is set to 0 outside it.
-* **Detection** (:func:`skull_check`, its numeric core in :mod:`magms.data.skull`): whether an image is skull-stripped, from two numbers: the
-  share of its voxels that hold exactly its minimum (a stripped image has its background set to
+* **Detection** (:func:`skull_check`, its numeric core in :mod:`magms.data.skull`): whether an image is skull-stripped, from two numbers:
+  the share of its voxels that hold exactly its minimum (a stripped image has its background set to
   one value; a head scan's air is noise), and the volume of the rest (a brain is at most about
   2 litres, a head with its skull and scalp much more).
 
@@ -175,7 +175,8 @@ def _angle(transform: sitk.Euler3DTransform) -> float:
     return math.degrees(math.acos(float(np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0))))
 
 
-def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", name: str = "image", reference: str = "reference") -> Registration:
+def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", name: str = "image",
+                   reference: str = "reference") -> Registration:
     """Register ``moving`` rigidly to ``fixed`` (see the module docstring for the method and checks).
 
     Args:
@@ -324,9 +325,11 @@ def extract_brain(image: sitk.Image, reference: sitk.Image, extractor: BrainExtr
     mask = extractor(image)
     volume_ml = float(sitk.GetArrayViewFromImage(mask).astype(bool).sum()) * float(np.prod(mask.GetSpacing())) / 1000.0
     if not _BRAIN_ML[0] <= volume_ml <= _BRAIN_ML[1]:
-        raise ImageError(f"{who}: brain extraction found {volume_ml:.0f} ml of brain, not {_BRAIN_ML[0]:.0f}-{_BRAIN_ML[1]:.0f} ml: is it a head MRI?")
+        raise ImageError(f"{who}: brain extraction found {volume_ml:.0f} ml of brain, "
+                         f"not {_BRAIN_ML[0]:.0f}-{_BRAIN_ML[1]:.0f} ml: is it a head MRI?")
     # the mask's edge interpolated, then cut at half: no staircase of the coarser grid
-    soft = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), reference, transform or sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    soft = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), reference, transform or sitk.Transform(), sitk.sitkLinear, 0.0,
+                         sitk.sitkFloat32)
     on_reference = sitk.Cast(sitk.BinaryThreshold(soft, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
     return on_reference, volume_ml
 
@@ -465,7 +468,8 @@ def _brain_mask(images, prepared, skull, registrations, names, mode, extractor) 
     start = time.perf_counter()
     mask, ml = extract_brain(images[slot], reference, extractor, None if registration is None else registration.transform, who)
     why = "asked" if mode in ("strip", "full") else f"not skull-stripped: {', '.join(unstripped)}"
-    note = f"brain extracted with deepbet from {who} ({ml:.0f} ml, {time.perf_counter() - start:.1f} s; {why}); every sequence set to 0 outside it"
+    note = (f"brain extracted with deepbet from {who} ({ml:.0f} ml, {time.perf_counter() - start:.1f} s; {why}); "
+            "every sequence set to 0 outside it")
     return mask, f"deepbet on {slot}", note
 
 

@@ -37,7 +37,8 @@ class PreparedInputs:
         return self.images[self.reference_slot]
 
 
-def prepare_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image], slots: tuple[str, ...], overlap_min: float = MIN_OVERLAP) -> PreparedInputs:
+def prepare_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image], slots: tuple[str, ...],
+                   overlap_min: float = MIN_OVERLAP) -> PreparedInputs:
     """Read, check and bring the inputs onto the reference input's grid.
 
     Args:
@@ -53,7 +54,8 @@ def prepare_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image], sl
     return onto_reference(images, names, overlap_min)
 
 
-def read_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image], slots: tuple[str, ...]) -> tuple[dict[str, sitk.Image], dict[str, str]]:
+def read_inputs(inputs: Mapping[str, str | os.PathLike[str] | sitk.Image],
+                slots: tuple[str, ...]) -> tuple[dict[str, sitk.Image], dict[str, str]]:
     """Read and check each input on its own grid (the first step of :func:`prepare_inputs`).
 
     Returns:

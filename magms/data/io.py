@@ -130,13 +130,16 @@ def read_labelmap(path: str | os.PathLike[str]) -> sitk.Image:
     try:
         img = _read_dicom_series(p) if p.is_dir() else sitk.ReadImage(str(p))
     except RuntimeError as err:
-        raise ImageError(f"{p}: cannot be read as an image ({str(err).strip().splitlines()[-1] if str(err).strip() else 'unreadable'})") from err
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+        raise ImageError(f"{p}: cannot be read as an image ({detail})") from err
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{p.name}: a label map must be a 3-D image with one value per voxel")
     arr = sitk.GetArrayViewFromImage(img)
     if not np.allclose(arr, np.round(arr)):
         raise ImageError(f"{p.name}: label map with non-integer values")
-    return sitk.Cast(img, sitk.sitkInt32) if img.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkInt32) else img
+    if img.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkInt32):
+        return sitk.Cast(img, sitk.sitkInt32)
+    return img
 
 
 def _check_nifti_finite(p: Path) -> None:
@@ -250,7 +253,8 @@ def overlap_fraction(a: sitk.Image, b: sitk.Image) -> float:
     return box_overlap_fraction(*_world_box(a), *_world_box(b))
 
 
-def resample_like(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear, transform: sitk.Transform | None = None) -> sitk.Image:
+def resample_like(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear,
+                  transform: sitk.Transform | None = None) -> sitk.Image:
     """Resample ``img`` onto ``reference``'s grid (zero outside ``img``); ``transform`` maps the
     reference's world points to ``img``'s (identity: as the headers place them)."""
     return sitk.Resample(img, reference, transform or sitk.Transform(), interpolator, 0.0, img.GetPixelID())
@@ -283,7 +287,7 @@ def _segmentation_metadata(img: sitk.Image, labels: np.ndarray, scheme: LabelSch
     img.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
     img.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
     size = labels.shape[::-1]  # (x, y, z)
-    for i, label in enumerate(l for l in scheme.labels if l.value != 0):
+    for i, label in enumerate(candidate for candidate in scheme.labels if candidate.value != 0):
         where = np.argwhere(labels == label.value)
         if len(where):
             lo, hi = where.min(axis=0)[::-1], where.max(axis=0)[::-1]
@@ -307,7 +311,8 @@ def _check_fits(array: np.ndarray, reference: sitk.Image, what: str) -> None:
         raise ValueError(f"{what} shape {array.shape} does not fit the reference grid {reference.GetSize()[::-1]}")
 
 
-def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | os.PathLike[str], scheme: LabelScheme, overwrite: bool = False) -> None:
+def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | os.PathLike[str], scheme: LabelScheme,
+                   overwrite: bool = False) -> None:
     """Write a labelmap on ``reference``'s grid; ``.seg.nrrd`` also carries the segments' names,
     colours and terminology for Slicer.
 

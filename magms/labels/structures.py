@@ -52,8 +52,8 @@ def structures(scheme: LabelScheme) -> tuple[Structure, ...]:
     oedema), so its outline has the colour a reviewer sees at its edge; its codes are its label's
     when it is one label (enhancing tumour), else Neoplasm.
     """
-    found = [Structure(l.key, "label", l.name, l.color, l.category, l.type, l.anatomic_region, (l.value,))
-             for l in scheme.labels if l.value != 0]
+    found = [Structure(label.key, "label", label.name, label.color, label.category, label.type, label.anatomic_region, (label.value,))
+             for label in scheme.labels if label.value != 0]
     regions = [(region, scheme.region_values(region.key)) for region in scheme.regions]
     for region, values in regions:
         smaller = {v for _, vs in regions if len(vs) < len(values) and set(vs) <= set(values) for v in vs}

@@ -39,6 +39,6 @@ from __future__ import annotations
 from magms.config import TrainConfig  # the options of train(), at hand beside it
 from magms.training.api import train, train_from_options
 from magms.training.split import split_cases
-from magms.training.trainer import TrainJob, Trainer
+from magms.training.trainer import Trainer, TrainJob
 
 __all__ = ["TrainConfig", "TrainJob", "Trainer", "split_cases", "train", "train_from_options"]

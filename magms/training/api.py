@@ -12,7 +12,7 @@ from magms.config import PreprocessConfig, TrainConfig
 from magms.data.cases import Case, find_cases, slots_of
 from magms.modalities import canonical_slots
 from magms.protocol import STOP_REQUEST_FILE
-from magms.training.trainer import TrainJob, Trainer
+from magms.training.trainer import Trainer, TrainJob
 
 __all__ = ["train", "train_from_options"]
 

@@ -167,3 +167,45 @@ def test_the_real_builtin_model_matches_its_index_and_loads(monkeypatch):
     assert folder == REPO_MODELS / "brats-glioma-4seq"
     assert info.slots == ("flair", "t1", "t1c", "t2") and info.network.backbone == "unet"
     assert not model.training
+
+
+class _Reads:
+    """Counts the reads of ``magms.json`` and the passes of Python over a weights file (each sha256 reads it
+    whole; safetensors maps it from Rust, unseen here) while a command runs."""
+
+    def __init__(self, monkeypatch) -> None:
+        import builtins
+        import pathlib
+
+        self.metadata, self.hashed = 0, 0
+        read_text, open_ = pathlib.Path.read_text, builtins.open
+
+        def counted_read_text(path, *args, **kwargs):
+            self.metadata += path.name == METADATA_FILE
+            return read_text(path, *args, **kwargs)
+
+        def counted_open(file, *args, **kwargs):
+            self.hashed += isinstance(file, (str, pathlib.Path)) and pathlib.Path(file).name == WEIGHTS_FILE
+            return open_(file, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "read_text", counted_read_text)
+        monkeypatch.setattr(builtins, "open", counted_open)
+
+
+@pytest.mark.parametrize("engine", ["eager", "openvino"])
+@pytest.mark.parametrize("given", [True, False])
+def test_one_segment_reads_magms_json_once_and_hashes_the_weights_once(builtin_models_folder, flair, tmp_path, monkeypatch,
+                                                                       engine, given):
+    """The bundle is opened once at the edge (magms.bundle.OpenedModel) and passed down: before, one magms segment
+    parsed magms.json four times and hashed the weights two or three times."""
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+        monkeypatch.setenv("MAGMS_ENGINE_CACHE", str(tmp_path / "graphs"))
+        assert main(["segment", "--model", str(builtin_models_folder / "tiny-4seq"), "--input", f"flair={flair}", "--output",
+                     str(tmp_path / "warm.nii.gz"), "--engine", engine, "--progress", "none"]) == 0  # the graphs exported once
+    reads = _Reads(monkeypatch)
+    model = ["--model", str(builtin_models_folder / "tiny-4seq")] if given else []
+    out = tmp_path / "out.nii.gz"
+    assert main(["segment", *model, "--input", f"flair={flair}", "--output", str(out), "--engine", engine, "--progress", "none"]) == 0
+    assert out.is_file()
+    assert (reads.metadata, reads.hashed) == (1, 1)

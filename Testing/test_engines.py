@@ -16,7 +16,7 @@ import torch
 
 from conftest import DATA, REPO, modules_imported, needs_data, random_unet_bundle
 from magms.builtin import builtin_model
-from magms.bundle import load_bundle, save_bundle
+from magms.bundle import load_bundle, open_model, save_bundle
 from magms.engines import (
     CACHE_ENV,
     FAST_EXTRA,
@@ -97,7 +97,7 @@ def real_window(tmp_path_factory):
 def test_fp32_engine_equals_eager_for_every_subset_on_a_real_window(engine, real_window, monkeypatch):
     segmenter, window, eager, cache = real_window
     monkeypatch.setenv(CACHE_ENV, str(cache))
-    predictor, notes = make_predictor(segmenter.info, builtin_model(), CPU, engine, "fp32")
+    predictor, notes = make_predictor(segmenter.model, CPU, engine, "fp32")
     assert isinstance(predictor, GraphPredictor) and predictor.engine == f"{engine} fp32"
     worst = {}
     for subset, expected in eager.items():
@@ -164,7 +164,7 @@ def test_cache_is_keyed_by_the_weights_sha256_and_reused(engine, tmp_path, monke
     second, exported = cached_graphs(info2, folder, lambda: net2)
     assert exported and second == folder / ".engines" / info2.weights_sha256[:16]
     assert _files(folder / ".engines") == [info2.weights_sha256[:16]]
-    predictor, _ = make_predictor(info2, folder, CPU, engine)
+    predictor, _ = make_predictor(open_model(folder), CPU, engine)
     window = torch.randn(2, 4, 32, 32, 32)
     with torch.inference_mode():
         np.testing.assert_allclose(predictor(window.numpy(), ("t1", "t2")), net2(window, present=["t1", "t2"]).numpy(), atol=1e-3)
@@ -292,7 +292,7 @@ def test_unetr_graphs_equal_eager(engine, tmp_path, monkeypatch):
     save_bundle(tmp_path / "unetr", build_network(config), config, get_scheme("brats2021"),
                 PreprocessConfig(spacing=None, patch_size=(32, 32, 32), overlap=0.25))
     net, info = load_bundle(tmp_path / "unetr")
-    predictor, _ = make_predictor(info, tmp_path / "unetr", CPU, engine)
+    predictor, _ = make_predictor(open_model(tmp_path / "unetr"), CPU, engine)
     x = torch.randn(2, 4, 32, 32, 32)
     with torch.inference_mode():
         for present in (("flair",), ("t1", "t2"), ("flair", "t1", "t1c", "t2")):

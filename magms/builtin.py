@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import magms
-from magms.bundle import METADATA_FILE, WEIGHTS_FILE, file_sha256
+from magms.bundle import METADATA_FILE, WEIGHTS_FILE, OpenedModel, open_model
 from magms.errors import BundleError, ConfigError, MAGMSError
 
 __all__ = [
     "MODELS_ENV", "INDEX_FILE", "BuiltinModel", "models_folder", "read_model_list", "builtin_models", "default_model_name", "builtin_model",
+    "open_builtin_model",
 ]
 
 MODELS_ENV = "MAGMS_BUILTIN_MODELS"
@@ -134,19 +135,30 @@ def default_model_name(folder: Path | None = None) -> str:
 
 
 def builtin_model(name: str | None = None, folder: Path | None = None) -> Path:
-    """The bundle folder of a built-in model, its weights checked against the index's sha256.
+    """The bundle folder of a built-in model, its weights checked against the index's sha256 and
+    ``magms.json`` (:func:`open_builtin_model`).
 
     Args:
         name: the model's name (default: the index's default).
         folder: the models folder (default: :func:`models_folder`).
-    Returns:
-        The bundle folder, for :func:`magms.bundle.load_bundle` (which checks ``magms.json`` against
-        the weights in turn).
+    Raises:
+        see :func:`open_builtin_model`.
+    """
+    return open_builtin_model(name, folder).folder
+
+
+def open_builtin_model(name: str | None = None, folder: Path | None = None) -> OpenedModel:
+    """A built-in model, opened (:func:`magms.bundle.open_model`): ``magms.json`` read once, the weights
+    hashed once and checked against both the index's sha256 and the recorded one.
+
+    Args:
+        name: the model's name (default: the index's default).
+        folder: the models folder (default: :func:`models_folder`).
     Raises:
         ConfigError: no built-in model has this name.
         BundleError: the index is missing or malformed; the bundle folder, its ``magms.json`` or its
-            weights are missing; the weights' sha256 differs from the index's. The message names the
-            file and says what to do.
+            weights are missing; the weights' sha256 differs from the index's or from ``magms.json``'s.
+            The message names the file and says what to do.
     """
     root = folder or models_folder()
     default, found = _read_index(root)
@@ -158,10 +170,4 @@ def builtin_model(name: str | None = None, folder: Path | None = None) -> Path:
     for path in (bundle, bundle / WEIGHTS_FILE, bundle / METADATA_FILE):
         if not path.exists():
             raise BundleError(f"{path}: missing, so the built-in model {entry.name!r} cannot be used; {_REMEDY}")
-    digest = file_sha256(bundle / WEIGHTS_FILE)
-    if digest != entry.sha256:
-        raise BundleError(
-            f"{bundle / WEIGHTS_FILE}: sha256 {digest[:12]}... differs from {entry.sha256[:12]}... in "
-            f"{root / INDEX_FILE}: the weights are damaged or were replaced"
-        )
-    return bundle
+    return open_model(bundle, also=(entry.sha256, root / INDEX_FILE))

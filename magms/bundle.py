@@ -44,8 +44,11 @@ __all__ = [
     "WEIGHTS_FILE",
     "METADATA_FILE",
     "BundleInfo",
+    "OpenedModel",
     "save_bundle",
     "read_bundle_info",
+    "open_model",
+    "load_network",
     "load_bundle",
     "verified_weights",
     "file_sha256",
@@ -290,17 +293,23 @@ def _warn_if_newer_monai(folder: Path, written: str) -> None:
         logger.warning("%s was written with MONAI %s, newer than the installed %s", folder, written, installed)
 
 
-def verified_weights(path: str | os.PathLike[str], info: BundleInfo) -> Path:
+def verified_weights(path: str | os.PathLike[str], info: BundleInfo, also: tuple[str, Path] | None = None) -> Path:
     """The bundle's weights file, after checking that its sha256 is the one ``magms.json`` records
     (what the exported graphs are keyed by, so they too run only for the weights they came from).
 
+    Args:
+        also: another record the same digest must match, as (sha256, the file that records it): the
+            built-in models' index. The file is hashed once for both.
     Raises:
-        BundleError: the file is missing, or its sha256 differs.
+        BundleError: the file is missing, or its sha256 differs (naming the record it differs from).
     """
     weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{weights}: weights file is missing")
     digest = file_sha256(weights)
+    if also is not None and digest != also[0]:
+        raise BundleError(f"{weights}: sha256 {digest[:12]}... differs from {also[0][:12]}... in {also[1]}: "
+                          "the weights are damaged or were replaced")
     if digest != info.weights_sha256:
         raise BundleError(
             f"{weights}: sha256 {digest[:12]}... does not match {info.weights_sha256[:12]}... recorded in "
@@ -309,8 +318,63 @@ def verified_weights(path: str | os.PathLike[str], info: BundleInfo) -> Path:
     return weights
 
 
+@dataclasses.dataclass(frozen=True)
+class OpenedModel:
+    """A model bundle opened once, at the edge (the CLI, the demo, a script): its folder, its checked
+    ``magms.json`` and its weights file, verified by sha256. What runs it takes this object, so nothing
+    below reads ``magms.json`` again or hashes the weights again (:func:`open_model`).
+
+    Attributes:
+        folder: the bundle folder.
+        info: its :class:`BundleInfo`.
+        weights: its ``model.safetensors``, whose sha256 is the recorded one.
+    """
+
+    folder: Path
+    info: BundleInfo
+    weights: Path
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def open_model(path: str | os.PathLike[str], also: tuple[str, Path] | None = None) -> OpenedModel:
+    """Open a bundle: read and check ``magms.json`` once, hash the weights once.
+
+    Args:
+        path: bundle folder.
+        also: see :func:`verified_weights` (the built-in index's sha256).
+    Raises:
+        BundleError: see :func:`read_bundle_info` and :func:`verified_weights`.
+    """
+    info = read_bundle_info(path)
+    return OpenedModel(Path(path), info, verified_weights(path, info, also))
+
+
+def load_network(model: OpenedModel, device: str | torch.device = "cpu") -> MAGMSNet:
+    """The network of an opened bundle, its weights loaded strictly, in eval mode on ``device``.
+
+    Raises:
+        BundleError: the weights cannot be read, or do not fit the network in ``magms.json``.
+    """
+    import safetensors
+    import safetensors.torch
+
+    from magms.networks import build_network
+
+    try:
+        state = safetensors.torch.load_file(str(model.weights))
+    except (safetensors.SafetensorError, OSError) as err:
+        raise BundleError(f"{model.weights}: cannot read safetensors data ({err})") from err
+    net = build_network(model.info.network)
+    _load_strict(net, state, model.weights)
+    return net.to(device).eval()
+
+
 def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[MAGMSNet, BundleInfo]:
-    """Load a bundle: check ``magms.json`` and the weights' sha256, build the network, load strictly.
+    """Load a bundle: check ``magms.json`` and the weights' sha256, build the network, load strictly
+    (:func:`open_model` then :func:`load_network`).
 
     Args:
         path: bundle folder.
@@ -321,20 +385,8 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu"
         BundleError: see :func:`read_bundle_info`; also a missing or damaged weights file, a sha256
             mismatch, or weights that do not fit the network.
     """
-    info = read_bundle_info(path)
-    weights = verified_weights(path, info)
-    import safetensors
-    import safetensors.torch
-
-    from magms.networks import build_network
-
-    try:
-        state = safetensors.torch.load_file(str(weights))
-    except (safetensors.SafetensorError, OSError) as err:
-        raise BundleError(f"{weights}: cannot read safetensors data ({err})") from err
-    model = build_network(info.network)
-    _load_strict(model, state, weights)
-    return model.to(device).eval(), info
+    model = open_model(path)
+    return load_network(model, device), model.info
 
 
 def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> None:

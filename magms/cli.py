@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import magms
 from magms.commands import (
@@ -31,6 +31,9 @@ from magms.commands import (
 from magms.errors import ConfigError, MAGMSError
 from magms.options import Options, add_arguments, from_command_line
 from magms.protocol import format_progress, format_ran
+
+if TYPE_CHECKING:
+    from magms.bundle import OpenedModel
 
 __all__ = ["main", "build_parser", "ProgressReporter"]
 
@@ -97,23 +100,25 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
     return inputs
 
 
-def _model_folder(options: SegmentOptions | EvaluateOptions | ExportOptions) -> Path:
-    """``--model``, else the default built-in model (its weights checked against the index's sha256)."""
+def _open_model(options: SegmentOptions | EvaluateOptions | ExportOptions) -> OpenedModel:
+    """``--model``, else the default built-in model, opened once: ``magms.json`` read and the weights hashed
+    here, and nowhere below (:class:`~magms.bundle.OpenedModel`)."""
     if options.model is not None:
-        return options.model
-    from magms.builtin import builtin_model
+        from magms.bundle import open_model
 
-    folder = builtin_model()
-    print(f"note: no --model: using the built-in model {folder.name} ({folder})", file=sys.stderr)
-    return folder
+        return open_model(options.model)
+    from magms.builtin import open_builtin_model
+
+    model = open_builtin_model()
+    print(f"note: no --model: using the built-in model {model.name} ({model.folder})", file=sys.stderr)
+    return model
 
 
-def _segmenter(options: SegmentOptions | EvaluateOptions, model: Path):
-    from magms.bundle import read_bundle_info
+def _segmenter(options: SegmentOptions | EvaluateOptions, model: OpenedModel):
     from magms.inference import Segmenter
     from magms.postprocess import as_requested
 
-    recorded = read_bundle_info(model).postprocessing
+    recorded = model.info.postprocessing
     segmenter = Segmenter(
         model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp,
         postprocessing=as_requested(recorded, postprocess=options.postprocess, tta=options.tta),
@@ -184,7 +189,6 @@ def _segment_inputs(options: SegmentOptions, slots: Sequence[str]) -> dict[str, 
 
 
 def _cmd_segment(options: SegmentOptions) -> int:
-    from magms.bundle import read_bundle_info
     from magms.data.io import PROBABILITY_SUFFIXES, check_output_path
 
     if options.batch is not None:
@@ -199,8 +203,8 @@ def _cmd_segment(options: SegmentOptions) -> int:
         check_output_path(options.probabilities, options.overwrite, PROBABILITY_SUFFIXES)
     dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     _check_review_options(options)
-    model = _model_folder(options)
-    info = read_bundle_info(model)
+    model = _open_model(options)
+    info = model.info
     inputs = _segment_inputs(options, info.slots)
     _check_compared_outputs(options, info, inputs)
     # every image check before the network is loaded; the checked images are then used as they are
@@ -267,7 +271,7 @@ def _segment_batch(options: SegmentOptions) -> int:
     for kind, folder in dicom_folders.items():
         if not folder.is_dir():
             raise ConfigError(f"--{kind} {folder}: with --batch, a folder that exists (one file per case)")
-    model = _model_folder(options)
+    model = _open_model(options)
     segmenter = _segmenter(options, model)
     cases = find_cases(options.batch, segmenter.slots)
 
@@ -325,7 +329,6 @@ def _batch_dicom_file(folder: Path | None, case: str, kind: str) -> Path | None:
 def _cmd_export(options: ExportOptions) -> int:
     import SimpleITK as sitk
 
-    from magms.bundle import read_bundle_info
     from magms.data.io import read_labelmap
     from magms.dicom import read_series
 
@@ -334,8 +337,8 @@ def _cmd_export(options: ExportOptions) -> int:
         raise ConfigError("nothing to write: give --rtstruct FILE and/or --dicom-seg FILE")
     if not options.series:
         raise ConfigError("--series is required: the DICOM series folder (or its files) the labels were made on")
-    model = _model_folder(options)
-    scheme = read_bundle_info(model).scheme
+    model = _open_model(options)
+    scheme = model.info.scheme
     grid = read_labelmap(options.labels)
     labels = sitk.GetArrayFromImage(grid)
     unknown = scheme.unknown_values(labels)
@@ -439,7 +442,8 @@ def _segment_compared(segmenter, images, options: SegmentOptions, progress: Prog
     return result, {"+".join(result.present): result}
 
 
-def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[str, Path], result, compared, notes: list[str]) -> None:
+def _write_review(options: SegmentOptions, model: OpenedModel, info, inputs: Mapping[str, Path], result, compared,
+                  notes: list[str]) -> None:
     """``--disagreement``, ``--report`` and ``--compared-outputs``, their paths printed."""
     if options.disagreement is None and options.report is None and options.compared_outputs is None:
         return
@@ -449,7 +453,7 @@ def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[st
     review = CaseReview(
         scheme=info.scheme, reference=result.reference, outputs={name: out.labels for name, out in compared.items()},
         fullest="+".join(result.present), inputs={s: str(inputs[s]) for s in info.slots if s in inputs},
-        reference_slot=result.reference_slot, model=model, compare=options.compare, weights_sha256=info.weights_sha256,
+        reference_slot=result.reference_slot, model=model.folder, compare=options.compare, weights_sha256=info.weights_sha256,
         output=options.output, disagreement_file=options.disagreement, notes=notes, engine=result.engine,
     )
     if options.disagreement is not None:
@@ -471,13 +475,12 @@ def _write_review(options: SegmentOptions, model: Path, info, inputs: Mapping[st
 
 
 def _cmd_evaluate(options: EvaluateOptions) -> int:
-    from magms.bundle import read_bundle_info
     from magms.data.cases import find_cases
     from magms.evaluate import REPORT_FILES, evaluate, write_reports
     from magms.modalities import canonical_slot
 
-    model = _model_folder(options)
-    info = read_bundle_info(model)
+    model = _open_model(options)
+    info = model.info
     existing = [n for n in REPORT_FILES if (options.out / n).exists()]
     if existing and not options.overwrite:
         raise ConfigError(f"{options.out}: {', '.join(existing)} exist already (use --overwrite to replace them)")
@@ -529,9 +532,9 @@ def _cmd_demo(options: DemoOptions) -> int:
         finally:
             progress.close()
     elif model is None:
-        from magms.builtin import builtin_model
+        from magms.builtin import open_builtin_model
 
-        model = builtin_model()
+        model = open_builtin_model()
     run_demo(options.data, options.out, model, device=options.device, engine=options.engine, precision=options.precision)
     return 0
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from magms.bundle import METADATA_FILE, BundleInfo
+from magms.bundle import METADATA_FILE, BundleInfo, OpenedModel
 from magms.config import PreprocessConfig, TrainConfig
 from magms.data.cases import Case, case_from_folder, find_cases
 from magms.data.io import write_labelmap
@@ -87,7 +87,7 @@ def held_out_cases(data: Path, info: BundleInfo) -> list[Case]:
 def run_demo(
     data: Path,
     out: Path,
-    model: Path,
+    model: OpenedModel | Path,
     device: str = "auto",
     emit: Callable[[str], None] = print,
     engine: str = "auto",
@@ -107,7 +107,8 @@ def run_demo(
         raise ImageError(f"{data / UNLABELLED}: sample data not found (give --data, or set MAGMS_TEST_DATA)")
     segmenter = Segmenter(model, device=device, engine=engine, precision=precision)
     info = segmenter.info
-    emit(f"model {model}: slots {', '.join(info.slots)}, labels {info.scheme.key}, network run by {segmenter.predictor.engine}")
+    emit(f"model {segmenter.model.folder}: slots {', '.join(info.slots)}, labels {info.scheme.key}, "
+         f"network run by {segmenter.predictor.engine}")
     for note in segmenter.notes:
         emit(f"note: {note}")
     written: list[Path] = []

@@ -52,7 +52,7 @@ from magms.files import replace_folder
 from magms.protocol import ENGINES, EXPORTED_ENGINES, PRECISIONS
 
 if TYPE_CHECKING:
-    from magms.bundle import BundleInfo
+    from magms.bundle import BundleInfo, OpenedModel
     from magms.networks import MAGMSNet
 
 __all__ = [
@@ -503,56 +503,52 @@ def _threads() -> int:
         return 0
 
 
-def _load_eager(bundle: str | os.PathLike[str], device: str, amp: bool) -> EagerPredictor:
-    from magms.bundle import load_bundle
+def _load_eager(model: OpenedModel, device: str, amp: bool) -> EagerPredictor:
+    from magms.bundle import load_network
 
-    net, _ = load_bundle(bundle, device=device)
-    return EagerPredictor(net, device, amp)
+    return EagerPredictor(load_network(model, device=device), device, amp)
 
 
 def make_predictor(
-    info: BundleInfo, bundle: str | os.PathLike[str], device: str = "cpu", engine: str = "eager", precision: str = "fp32",
-    amp: bool = True,
+    model: OpenedModel, device: str = "cpu", engine: str = "eager", precision: str = "fp32", amp: bool = True,
 ) -> tuple[WindowPredictor, list[str]]:
     """The predictor of the engine asked for, and notes for the user (the engine auto chose, an export).
 
     Only the eager engine, or an export, loads the network in PyTorch; exported graphs found in the
-    cache run without importing torch.
+    cache run without importing torch. The graphs are keyed by the recorded sha256, which the opened
+    model's weights were verified against: they run only for those weights.
 
     Args:
-        info: the bundle's :class:`~magms.bundle.BundleInfo`, read and checked.
-        bundle: the bundle folder (the graphs are cached beside it when it is writable).
+        model: the opened bundle (:func:`magms.bundle.open_model`); the graphs are cached beside its
+            folder when it is writable.
         device: where the network runs: ``cpu``, ``cuda`` or ``cuda:N``.
         engine: one of :data:`ENGINES`.
         precision: one of :data:`PRECISIONS`, for the exported engines.
         amp: mixed precision on CUDA, for the eager engine.
     Raises:
         ConfigError: see :func:`resolve_engine`; an unknown precision; no writable cache folder.
-        BundleError: the weights are missing, their sha256 is not the recorded one, or they do not load
-            into the network.
+        BundleError: the weights do not load into the network.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     name, note = resolve_engine(engine, device)
     notes = [note] if note else []
     if name == "eager":
-        return _load_eager(bundle, device, amp), notes
+        return _load_eager(model, device, amp), notes
     eager: list[EagerPredictor] = []  # loaded only to export, and kept for the fallback
 
     def load_net() -> MAGMSNet:
-        eager.append(_load_eager(bundle, "cpu", amp))
+        eager.append(_load_eager(model, "cpu", amp))
         return eager[0].net
 
-    from magms.bundle import verified_weights
-
-    verified_weights(bundle, info)  # the graphs are keyed by the recorded sha256: run them only for those weights
+    info = model.info
     try:
-        folder, exported = cached_graphs(info, bundle, load_net)
+        folder, exported = cached_graphs(info, model.folder, load_net)
     except Exception as err:  # auto falls back to the reference; an engine asked for by name says why it cannot run
         if engine != "auto":
             raise
         logger.warning("exporting the graphs for %s failed", name, exc_info=True)
-        predictor = eager[0] if eager else _load_eager(bundle, device, amp)
+        predictor = eager[0] if eager else _load_eager(model, device, amp)
         return predictor, [f"engine auto: eager (exporting the graphs for {name} failed: {err})"]
     if exported:
         notes.append(f"exported the network's graphs for {name} to {folder} (once per model)")

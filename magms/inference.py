@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from magms.bundle import read_bundle_info
+from magms.bundle import OpenedModel, open_model
 from magms.config import PostprocessConfig
 from magms.data.grid import to_reference, to_working, working_grid
 from magms.data.inputs import PreparedInputs, prepare_inputs
@@ -121,7 +121,8 @@ class Segmenter:
     """Runs a bundle on cases with any subset of its modalities.
 
     Args:
-        bundle: bundle folder.
+        bundle: the opened bundle (:func:`magms.bundle.open_model`: nothing here reads ``magms.json`` again or
+            hashes the weights again), or its folder, opened here.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         sw_batch_size: windows per network run (an engine that makes several runs at once gets as many times
             this in each call: :attr:`~magms.engines.WindowPredictor.parallel`).
@@ -133,17 +134,19 @@ class Segmenter:
             CPUs with bf16 instructions).
 
     Attributes:
+        model: the opened bundle; ``info`` is its :class:`~magms.bundle.BundleInfo`.
         predictor: the :class:`~magms.engines.WindowPredictor` every run goes through.
         notes: what the user should know about the engine (once, not per case).
     """
 
     def __init__(
-        self, bundle: str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True,
+        self, bundle: OpenedModel | str | os.PathLike[str], device: str = "auto", sw_batch_size: int = 2, amp: bool = True,
         postprocessing: PostprocessConfig | None = None, engine: str = "eager", precision: str = "fp32",
     ) -> None:
-        self.info = read_bundle_info(bundle)
+        self.model = bundle if isinstance(bundle, OpenedModel) else open_model(bundle)
+        self.info = self.model.info
         self.predictor: WindowPredictor
-        self.predictor, self.notes = make_predictor(self.info, bundle, device_name(device), engine, precision, amp)
+        self.predictor, self.notes = make_predictor(self.model, device_name(device), engine, precision, amp)
         self.amp = amp
         self.sw_batch_size = sw_batch_size
         # one network call at a time: two threads may segment at once (magms segment --batch overlaps one

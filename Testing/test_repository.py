@@ -102,3 +102,91 @@ def test_training_defaults_are_one_in_the_core_the_cli_and_the_module():
     keys = {k.value for d in ast.walk(method) if isinstance(d, ast.Dict) for k in d.keys}
     assert keys <= set(defaults) | {"labels"}, keys - set(defaults)
     assert TrainingController.settings  # the method the test read
+
+
+def _core_imports() -> dict[str, set[str]]:
+    """magms module -> the magms modules it imports, at module level or inside a function (a lazy import is
+    still an arrow; one under ``if TYPE_CHECKING:`` is not). ``from magms.x import y`` counts as magms.x.y
+    when that is a module, else magms.x."""
+    import ast
+
+    root = REPO / "magms"
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING"
+                       for n in ast.walk(block)}  # annotations only: no arrow at run time
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("magms")}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("magms") and node.level == 0:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_the_core_has_no_import_circle():
+    """Tarjan's strongly connected components over the import graph: none larger than one module."""
+    graph = _core_imports()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not circles, circles
+
+
+@pytest.mark.parametrize("module, never", [
+    ("magms.config", "magms.options"),  # records stored in a bundle, below the CLI's option machinery
+    ("magms.bundle", "magms.postprocess"),
+    ("magms.labels.schemes", "magms.labels.registry"),
+])
+def test_the_arrows_the_redesign_removed_stay_removed(module, never):
+    assert never not in _core_imports()[module]
+
+
+def test_neither_training_nor_inference_imports_the_other():
+    graph = _core_imports()
+    training = {m for m in graph if m.startswith("magms.training")}
+    inference = {"magms.inference", "magms.engines"}
+    assert not any(graph[m] & inference for m in training)
+    assert not any(graph[m] & training for m in inference)
+
+
+def test_no_function_is_over_60_lines():
+    """A long function reads as its steps once they are named (the trainer as its loop, a use case as its calls)."""
+    import ast
+
+    long = []
+    for folder in ("magms", "MAGMSCommon", "MAGMSSegmenter", "MAGMSTraining"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

@@ -9,6 +9,7 @@ a lookup over the files written here (``slicer.dicomDatabase.fileForInstance`` i
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -240,11 +241,11 @@ def test_a_child_that_cannot_start_leaves_no_label_map_and_the_job_ready(scene_w
     scene, volume, node = scene_with_segmentation
     runner = FailingRunner()
     job = logic.ExportJob(scene, runner=runner)
-    temporaries = set(Path(logic.tempfile.gettempdir()).glob("magms-export-*"))
+    temporaries = set(Path(tempfile.gettempdir()).glob("magms-export-*"))
     with pytest.raises(FileNotFoundError):
         job.start(node, dicom_files["bundle"], tmp_path, "seg", dicom_files["database"].get)
     assert len(runner.commands) == 1 and not job.running and job.folder is None
-    assert set(Path(logic.tempfile.gettempdir()).glob("magms-export-*")) == temporaries and list(tmp_path.iterdir()) == []
+    assert set(Path(tempfile.gettempdir()).glob("magms-export-*")) == temporaries and list(tmp_path.iterdir()) == []
     job.runner = FakeRunner()  # the same job starts again once the child can run
     job.runner.finished.connect(job._onRunFinished)
     job.start(node, dicom_files["bundle"], tmp_path, "seg", dicom_files["database"].get)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -510,12 +511,12 @@ def test_a_child_that_cannot_start_leaves_no_images_and_no_report_folder(tiny_bu
     t1c = add_volume(scene, "t1c", seed=1)
     runner = _FakeRunner(fail=True)
     job = logic.SegmentationJob(scene, python="python", runner=runner, reportsFolder=tmp_path / "reports")
-    temporaries = set(Path(logic.tempfile.gettempdir()).glob("magms-segment-*"))
+    temporaries = set(Path(tempfile.gettempdir()).glob("magms-segment-*"))
     before = snapshot(scene)
     with pytest.raises(PermissionError):
         job.start({"flair": flair.GetID(), "t1c": t1c.GetID()}, tiny_bundle, subsets="all")
     assert len(runner.commands) == 1 and not job.running and job.reportFolder is None
-    assert set(Path(logic.tempfile.gettempdir()).glob("magms-segment-*")) == temporaries
+    assert set(Path(tempfile.gettempdir()).glob("magms-segment-*")) == temporaries
     assert list((tmp_path / "reports").iterdir()) == [] and snapshot(scene) == before
     # a later run of an explicit list that cannot start is a failure, not an exception in the panel's timer
     runner.fail, failures = False, []

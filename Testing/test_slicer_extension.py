@@ -699,7 +699,8 @@ def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version
 
 
 #: The Slicer-side modules below the widgets: they import ``slicer`` and ``vtk`` (MRML), not Qt.
-MRML_SIDE = ("MAGMSCommonLib.volumes", "MAGMSCommonLib.segments", "MAGMSCommonLib.parameters", "MAGMSCommonLib.devicelist",
+MRML_SIDE = ("MAGMSCommonLib.volumes", "MAGMSCommonLib.segments", "MAGMSCommonLib.childjob", "MAGMSCommonLib.parameters",
+             "MAGMSCommonLib.devicelist",
              "MAGMSSegmenterLib.logic", "MAGMSSegmenterLib.controller", "MAGMSTrainingLib.logic", "MAGMSTrainingLib.controller")
 STAND_IN_MODULE = """
 class _Any(type):

@@ -26,6 +26,7 @@ from magms.data.io import write_labelmap  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from magms.protocol import ENGINES, PRECISIONS, EngineChoice, EngineRan, format_ran, parse_ran  # noqa: E402
 from MAGMSCommonLib import segments, volumes  # noqa: E402
+from MAGMSCommonLib.runner import RunState  # noqa: E402
 from MAGMSSegmenterLib import logic as segmenter  # noqa: E402
 from MAGMSSegmenterLib.controller import ENGINE_ITEMS, PRECISION_ITEMS, SegmenterController  # noqa: E402
 from MAGMSTrainingLib import logic as training  # noqa: E402
@@ -326,7 +327,7 @@ def test_finding_7_the_panels_engine_and_precision_reach_the_child_and_what_ran_
     runner.output.emit("ran openvino fp32 on cpu")  # the child's line once its network is ready
     assert job.ran == EngineRan("openvino", "fp32", "cpu")
     job.cancel()
-    job._onRunFinished(segmenter.RunState.CANCELLED, "")
+    job._onRunFinished(RunState.CANCELLED, "")
 
 
 def test_finding_7_an_exported_engine_runs_on_the_cpu_whatever_the_device(tmp_path):

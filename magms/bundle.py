@@ -30,7 +30,6 @@ from magms.config import NetConfig, PostprocessConfig, PreprocessConfig
 from magms.errors import BundleError, ConfigError
 from magms.files import atomic_write, atomic_write_text
 from magms.labels import LabelScheme
-from magms.postprocess import check_postprocessing
 
 if TYPE_CHECKING:  # torch, MONAI and safetensors are imported where tensors are handled, so that
     # the metadata can be read (e.g. by the Slicer module before its dependencies are installed).
@@ -165,22 +164,16 @@ def save_bundle(
         raise BundleError(f"{folder}: a bundle already exists here (use overwrite to replace it)")
     _check_channels(network, labels, folder)
     try:
-        check_postprocessing(postprocessing, labels)
+        postprocessing.check_against(labels)
     except ConfigError as err:
         raise BundleError(f"{folder}: {err}") from err
     import monai
-    import safetensors.torch
     import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
     if weights_dtype not in WEIGHTS_DTYPES:
         raise BundleError(f"{folder}: weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
-    stored = getattr(torch, weights_dtype)
-    state = {
-        k: (v.detach().to("cpu", stored) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    atomic_write(folder / WEIGHTS_FILE, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_weights(model, folder / WEIGHTS_FILE, getattr(torch, weights_dtype))
     info = BundleInfo(
         network=network,
         scheme=labels,
@@ -196,6 +189,17 @@ def save_bundle(
     atomic_write_text(folder / METADATA_FILE, text)
     logger.info("wrote bundle %s (%s, slots %s)", folder, network.backbone, ", ".join(network.slots))
     return info
+
+
+def _write_weights(model: MAGMSNet, path: Path, stored: torch.dtype) -> None:
+    """The network's state as safetensors, floating-point tensors in ``stored``, written atomically."""
+    import safetensors.torch
+
+    state = {
+        k: (v.detach().to("cpu", stored) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    atomic_write(path, lambda p: safetensors.torch.save_file(state, str(p), metadata={"format": "pt"}))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -220,7 +224,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         scheme = LabelScheme.from_dict(meta["labels"])
         preprocessing = PreprocessConfig.from_dict(meta["preprocessing"])
         postprocessing = PostprocessConfig.from_dict(meta.get("postprocessing") or {})
-        check_postprocessing(postprocessing, scheme)
+        postprocessing.check_against(scheme)
     except ConfigError as err:
         raise BundleError(f"{meta_path}: {err}") from err
     if list(network.slots) != list(meta["modalities"]):

@@ -259,18 +259,7 @@ BATCH_CASES_IN_FLIGHT = 2
 def _segment_batch(options: SegmentOptions) -> int:
     from magms.data.cases import find_cases
 
-    if options.output_dir is None:
-        raise ConfigError("--batch needs --output-dir")
-    _refuse_review_options_in_batch(options)
-    if options.input or options.input_dir or options.output:
-        raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
-    if not options.output_dir.is_dir():
-        raise ConfigError(f"{options.output_dir}: output folder does not exist")
-    dicom_folders = {kind: folder for kind, folder in (("rtstruct", options.rtstruct), ("dicom-seg", options.dicom_seg))
-                     if folder is not None}
-    for kind, folder in dicom_folders.items():
-        if not folder.is_dir():
-            raise ConfigError(f"--{kind} {folder}: with --batch, a folder that exists (one file per case)")
+    dicom_folders = _batch_folders(options)
     model = _open_model(options)
     segmenter = _segmenter(options, model)
     cases = find_cases(options.batch, segmenter.slots)
@@ -290,8 +279,39 @@ def _segment_batch(options: SegmentOptions) -> int:
             return lines, f"{case.name}: {err}"
         return lines, None
 
-    failures: list[str] = []
     progress = ProgressReporter(options.progress, "case", "cases")
+    try:
+        failures = _two_in_flight(cases, segment_case, progress)
+    finally:
+        progress.close()
+    if failures:
+        print(f"{len(failures)} of {len(cases)} case(s) failed:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _batch_folders(options: SegmentOptions) -> dict[str, Path]:
+    """Check a ``--batch`` run's options; the DICOM output folders asked for, by option name."""
+    if options.output_dir is None:
+        raise ConfigError("--batch needs --output-dir")
+    _refuse_review_options_in_batch(options)
+    if options.input or options.input_dir or options.output:
+        raise ConfigError("--batch takes its images from the manifest or case folders: drop --input/--input-dir/--output")
+    if not options.output_dir.is_dir():
+        raise ConfigError(f"{options.output_dir}: output folder does not exist")
+    folders = {kind: folder for kind, folder in (("rtstruct", options.rtstruct), ("dicom-seg", options.dicom_seg)) if folder is not None}
+    for kind, folder in folders.items():
+        if not folder.is_dir():
+            raise ConfigError(f"--{kind} {folder}: with --batch, a folder that exists (one file per case)")
+    return folders
+
+
+def _two_in_flight(cases: Sequence, segment_case: Callable, progress: Callable[[int, int, str], None]) -> list[str]:
+    """Run ``segment_case`` over ``cases`` with :data:`BATCH_CASES_IN_FLIGHT` in work at once, printing each
+    case's lines in case order; returns the failures."""
+    failures: list[str] = []
     pool = ThreadPoolExecutor(BATCH_CASES_IN_FLIGHT, thread_name_prefix="magms-case")
     try:
         # at most BATCH_CASES_IN_FLIGHT cases submitted: an interrupt waits for those only
@@ -313,13 +333,7 @@ def _segment_batch(options: SegmentOptions) -> int:
             progress(done, len(cases), case.name)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        progress.close()
-    if failures:
-        print(f"{len(failures)} of {len(cases)} case(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return failures
 
 
 def _batch_dicom_file(folder: Path | None, case: str, kind: str) -> Path | None:

@@ -3,7 +3,7 @@
 The CLI generates its flags from these records (:func:`magms.options.add_arguments`), a run can be
 written as a JSON file of them (``--config``), and the Slicer modules fill and save them. Fields
 that the core records also have (``epochs`` of :class:`~magms.config.TrainConfig`) are copied
-from there with :func:`~magms.options.same_as`, so a default is written once.
+from there with :func:`~magms.fields.same_as`, so a default is written once.
 
 Nothing here imports torch.
 """
@@ -17,8 +17,9 @@ from typing import Any
 
 from magms.config import BACKBONES, NetConfig, PreprocessConfig, TrainConfig, as_tuple3
 from magms.errors import ConfigError
+from magms.fields import option, same_as
 from magms.labels import SCHEMES
-from magms.options import Options, option, same_as
+from magms.options import Options
 from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES
 
 __all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions",

@@ -13,11 +13,14 @@ import functools
 import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from magms.errors import ConfigError
-from magms.options import option
+from magms.fields import option
 from magms.typehints import field_types, split_optional, tuple_item
+
+if TYPE_CHECKING:  # the schemes build on these records: no import at run time
+    from magms.labels import LabelScheme
 
 __all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES", "LR_SCHEDULES"]
 
@@ -357,6 +360,19 @@ class PostprocessConfig(_Record):
         if len(set(self.flip_axes)) != len(self.flip_axes) or not set(self.flip_axes) <= {0, 1, 2}:
             raise ValueError(f"flip_axes must be distinct axes among 0, 1, 2, got {list(self.flip_axes)}")
 
+    def check_against(self, scheme: LabelScheme) -> None:
+        """Every rule names a region or label of ``scheme`` and replaces with one of its labels.
+
+        Raises:
+            ConfigError: the first rule that does not fit, named.
+        """
+        regions = {r.key for r in scheme.regions}
+        for n, rule in enumerate(self.size_rules):
+            if rule.target not in regions and rule.target not in scheme.keys:
+                raise ConfigError(f"postprocessing size rule #{n}: '{rule.target}' is no region or label of scheme '{scheme.key}'")
+            if rule.replace_with not in scheme.keys:
+                raise ConfigError(f"postprocessing size rule #{n}: '{rule.replace_with}' is no label of scheme '{scheme.key}'")
+
 
 POLICIES = ("paper", "random_subset")
 #: ``--lr-schedule`` choices: after the warm-up, ``cosine`` to 0 at the end, or ``constant``.
@@ -367,7 +383,7 @@ LR_SCHEDULES = ("cosine", "constant")
 class TrainConfig(_Record):
     """Training options, recorded in the bundle.
 
-    Each field carries its help and range (:func:`magms.options.option`), from which ``magms train``
+    Each field carries its help and range (:func:`magms.fields.option`), from which ``magms train``
     makes its flags and the Training module its defaults.
 
     Args:

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 import magms
 from magms.errors import ConfigError, ImageError
 from magms.files import atomic_write
-from magms.labels import Code, LabelScheme, structures
+from magms.labels import Code, LabelScheme, Structure, structures
 
 __all__ = [
     "DICOM_EXTRA",
@@ -324,6 +324,36 @@ def _complete_rtstruct(ds: Any, reference: Any, scheme: LabelScheme, model: str)
 # Segmentation
 
 
+def _segment_descriptions(hd: Any, found: Sequence[Structure], model: str) -> list:
+    """highdicom's description of each structure: its name, the scheme's coded concepts and colour, and
+    the algorithm (MAGMS, automatic)."""
+    from pydicom.sr.codedict import codes
+
+    def concept(code: Code) -> Any:
+        return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"MAGMS {model}".strip()[:64], family=codes.cid7162.ArtificialIntelligence, version=magms.__version__
+    )
+    # highdicom 0.23 added display colours; Python 3.9 (Slicer 5.8) gets 0.22, whose segments go without
+    coloured = hasattr(hd.color.CIELabColor, "from_rgb")
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=s.name[:64],
+            segmented_property_category=concept(s.category),
+            segmented_property_type=concept(s.type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_id=s.key,
+            tracking_uid=hd.UID(),
+            anatomic_regions=[concept(s.anatomic_region)] if s.anatomic_region is not None else None,
+            **({"display_color": hd.color.CIELabColor.from_rgb(*s.color)} if coloured else {}),
+        )
+        for i, s in enumerate(found)
+    ]
+
+
 def write_dicom_seg(
     labels: np.ndarray, grid: sitk.Image, series: DicomSeries, scheme: LabelScheme, path: str | os.PathLike[str],
     model: str = "", overwrite: bool = False,
@@ -340,32 +370,8 @@ def write_dicom_seg(
     _check_labels(labels, grid, scheme)
     hd = _require("highdicom")
     _numpy_aliases_for_highdicom(hd.__version__, np)
-    from pydicom.sr.codedict import codes
-
-    def concept(code: Code) -> Any:
-        return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
-
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=f"MAGMS {model}".strip()[:64], family=codes.cid7162.ArtificialIntelligence, version=magms.__version__
-    )
     found = structures(scheme)
-    # highdicom 0.23 added display colours; Python 3.9 (Slicer 5.8) gets 0.22, whose segments go without
-    coloured = hasattr(hd.color.CIELabColor, "from_rgb")
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1,
-            segment_label=s.name[:64],
-            segmented_property_category=concept(s.category),
-            segmented_property_type=concept(s.type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            tracking_id=s.key,
-            tracking_uid=hd.UID(),
-            anatomic_regions=[concept(s.anatomic_region)] if s.anatomic_region is not None else None,
-            **({"display_color": hd.color.CIELabColor.from_rgb(*s.color)} if coloured else {}),
-        )
-        for i, s in enumerate(found)
-    ]
+    descriptions = _segment_descriptions(hd, found, model)
     masks = np.stack([s.mask(labels) for s in found], axis=-1).astype(np.uint8)  # (slices, rows, columns, segments)
     seg = hd.seg.Segmentation(
         source_images=list(series.datasets),

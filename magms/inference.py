@@ -50,7 +50,7 @@ from magms.devices import device_name
 from magms.engines import WindowPredictor, make_predictor
 from magms.errors import ConfigError
 from magms.modalities import subsets_of
-from magms.postprocess import ALL_FLIPS, apply_size_rules, check_postprocessing, flip_combinations, flips_averaged
+from magms.postprocess import ALL_FLIPS, apply_size_rules, flip_combinations, flips_averaged
 from magms.protocol import EngineRan
 from magms.windows import sliding_window, window_count
 
@@ -154,7 +154,7 @@ class Segmenter:
         self._network = threading.Lock()
         self.postprocessing = self.info.postprocessing if postprocessing is None else postprocessing
         if postprocessing is not None:  # the bundle's own was checked when it was read
-            check_postprocessing(postprocessing, self.info.scheme)
+            postprocessing.check_against(self.info.scheme)
 
     @property
     def device(self) -> str:

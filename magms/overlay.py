@@ -42,29 +42,14 @@ def render_overlay(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
-    lab_img = sitk.GetImageFromArray(labels.astype(np.uint16))
-    lab_img.CopyInformation(image)
-    # LPS: array (z, y, x) runs inferior->superior, anterior->posterior, right->left
-    img = sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")).astype(np.float32)
-    lab = sitk.GetArrayFromImage(sitk.DICOMOrient(lab_img, "LPS"))
-    counts = np.zeros(lab.shape, np.uint8)
-    if disagreement is not None:
-        counts_img = sitk.GetImageFromArray(np.asarray(disagreement).astype(np.uint8))
-        counts_img.CopyInformation(image)
-        counts = sitk.GetArrayFromImage(sitk.DICOMOrient(counts_img, "LPS"))
+    img, lab, counts, (sz, sy, sx) = _radiological_arrays(image, labels, disagreement)
     doubt = counts > 0
-    sz, sy, sx = sitk.DICOMOrient(image, "LPS").GetSpacing()[::-1]
     fg = np.argwhere(lab > 0)
     cz, cy, cx = (fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2)
     lo, hi = np.percentile(img[img != 0], (1, 99)) if (img != 0).any() else (img.min(), img.max() + 1)
+    colours = _label_colours(scheme)
 
-    colours = np.zeros((max(scheme.values) + 1, 4))
-    for label in scheme.labels:
-        if label.value:
-            colours[label.value] = (*(c / 255 for c in label.color), 0.5)
     def cut(volume: np.ndarray) -> list[np.ndarray]:
         return [volume[cz], np.flipud(volume[:, cy]), np.flipud(volume[:, :, cx])]
 
@@ -79,25 +64,60 @@ def render_overlay(
         ax.set_title(name, color="white", fontsize=10)
         ax.axis("off")
     if rows == 2:
-        top = max(int(counts.max()), 1)
-        for ax, (name, grey, _, _, count, aspect) in zip(axes[1], views):
-            # the image dimmed, so that a bright FLAIR core where all outputs agree is not read as heat
-            ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="bilinear", alpha=0.5)
-            heat = ax.imshow(np.ma.masked_equal(count, 0), cmap="plasma", vmin=0.5, vmax=top + 0.5, aspect=aspect,
-                             interpolation="nearest", alpha=0.85)
-            ax.set_title(f"{name}: outputs that differ", color="white", fontsize=10)
-            ax.axis("off")
-        bar = fig.colorbar(heat, ax=list(axes[1]), fraction=0.025, pad=0.01, ticks=range(1, top + 1, max(1, top // 7)))
-        bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
-    present = sorted(set(np.unique(lab).tolist()) - {0})
-    handles: list = [Patch(color=colours[v][:3], label=scheme.label(v).name) for v in present]
-    if doubt.any():
-        handles.append(Line2D([], [], color=DISAGREEMENT_COLOUR, linewidth=1.5, label="outputs disagree"))
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white", fontsize=9)
+        _draw_heat_row(fig, axes[1], views, max(int(counts.max()), 1), lo, hi)
+    _draw_legend(fig, scheme, colours, lab, doubt.any())
     if title:
         fig.suptitle(title, color="white", fontsize=11)
     if rows == 1:
         fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     fig.savefig(path, dpi=90, facecolor="black")
     plt.close(fig)
+
+
+def _radiological_arrays(image: sitk.Image, labels: np.ndarray, disagreement: np.ndarray | None):
+    """The image, labels and disagreement counts as LPS arrays (z, y, x: inferior->superior,
+    anterior->posterior, right->left), and their (z, y, x) spacing."""
+    def lps(array: np.ndarray) -> np.ndarray:
+        grid = sitk.GetImageFromArray(array)
+        grid.CopyInformation(image)
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(grid, "LPS"))
+
+    oriented = sitk.DICOMOrient(image, "LPS")
+    lab = lps(labels.astype(np.uint16))
+    counts = lps(np.asarray(disagreement).astype(np.uint8)) if disagreement is not None else np.zeros(lab.shape, np.uint8)
+    return sitk.GetArrayFromImage(oriented).astype(np.float32), lab, counts, oriented.GetSpacing()[::-1]
+
+
+def _label_colours(scheme: LabelScheme) -> np.ndarray:
+    """RGBA per label value, half transparent; background clear."""
+    colours = np.zeros((max(scheme.values) + 1, 4))
+    for label in scheme.labels:
+        if label.value:
+            colours[label.value] = (*(c / 255 for c in label.color), 0.5)
+    return colours
+
+
+def _draw_heat_row(fig, axes, views, top: int, lo: float, hi: float) -> None:
+    """The second row: the disagreement counts as a heat map over the dimmed image, with its colour bar."""
+    for ax, (name, grey, _, _, count, aspect) in zip(axes, views):
+        # the image dimmed, so that a bright FLAIR core where all outputs agree is not read as heat
+        ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="bilinear", alpha=0.5)
+        heat = ax.imshow(np.ma.masked_equal(count, 0), cmap="plasma", vmin=0.5, vmax=top + 0.5, aspect=aspect,
+                         interpolation="nearest", alpha=0.85)
+        ax.set_title(f"{name}: outputs that differ", color="white", fontsize=10)
+        ax.axis("off")
+    bar = fig.colorbar(heat, ax=list(axes), fraction=0.025, pad=0.01, ticks=range(1, top + 1, max(1, top // 7)))
+    bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
+
+
+def _draw_legend(fig, scheme: LabelScheme, colours: np.ndarray, lab: np.ndarray, doubt: bool) -> None:
+    """The labels present (and the disagreement outline) below the views."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    present = sorted(set(np.unique(lab).tolist()) - {0})
+    handles: list = [Patch(color=colours[v][:3], label=scheme.label(v).name) for v in present]
+    if doubt:
+        handles.append(Line2D([], [], color=DISAGREEMENT_COLOUR, linewidth=1.5, label="outputs disagree"))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white", fontsize=9)

@@ -15,11 +15,10 @@ import numpy as np
 
 from magms.config import PostprocessConfig, SizeRule
 from magms.data.preprocessing import foreground_box
-from magms.errors import ConfigError
 from magms.labels import LabelScheme
 
 __all__ = [
-    "ALL_FLIPS", "apply_size_rules", "as_requested", "check_postprocessing", "flip_combinations", "flip_averaged", "flip_name",
+    "ALL_FLIPS", "apply_size_rules", "as_requested", "flip_combinations", "flip_averaged", "flip_name",
     "flips_averaged", "target_mask",
 ]
 
@@ -32,20 +31,6 @@ def target_mask(labels: np.ndarray, scheme: LabelScheme, key: str) -> np.ndarray
     if key in {r.key for r in scheme.regions}:
         return scheme.region_mask(labels, key)
     return np.asarray(labels) == scheme.by_key(key).value
-
-
-def check_postprocessing(post: PostprocessConfig, scheme: LabelScheme) -> None:
-    """Every rule names a region or label of ``scheme`` and replaces with one of its labels.
-
-    Raises:
-        ConfigError: the first rule that does not fit, named.
-    """
-    regions = {r.key for r in scheme.regions}
-    for n, rule in enumerate(post.size_rules):
-        if rule.target not in regions and rule.target not in scheme.keys:
-            raise ConfigError(f"postprocessing size rule #{n}: '{rule.target}' is no region or label of scheme '{scheme.key}'")
-        if rule.replace_with not in scheme.keys:
-            raise ConfigError(f"postprocessing size rule #{n}: '{rule.replace_with}' is no label of scheme '{scheme.key}'")
 
 
 def as_requested(recorded: PostprocessConfig, postprocess: bool = True, tta: bool = False) -> PostprocessConfig:

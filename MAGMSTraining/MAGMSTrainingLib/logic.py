@@ -32,7 +32,8 @@ from magms.labels import LabelScheme, get_scheme
 from magms.modalities import default_slots
 from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP, STOP_REQUEST_FILE
 from MAGMSCommonLib import models
-from MAGMSCommonLib.child import childEnvironment, childPython, configCommand
+from MAGMSCommonLib.child import configCommand
+from MAGMSCommonLib.childjob import ChildJob
 from MAGMSCommonLib.runner import ProcessRunner, RunState
 from MAGMSCommonLib.segments import segmentTerminology, withBinaryLabelmaps
 from MAGMSCommonLib.signal import Signal
@@ -243,7 +244,7 @@ def trainingOptions(data: str | os.PathLike[str], out: str | os.PathLike[str], s
 trainCommand = configCommand
 
 
-class TrainingJob:
+class TrainingJob(ChildJob):
     """One training run in a child process, with live metrics in MRML.
 
     Signals:
@@ -256,15 +257,11 @@ class TrainingJob:
 
     def __init__(self, scene: slicer.vtkMRMLScene, python: str | None = None, runner: ProcessRunner | None = None,
                  localModels: Path | None = None) -> None:
-        self.scene = scene
-        self.python = python or childPython()
-        self.runner = runner or ProcessRunner()
+        super().__init__(scene, python, runner)
         self.localModels = localModels
-        self.progress = Signal(float, str)
         self.metricsAdded = Signal(int)
         self.finished = Signal(Path)
         self.stopped = Signal()
-        self.failed = Signal(str)
         self.table: slicer.vtkMRMLTableNode | None = None
         self.chart: slicer.vtkMRMLPlotChartNode | None = None
         self.out: Path | None = None
@@ -272,12 +269,6 @@ class TrainingJob:
         self._columns: list[str] = []
         self._started = 0.0
         self._exported: Path | None = None
-        self.runner.progress.connect(self._onProgress)
-        self.runner.finished.connect(self._onFinished)
-
-    @property
-    def running(self) -> bool:
-        return self.runner.running
 
     def start(self, data: str | os.PathLike[str], out: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
         """Start training on ``data`` (a folder or manifest) into ``out`` (a new folder).
@@ -321,8 +312,7 @@ class TrainingJob:
         self._readMetrics()
         options.out.mkdir(parents=True, exist_ok=True)
         # the run's options stay beside its results: what was trained, and how to do it again
-        command = trainCommand(self.python, options, options.out / TRAIN_OPTIONS_FILE)
-        self.runner.start(command, env=childEnvironment())
+        self._startChild(options, options.out / TRAIN_OPTIONS_FILE)
 
     def stop(self) -> None:
         """Ask ``magms train`` to write its checkpoint and exit (a request file it looks for between
@@ -415,7 +405,7 @@ class TrainingJob:
         left = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
         self.progress.emit(fraction, f"step {step}, about {left / 60:.0f} min left")
 
-    def _onFinished(self, state: RunState, message: str) -> None:
+    def _onRunFinished(self, state: RunState, message: str) -> None:
         self._readMetrics()
         if self._exported is not None and (state is RunState.FAILED or (self.out / METADATA_FILE).is_file()):
             shutil.rmtree(self._exported, ignore_errors=True)  # kept while a resume may need it

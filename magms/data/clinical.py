@@ -175,6 +175,40 @@ def _angle(transform: sitk.Euler3DTransform) -> float:
     return math.degrees(math.acos(float(np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0))))
 
 
+def _registration_method(initial: sitk.Transform) -> sitk.ImageRegistrationMethod:
+    """Mattes mutual information, a multi-resolution regular-step gradient descent, from ``initial``."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(_BINS)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(_SAMPLING[-1], _SEED)
+    method.SetMetricSamplingPercentagePerLevel(list(_SAMPLING), _SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-3, numberOfIterations=_ITERATIONS, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6,
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(_SHRINK))
+    method.SetSmoothingSigmasPerLevel(list(_SMOOTH_MM))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(sitk.Euler3DTransform(initial), inPlace=False)
+    return method
+
+
+def _registration_problem(result: Registration, stop: str) -> str | None:
+    """Why a finished registration is not to be trusted (None: it is): no convergence, no shared information,
+    a worse alignment than at the start, or an implausible motion within one session."""
+    if "Maximum number of iterations" in stop:
+        return f"the optimiser did not converge in {_ITERATIONS} iterations"
+    if result.mi_final < MIN_MUTUAL_INFORMATION:
+        return f"the images share no information after it (mutual information {result.mi_final:.3f} nats)"
+    if result.mi_final < result.mi_start - 0.01 * abs(result.mi_start):
+        return f"it made the alignment worse (mutual information {result.mi_start:.3f} -> {result.mi_final:.3f} nats)"
+    if result.angle_deg > MAX_ROTATION_DEGREES or result.shift_mm > MAX_SHIFT_MM:
+        return (f"it found an implausible motion between two series of one session ({result.angle_deg:.0f} degrees, "
+                f"{result.shift_mm:.0f} mm; at most {MAX_ROTATION_DEGREES:.0f} degrees and {MAX_SHIFT_MM:.0f} mm)")
+    return None
+
+
 def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", name: str = "image",
                    reference: str = "reference") -> Registration:
     """Register ``moving`` rigidly to ``fixed`` (see the module docstring for the method and checks).
@@ -203,20 +237,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", 
             f"{who}: cannot be registered to the reference {reference}: the images share no information "
             f"(mutual information {mi_start:.3f} nats, below {MIN_MUTUAL_INFORMATION}): a constant image, noise, or another scan?"
         )
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(_BINS)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(_SAMPLING[-1], _SEED)
-    method.SetMetricSamplingPercentagePerLevel(list(_SAMPLING), _SEED)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=_ITERATIONS, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(_SHRINK))
-    method.SetSmoothingSigmasPerLevel(list(_SMOOTH_MM))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(sitk.Euler3DTransform(initial), inPlace=False)
+    method = _registration_method(initial)
     try:
         found = method.Execute(fixed, moving)
     except RuntimeError as err:
@@ -230,16 +251,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", 
     rotation = tuple(math.degrees(a) for a in (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ()))
     result = Registration(slot, transform, rotation, _angle(transform), tuple(transform.GetTranslation()), mi_start, mi_final,
                           iterations, time.perf_counter() - start_time)
-    problem = None
-    if "Maximum number of iterations" in stop:
-        problem = f"the optimiser did not converge in {_ITERATIONS} iterations"
-    elif mi_final < MIN_MUTUAL_INFORMATION:
-        problem = f"the images share no information after it (mutual information {mi_final:.3f} nats)"
-    elif mi_final < mi_start - 0.01 * abs(mi_start):
-        problem = f"it made the alignment worse (mutual information {mi_start:.3f} -> {mi_final:.3f} nats)"
-    elif result.angle_deg > MAX_ROTATION_DEGREES or result.shift_mm > MAX_SHIFT_MM:
-        problem = (f"it found an implausible motion between two series of one session ({result.angle_deg:.0f} degrees, "
-                   f"{result.shift_mm:.0f} mm; at most {MAX_ROTATION_DEGREES:.0f} degrees and {MAX_SHIFT_MM:.0f} mm)")
+    problem = _registration_problem(result, stop)
     if problem is not None:
         raise ImageError(f"{who}: registration to the reference {reference} failed: {problem}; is it the same patient and session?")
     logger.info("%s registered to %s: %s", who, reference, result.describe())

@@ -7,10 +7,10 @@ enhancing tumour) and Slicer terminology are all derived from those components.
 Submodules:
     terminology: the coded concepts: :class:`Code`, the SNOMED CT codes, Slicer's terminology
         contexts and the terminology entry string of a segment.
-    schemes: :class:`Label`, :class:`Region`, :class:`LabelScheme`, and :func:`label_map` /
-        :func:`map_labels` between schemes.
+    schemes: :class:`Label`, :class:`Region`, :class:`LabelScheme`.
     registry: the data: the component table (names, colours, codes), :data:`TUMOUR_REGIONS`,
         :data:`SCHEMES` and :func:`get_scheme`.
+    mapping: :func:`label_map` / :func:`map_labels` between schemes of the registry.
     structures: :class:`Structure`, :func:`structures`: each label, then each region, with its
         name, colour and codes, as reports and DICOM objects list them.
 
@@ -19,8 +19,9 @@ Everything is importable from ``magms.labels`` as before the split.
 
 from __future__ import annotations
 
+from magms.labels.mapping import label_map, map_labels
 from magms.labels.registry import SCHEMES, TUMOUR_REGIONS, get_scheme
-from magms.labels.schemes import Label, LabelScheme, Region, label_map, map_labels
+from magms.labels.schemes import Label, LabelScheme, Region
 from magms.labels.structures import Structure, structures
 from magms.labels.terminology import (  # noqa: F401  (the codes stay reachable as magms.labels.X)
     ALTERED,

@@ -18,7 +18,7 @@ from magms.config import _Record
 from magms.errors import ConfigError
 from magms.labels.terminology import Code, slicer_terminology_entry
 
-__all__ = ["Label", "Region", "LabelScheme", "label_map", "map_labels", "values_present"]
+__all__ = ["Label", "Region", "LabelScheme", "remap_values", "values_present"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +229,7 @@ class LabelScheme(_Record):
         Raises:
             ConfigError: the map holds values not in the scheme (they are named).
         """
-        return _apply(labels, self.to_contiguous, f"label scheme '{self.key}'")
+        return remap_values(labels, self.to_contiguous, f"label scheme '{self.key}'")
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         """Contiguous class indices (e.g. an argmax) as this scheme's values (same dtype).
@@ -237,7 +237,7 @@ class LabelScheme(_Record):
         Raises:
             ConfigError: an index is not in 0..num_classes-1.
         """
-        return _apply(indices, self.from_contiguous, f"class indices of '{self.key}' (0..{self.num_classes - 1})")
+        return remap_values(indices, self.from_contiguous, f"class indices of '{self.key}' (0..{self.num_classes - 1})")
 
     # --- terminology ------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ def values_present(labels: np.ndarray) -> np.ndarray:
     return np.unique(labels)
 
 
-def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarray:
+def remap_values(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarray:
     """Map integer values through a lookup table; values outside ``mapping`` raise, named."""
     arr = np.asarray(array)
     if arr.dtype.kind == "b":
@@ -344,69 +344,3 @@ def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarr
         bad = np.unique(index[unknown])
         raise ConfigError(f"{what}: value(s) {_listing(bad.tolist())} not in {_listing(sorted(mapping))}")
     return mapped.astype(arr.dtype, copy=False)
-
-
-def _resolve(scheme: str | LabelScheme) -> LabelScheme:
-    # the registry builds LabelSchemes, so it imports this module: look it up only when called
-    from magms.labels.registry import get_scheme
-
-    return get_scheme(scheme)
-
-
-def label_map(src: str | LabelScheme, dst: str | LabelScheme) -> dict[int, int]:
-    """Value map from one scheme to another, derived from the labels' components.
-
-    Each source label goes to the destination label with the same key, else to the one whose
-    components contain all of its own (brats2013 necrosis and non-enhancing -> msd_task01
-    necrotic_core).
-
-    Args:
-        src: source scheme (registry key or scheme).
-        dst: destination scheme.
-
-    Returns:
-        source value -> destination value, for every source value.
-
-    Raises:
-        ConfigError: unknown scheme, or a source label the destination cannot represent (it has no
-            label for it, or splits it, as brats2013 splits msd_task01's necrotic core).
-    """
-    source, target = _resolve(src), _resolve(dst)
-    mapping: dict[int, int] = {}
-    for label in source.labels:
-        same = [lab for lab in target.labels if lab.key == label.key]
-        covering = same or [lab for lab in target.labels if set(label.components) <= set(lab.components)]
-        if len(covering) == 1:
-            mapping[label.value] = covering[0].value
-            continue
-        pieces = [lab for lab in target.labels if set(label.components) & set(lab.components)]
-        why = (
-            f"{target.key} splits it into " + " and ".join(f"{lab.value} '{lab.key}'" for lab in pieces)
-            if pieces
-            else f"{target.key} has no label for it"
-        )
-        raise ConfigError(
-            f"cannot map label scheme {source.key} to {target.key}: "
-            f"label {label.value} '{label.key}' ({label.name}) cannot be represented; {why}"
-        )
-    return mapping
-
-
-def map_labels(array: np.ndarray, src: str | LabelScheme, dst: str | LabelScheme) -> np.ndarray:
-    """Rewrite a label map from scheme ``src`` to scheme ``dst`` with a lookup table.
-
-    Args:
-        array: label map of any shape; integer, or float holding whole numbers.
-        src: source scheme (key or scheme).
-        dst: destination scheme.
-
-    Returns:
-        the mapped array, same shape and dtype.
-
-    Raises:
-        ConfigError: the pair cannot be mapped (see :func:`label_map`), or ``array`` holds values
-            not in ``src`` (they are named).
-    """
-    source = _resolve(src)
-    mapping = label_map(source, dst)
-    return _apply(array, mapping, f"label map in scheme '{source.key}'")

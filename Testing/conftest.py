@@ -57,9 +57,17 @@ def tiny_config(backbone: str, slots=SLOTS4, out_channels: int = 4, **overrides)
     return NetConfig(slots=tuple(slots), out_channels=out_channels, backbone=backbone, **kw)
 
 
-def random_unet_bundle(folder: Path, scheme: str = "brats2023") -> Path:
-    """A 4-slot light U-Net bundle with seeded random weights on a 3 mm grid, 32^3 windows: every
-    inference code path in well under a second."""
+def make_bundle(folder: Path, scheme: str = "brats2021", backbone: str = "unet", slots=SLOTS4, seed: int | None = 0,
+                preprocessing=None, network: dict | None = None, **save) -> Path:
+    """A tiny bundle with random weights (seeded unless ``seed`` is None) written to ``folder``, for tests: the
+    one place the test suite builds a bundle it does not test the writing of.
+
+    Args:
+        scheme: the label scheme's key; the network gets its number of classes.
+        backbone, slots, network: :func:`tiny_config` and its overrides.
+        preprocessing: a :class:`~magms.config.PreprocessConfig` (default: the network's window, no resampling).
+        save: further :func:`magms.bundle.save_bundle` arguments (``training``, ``postprocessing``...).
+    """
     import torch
 
     from magms.bundle import save_bundle
@@ -67,11 +75,22 @@ def random_unet_bundle(folder: Path, scheme: str = "brats2023") -> Path:
     from magms.labels import get_scheme
     from magms.networks import build_network
 
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", img_size=(32, 32, 32))
-    pre = PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25)
-    save_bundle(folder, build_network(cfg), cfg, get_scheme(scheme), pre, training={"data": "none: random weights for tests"})
+    if seed is not None:
+        torch.manual_seed(seed)
+    labels = get_scheme(scheme)
+    config = tiny_config(backbone, slots=slots, out_channels=labels.num_classes, **(network or {}))
+    preprocessing = preprocessing or PreprocessConfig(spacing=None, patch_size=config.img_size)
+    save_bundle(folder, build_network(config), config, labels, preprocessing, **save)
     return folder
+
+
+def random_unet_bundle(folder: Path, scheme: str = "brats2023") -> Path:
+    """A 4-slot light U-Net bundle with seeded random weights on a 3 mm grid, 32^3 windows: every
+    inference code path in well under a second."""
+    from magms.config import PreprocessConfig
+
+    return make_bundle(folder, scheme, network={"img_size": (32, 32, 32)}, training={"data": "none: random weights for tests"},
+                       preprocessing=PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25))
 
 
 @pytest.fixture
@@ -80,15 +99,12 @@ def builtin_models_folder(tmp_path, monkeypatch):
     (sha256 of its weights) as the default; ``$MAGMS_BUILTIN_MODELS`` points at it."""
     import json
 
-    from magms.bundle import WEIGHTS_FILE, file_sha256, save_bundle
+    from magms.bundle import WEIGHTS_FILE, file_sha256
     from magms.config import PreprocessConfig
-    from magms.labels import get_scheme
-    from magms.networks import build_network
 
     folder = tmp_path / "Models"
-    config = tiny_config("unet")
-    save_bundle(folder / "tiny-4seq", build_network(config), config, get_scheme("brats2021"),
-                PreprocessConfig(spacing=None, patch_size=(16, 16, 16), overlap=0.0))
+    make_bundle(folder / "tiny-4seq", "brats2021", seed=None,
+                preprocessing=PreprocessConfig(spacing=None, patch_size=(16, 16, 16), overlap=0.0))
     entry = {"name": "tiny-4seq", "version": "1", "folder": "tiny-4seq",
              "sha256": file_sha256(folder / "tiny-4seq" / WEIGHTS_FILE), "description": "a tiny test model"}
     (folder / "models.json").write_text(json.dumps({"default": "tiny-4seq", "models": [entry]}))

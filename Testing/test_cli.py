@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import make_bundle
 from magms.cli import main
 
 
@@ -37,20 +38,10 @@ def sample_data(tmp_path):
 @pytest.fixture
 def tiny_bundle(tmp_path):
     """A random FLAIR + T1c bundle validated on the sample case p2."""
-    import torch
 
-    from conftest import tiny_config
-    from magms.bundle import save_bundle
-    from magms.config import PreprocessConfig
-    from magms.labels import get_scheme
-    from magms.networks import build_network
 
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", slots=("flair", "t1c"), out_channels=5)
-    folder = tmp_path / "bundle"
-    save_bundle(folder, build_network(cfg), cfg, get_scheme("brats2013"), PreprocessConfig(spacing=None, patch_size=(16, 16, 16)),
-                training={"validation_cases": ["p2", "not_in_the_sample_data"]})
-    return folder
+    return make_bundle(tmp_path / "bundle", "brats2013", slots=("flair", "t1c"),
+                       training={"validation_cases": ["p2", "not_in_the_sample_data"]})
 
 
 def test_demo_segments_every_subset_and_tables_the_held_out_cases(sample_data, tiny_bundle, tmp_path, capsys):

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-from conftest import DATA, REPO, needs_data, tiny_config  # noqa: E402
+from conftest import DATA, REPO, make_bundle, needs_data  # noqa: E402
 from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
 from MAGMSCommonLib.signal import Signal  # noqa: E402
 from MAGMSSegmenterLib.controller import SegmenterController  # noqa: E402
@@ -65,15 +65,10 @@ def add_volume(scene, name: str, array: np.ndarray):
 
 @pytest.fixture
 def bundle(tmp_path):
-    from magms.bundle import save_bundle
     from magms.config import PreprocessConfig
-    from magms.labels import get_scheme
-    from magms.networks import build_network
 
-    config = tiny_config("unet", slots=("flair", "t1c"), out_channels=4)
-    folder = tmp_path / "bundle"
-    save_bundle(folder, build_network(config), config, get_scheme("msd_task01"), PreprocessConfig(patch_size=(16, 16, 16)))
-    return folder
+    return make_bundle(tmp_path / "bundle", "msd_task01", slots=("flair", "t1c"), seed=None,
+                       preprocessing=PreprocessConfig(patch_size=(16, 16, 16)))
 
 
 # --- Segmenter -----------------------------------------------------------------------------------

@@ -8,17 +8,14 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from conftest import DATA, needs_data, tiny_config
-from magms.bundle import save_bundle
+from conftest import DATA, make_bundle, needs_data
 from magms.cli import main
 from magms.config import PreprocessConfig
 from magms.evaluate import FIELDS, LESION_FIELDS
 from magms.labels import get_scheme
 from magms.metrics import binary_metrics, case_metrics
 from magms.modalities import subsets_of
-from magms.networks import build_network
 
 
 def _mask(shape, *points):
@@ -69,10 +66,7 @@ def test_subsets_of():
 
 @pytest.fixture
 def dataset(tmp_path):
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", slots=("flair", "t1c"), img_size=(16, 16, 16))
-    bundle = tmp_path / "bundle"
-    save_bundle(bundle, build_network(cfg), cfg, get_scheme("brats2023"), PreprocessConfig(spacing=None, patch_size=(16, 16, 16)))
+    bundle = make_bundle(tmp_path / "bundle", "brats2023", slots=("flair", "t1c"))
     rng = np.random.default_rng(0)
     for name in ("case1", "case2"):
         folder = tmp_path / "data" / name
@@ -130,11 +124,8 @@ def test_evaluate_unmappable_scheme_is_refused(dataset, tmp_path, capsys):
 
 @needs_data
 def test_evaluate_real_case_via_manifest(tmp_path, capsys):
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", slots=("flair", "t1c"), img_size=(32, 32, 32))
-    bundle = tmp_path / "bundle"
-    save_bundle(bundle, build_network(cfg), cfg, get_scheme("msd_task01"),
-                PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25))
+    bundle = make_bundle(tmp_path / "bundle", "msd_task01", slots=("flair", "t1c"), network={"img_size": (32, 32, 32)},
+                         preprocessing=PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25))
     case = DATA / "brats_flair_t1c" / "brats_2013_pat0003_1"
     manifest = tmp_path / "cases.csv"
     manifest.write_text(f"case,Flair,T1c,label\npat0003,{case / 'Flair_subtrMeanDivStd.nii.gz'},"

@@ -7,17 +7,15 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from conftest import tiny_config
-from magms.bundle import METADATA_FILE, read_bundle_info, save_bundle
+from conftest import make_bundle
+from magms.bundle import METADATA_FILE, read_bundle_info
 from magms.cli import main
 from magms.commands import SegmentOptions
 from magms.config import PostprocessConfig, PreprocessConfig, SizeRule
 from magms.errors import BundleError, ConfigError
 from magms.inference import Segmenter
 from magms.labels import get_scheme
-from magms.networks import build_network
 from magms.postprocess import apply_size_rules, as_requested, flip_averaged, flip_combinations
 
 BRATS = get_scheme("brats2021")  # 0 background, 1 necrotic core, 2 oedema, 4 enhancing
@@ -106,13 +104,9 @@ def test_config_checks():
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", img_size=(16, 16, 16))
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
     post = PostprocessConfig(size_rules=(SizeRule("wt", 50.0, "background"),), flip_axes=(0,))
-    save_bundle(folder, build_network(cfg), cfg, BRATS, PreprocessConfig(spacing=(4.0, 4.0, 4.0), patch_size=(16, 16, 16)),
-                postprocessing=post)
-    return folder
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny", BRATS.key, postprocessing=post,
+                       preprocessing=PreprocessConfig(spacing=(4.0, 4.0, 4.0), patch_size=(16, 16, 16)))
 
 
 def test_bundle_records_postprocessing_and_checks_it_against_the_scheme(bundle, tmp_path):

@@ -8,10 +8,8 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from conftest import DATA, needs_data, tiny_config
-from magms.bundle import save_bundle
+from conftest import DATA, make_bundle, needs_data
 from magms.cli import main
 from magms.config import PreprocessConfig
 from magms.data import clinical
@@ -19,8 +17,6 @@ from magms.data.clinical import preprocess_inputs, register_rigid, skull_check
 from magms.data.inputs import prepare_inputs
 from magms.data.io import same_grid
 from magms.errors import ConfigError, ImageError
-from magms.labels import get_scheme
-from magms.networks import build_network
 
 SLOTS = ("flair", "t1", "t1c", "t2", "pd")
 BRATS = DATA / "brats18" / "Brats18_CBICA_AQR_1" / "Brats18_CBICA_AQR_1_"
@@ -48,12 +44,9 @@ def _never(_image):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = tiny_config("unet", img_size=(32, 32, 32))
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
     pre = PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25)
-    save_bundle(folder, build_network(cfg), cfg, get_scheme("brats2021"), pre, training={"data": "none: random weights for tests"})
-    return folder
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "brats2021", network={"img_size": (32, 32, 32)},
+                       preprocessing=pre, training={"data": "none: random weights for tests"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from test_controllers import FakeRunner  # noqa: E402
 from test_dicom import _check_rtstruct, _check_seg  # noqa: E402 - the round-trip checks of the core's export
 from test_segmenter_logic import snapshot  # noqa: E402
 
-from conftest import DATA, tiny_config  # noqa: E402
+from conftest import DATA, make_bundle  # noqa: E402
 from magms.data.io import read_image, write_labelmap  # noqa: E402
 from magms.devices import DICOM_REQUIREMENTS, RequirementState  # noqa: E402
 from magms.errors import ConfigError  # noqa: E402
@@ -47,18 +47,14 @@ def dicom_files(tmp_path_factory):
     case = DATA / "brats18" / CASE
     if not case.is_dir():
         pytest.skip(f"no real data: {case} (set MAGMS_TEST_DATA)")
-    from magms.bundle import save_bundle
     from magms.config import PreprocessConfig
-    from magms.networks import build_network
 
     root = tmp_path_factory.mktemp("export")
     files = write_mr_series(sitk.ReadImage(str(case / f"{CASE}_flair.nii.gz")), root / "flair", "AX FLAIR")
     grid = read_image(root / "flair")
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{CASE}_seg.nii.gz"))).astype(np.uint8)
     write_labelmap(truth, grid, root / "truth.seg.nrrd", SCHEME)
-    bundle = root / "bundle"
-    config = tiny_config("unet")
-    save_bundle(bundle, build_network(config), config, SCHEME, PreprocessConfig(patch_size=(16, 16, 16)))
+    bundle = make_bundle(root / "bundle", SCHEME.key, seed=None, preprocessing=PreprocessConfig(patch_size=(16, 16, 16)))
     uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
     return {"files": files, "folder": root / "flair", "grid": grid, "truth": truth, "seg": root / "truth.seg.nrrd",
             "bundle": bundle, "database": dict(zip(uids, map(str, files))), "uids": uids}

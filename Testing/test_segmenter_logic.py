@@ -207,16 +207,11 @@ def test_cancel_ends_the_whole_process_tree():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """Random weights, a tiny U-Net and a 4 mm working grid: the whole path in seconds."""
-    from conftest import tiny_config
-    from magms.bundle import save_bundle
+    from conftest import make_bundle
     from magms.config import PreprocessConfig
-    from magms.networks import build_network
 
-    config = tiny_config("unet", slots=("flair", "t1c"), out_channels=4)
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
-    save_bundle(folder, build_network(config), config, get_scheme("msd_task01"),
-                PreprocessConfig(spacing=(4.0, 4.0, 4.0), patch_size=(16, 16, 16), overlap=0.0))
-    return folder
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "msd_task01", slots=("flair", "t1c"), seed=None,
+                       preprocessing=PreprocessConfig(spacing=(4.0, 4.0, 4.0), patch_size=(16, 16, 16), overlap=0.0))
 
 
 @pytest.fixture

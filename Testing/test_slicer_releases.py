@@ -21,7 +21,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip
 import vtk  # noqa: E402
 from test_controllers import FakeRunner, RecordingJob, View, add_volume, parameter_node  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from conftest import REPO, make_bundle  # noqa: E402
 from magms.data.io import write_labelmap  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from magms.protocol import ENGINES, PRECISIONS, EngineChoice, EngineRan, format_ran, parse_ran  # noqa: E402
@@ -176,15 +176,10 @@ def test_finding_3_training_exports_closed_surface_segments_as_label_maps_and_le
 
 
 def _tiny_bundle(tmp_path):
-    from conftest import tiny_config
-    from magms.bundle import save_bundle
     from magms.config import PreprocessConfig
-    from magms.networks import build_network
 
-    config = tiny_config("unet", slots=("flair", "t1c"), out_channels=4)
-    folder = tmp_path / "bundle"
-    save_bundle(folder, build_network(config), config, get_scheme("msd_task01"), PreprocessConfig(patch_size=(16, 16, 16)))
-    return folder
+    return make_bundle(tmp_path / "bundle", "msd_task01", slots=("flair", "t1c"), seed=None,
+                       preprocessing=PreprocessConfig(patch_size=(16, 16, 16)))
 
 
 def _segmenter(scene, bundle, **kw):

@@ -19,9 +19,11 @@ from magms.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "dicom_requirements",
-           "Requirement", "satisfies", "RequirementState", "unmet_requirements", "installed_versions", "Device", "describe_devices",
-           "resolve_device", "cuda_may_be_present", "device_name"]
+__all__ = [
+    "REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "AUTO_ENGINE_REQUIREMENTS",
+    "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "distribution_version",
+    "installed_versions", "Device", "describe_devices", "resolve_device", "cuda_may_be_present", "device_name",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,11 @@ FAST_REQUIREMENTS = (
     Requirement("onnxruntime", "onnxruntime>=1.17"),
     Requirement("onnx", "onnx>=1.15"),
 )
+# What ``--engine auto`` runs on the CPU: OpenVINO, and onnx to export the graphs once per model. Their wheels
+# exist for every platform and Python Slicer runs (Linux, Windows, macOS x86-64 and arm64; 3.9 to 3.12), so
+# ``pip install magms-slicer`` installs them (pyproject.toml's dependencies end with them); inside Slicer the
+# Segmenter offers them on a computer without a CUDA GPU (180 MB installed, no use on a GPU).
+AUTO_ENGINE_REQUIREMENTS = tuple(r for r in FAST_REQUIREMENTS if r.module in ("openvino", "onnx"))
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -149,23 +156,28 @@ def unmet_requirements(requirements: Sequence[Requirement] = REQUIREMENTS) -> li
     return [s for s in states if not s.ok]
 
 
+def distribution_version(*spellings: str) -> str | None:
+    """The installed version of a distribution from its metadata, trying each spelling of its name in turn
+    (Python 3.9 matches names as written: "Pillow", "SimpleITK"); None: not installed. Nothing is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in dict.fromkeys(spellings):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 def installed_versions() -> dict[str, str | None]:
     """magms and each requirement's installed version (None: not installed), the DICOM export's and
     the brain extraction's and the fast CPU path's included, read from the package metadata, so nothing
     is imported."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import magms
 
     found: dict[str, str | None] = {"magms": magms.__version__}
     for requirement in REQUIREMENTS + DICOM_REQUIREMENTS + BRAIN_REQUIREMENTS + FAST_REQUIREMENTS:
-        found[requirement.module] = None
-        for name in dict.fromkeys((requirement.project, requirement.module)):  # Python 3.9 does not normalise names
-            try:
-                found[requirement.module] = version(name)
-                break
-            except PackageNotFoundError:
-                continue
+        found[requirement.module] = distribution_version(requirement.project, requirement.module)
     return found
 
 

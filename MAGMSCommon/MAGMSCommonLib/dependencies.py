@@ -43,11 +43,13 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
 from magms.devices import (
+    AUTO_ENGINE_REQUIREMENTS,
     BRAIN_REQUIREMENTS,
     FAST_REQUIREMENTS,
     RequirementState,
     cuda_may_be_present,
     dicom_requirements,
+    distribution_version,
     unmet_requirements,
 )
 from magms.errors import ConfigError
@@ -106,18 +108,7 @@ def installable(states: Sequence[RequirementState], extension: bool) -> bool:
 
 def installedVersions(names: Sequence[str] = tuple(KEPT)) -> dict[str, str | None]:
     """Installed version of each distribution in ``names`` (None: not installed), from its metadata."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for name in names:
-        found[name] = None
-        for spelling in dict.fromkeys((name, name.capitalize())):  # Python 3.9 matches names as written ("Pillow")
-            try:
-                found[name] = version(spelling)
-                break
-            except PackageNotFoundError:
-                continue
-    return found
+    return {name: distribution_version(name, name.capitalize()) for name in names}  # 3.9 matches "Pillow" as written
 
 
 def keptConstraints(states: Sequence[RequirementState], versions: Mapping[str, str | None] | None = None) -> list[str]:
@@ -242,7 +233,7 @@ def ensureInSlicer(brain: bool = False) -> bool:
 
 #: What the Segmenter's fast CPU path needs (``magms segment --engine auto``): OpenVINO runs the network,
 #: onnx exports it once per model. ONNX Runtime is not offered: auto never picks it (slower here).
-FAST_IN_SLICER = tuple(r for r in FAST_REQUIREMENTS if r.module in ("openvino", "onnx"))
+FAST_IN_SLICER = AUTO_ENGINE_REQUIREMENTS
 #: Key in Slicer's user settings (``slicer.app.userSettings()``, a QSettings) set when the user declined them: not asked again.
 FAST_DECLINED_KEY = "MAGMS/DeclinedFastCPUPackages"
 

@@ -9,13 +9,10 @@ on stderr with exit status 2 and no traceback; anything else is a bug and keeps 
 from __future__ import annotations
 
 import argparse
-import collections
-import itertools
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,51 +128,6 @@ def _segmenter(options: SegmentOptions | EvaluateOptions, model: OpenedModel):
     return segmenter
 
 
-def _write_result(result, scheme, output: Path, probabilities: Path | None, overwrite: bool) -> None:
-    from magms.data.io import write_labelmap, write_probabilities
-
-    write_labelmap(result.labels, result.reference, output, scheme, overwrite=overwrite)
-    if probabilities is not None:
-        write_probabilities(result.probabilities, result.reference, probabilities, overwrite=overwrite)
-
-
-def _dicom_requests(rtstruct: Path | None, dicom_seg: Path | None, overwrite: bool) -> list[tuple[str, Path]]:
-    """The DICOM objects asked for, as (kind, file), each path checked before any work."""
-    from magms.dicom import check_dicom_output
-
-    requests = [(kind, path) for kind, path in (("rtstruct", rtstruct), ("dicom-seg", dicom_seg)) if path is not None]
-    for kind, path in requests:
-        check_dicom_output(path, overwrite, flag=f"--{kind}")
-    return requests
-
-
-def _reference_series(inputs: dict, reference_slot: str, grid, flags: Sequence[str]):
-    """The DICOM series of the reference input, ordered on its grid; a clear refusal when the
-    reference input is not a DICOM series folder (an RT object references the images it was drawn on)."""
-    from magms.dicom import is_dicom_series, read_series
-
-    source = inputs[reference_slot]
-    if isinstance(source, (str, os.PathLike)) and is_dicom_series(source):
-        return read_series(Path(source), grid)
-    raise ConfigError(
-        f"{' and '.join(flags)}: the reference input {reference_slot} ({source}) is not a DICOM series folder; DICOM RT "
-        "and SEG objects reference the DICOM images the labels were made on"
-    )
-
-
-def _write_dicom(requests: Sequence[tuple[str, Path]], labels, grid, series, scheme, model: str, overwrite: bool) -> None:
-    from magms.dicom import write_dicom_seg, write_rtstruct
-
-    writers = {"rtstruct": write_rtstruct, "dicom-seg": write_dicom_seg}
-    for kind, path in requests:
-        writers[kind](labels, grid, series, scheme, path, model=model, overwrite=overwrite)
-        print(path)
-
-
-def _result_line(output: Path, result) -> str:
-    return f"{output}\t{'+'.join(result.present)}\treference={result.reference_slot}\t{result.seconds:.1f}s"
-
-
 def _segment_inputs(options: SegmentOptions, slots: Sequence[str]) -> dict[str, Path]:
     """The images of the one case, by slot (guessed from names for ``--input-dir``)."""
     if options.input_dir is None:
@@ -188,8 +140,14 @@ def _segment_inputs(options: SegmentOptions, slots: Sequence[str]) -> dict[str, 
     return dict(case.images)
 
 
+def _say(text: str, note: bool) -> None:
+    """A use case's line: a note to stderr, a result to stdout."""
+    print(text, file=sys.stderr if note else sys.stdout)
+
+
 def _cmd_segment(options: SegmentOptions) -> int:
     from magms.data.io import PROBABILITY_SUFFIXES, check_output_path
+    from magms.inference import usecases
 
     if options.batch is not None:
         return _segment_batch(options)
@@ -201,87 +159,41 @@ def _cmd_segment(options: SegmentOptions) -> int:
     check_output_path(options.output, options.overwrite)
     if options.probabilities is not None:
         check_output_path(options.probabilities, options.overwrite, PROBABILITY_SUFFIXES)
-    dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
+    dicom = usecases.dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     _check_review_options(options)
     model = _open_model(options)
     info = model.info
     inputs = _segment_inputs(options, info.slots)
     _check_compared_outputs(options, info, inputs)
     # every image check before the network is loaded; the checked images are then used as they are
-    prepared, series = _check_case(inputs, info.slots, dicom, options.preprocess)
+    prepared, series = usecases.prepare_case(inputs, info.slots, dicom, options.preprocess)
     segmenter = _segmenter(options, model)
     progress = ProgressReporter(options.progress, "window", _progress_label(options, info.slots, inputs))
     try:
-        result, compared = _segment_compared(segmenter, prepared.images, options, progress)
+        result, compared = usecases.segment_compared(segmenter, prepared.images, options.compare, options.probabilities is not None,
+                                                     progress)
     finally:
         progress.close()
-    _write_outputs(segmenter, prepared, result, series, model.name, options.output, options.probabilities, dicom, options.overwrite)
-    _write_review(options, model, info, inputs, result, compared, prepared.notes + result.notes)
+    outputs = usecases.CaseOutputs(options.output, options.probabilities, dicom, options.overwrite)
+    usecases.write_case(segmenter, prepared, result, series, outputs, _say)
+    usecases.write_review(segmenter, inputs, result, compared, prepared.notes + result.notes, _say, options.compare, options.output,
+                          options.disagreement, options.report, options.compared_outputs, options.overwrite)
     return 0
-
-
-def _check_case(inputs: dict, slots: Sequence[str], dicom: Sequence[tuple[str, Path]], preprocess: str = "none"):
-    """One case's images read, checked and preprocessed as ``--preprocess`` asks (and its reference DICOM
-    series when DICOM objects are asked for)."""
-    from magms.data.clinical import preprocess_inputs
-
-    prepared = preprocess_inputs(inputs, slots, preprocess)
-    series = None
-    if dicom:
-        series = _reference_series(inputs, prepared.reference_slot, prepared.reference, [f"--{k}" for k, _ in dicom])
-    return prepared, series
-
-
-#: Says a line: to stderr (a note) or to stdout (a result).
-Say = Callable[[str, bool], None]
-
-
-def _print(text: str, error: bool) -> None:
-    print(text, file=sys.stderr if error else sys.stdout)
-
-
-def _write_outputs(segmenter, prepared, result, series, model_name: str, output: Path, probabilities: Path | None,
-                   dicom: Sequence[tuple[str, Path]], overwrite: bool, prefix: str = "", say: Say = _print) -> None:
-    """One case's notes, labelmap (and probabilities), result line and DICOM objects."""
-    for note in prepared.notes + result.notes:
-        say(f"note: {prefix}{note}", True)
-    scheme = segmenter.info.scheme
-    _write_result(result, scheme, output, probabilities, overwrite)
-    say(_result_line(output, result), False)
-    _write_dicom(dicom, result.labels, result.reference, series, scheme, model_name, overwrite)
-
-
-#: Cases of ``--batch`` in work at once: one is read, resampled and written while the other's network
-#: runs (the Segmenter runs one network call at a time). On 2 cores: 1.85 instead of 2.10 s per case.
-BATCH_CASES_IN_FLIGHT = 2
 
 
 def _segment_batch(options: SegmentOptions) -> int:
     from magms.data.cases import find_cases
+    from magms.inference import usecases
 
     dicom_folders = _batch_folders(options)
     model = _open_model(options)
     segmenter = _segmenter(options, model)
     cases = find_cases(options.batch, segmenter.slots)
 
-    def segment_case(case) -> tuple[list[tuple[str, bool]], str | None]:
-        """One case, in a worker thread: the lines it says (printed in case order), and its failure."""
-        lines: list[tuple[str, bool]] = []
-        try:
-            dicom = _dicom_requests(*(_batch_dicom_file(dicom_folders.get(k), case.name, k) for k in ("rtstruct", "dicom-seg")),
-                                    options.overwrite)
-            prepared, series = _check_case(case.images, segmenter.slots, dicom, options.preprocess)
-            result = segmenter.segment(prepared.images)
-            output = options.output_dir / f"{case.name}{options.format}"
-            _write_outputs(segmenter, prepared, result, series, model.name, output, None, dicom, options.overwrite, f"{case.name}: ",
-                           say=lambda text, error: lines.append((text, error)))
-        except MAGMSError as err:
-            return lines, f"{case.name}: {err}"
-        return lines, None
-
     progress = ProgressReporter(options.progress, "case", "cases")
     try:
-        failures = _two_in_flight(cases, segment_case, progress)
+        failures = usecases.segment_batch(segmenter, cases, options.output_dir, options.format, _say, progress, dicom_folders,
+                                          options.overwrite, options.preprocess)
     finally:
         progress.close()
     if failures:
@@ -308,45 +220,14 @@ def _batch_folders(options: SegmentOptions) -> dict[str, Path]:
     return folders
 
 
-def _two_in_flight(cases: Sequence, segment_case: Callable, progress: Callable[[int, int, str], None]) -> list[str]:
-    """Run ``segment_case`` over ``cases`` with :data:`BATCH_CASES_IN_FLIGHT` in work at once, printing each
-    case's lines in case order; returns the failures."""
-    failures: list[str] = []
-    pool = ThreadPoolExecutor(BATCH_CASES_IN_FLIGHT, thread_name_prefix="magms-case")
-    try:
-        # at most BATCH_CASES_IN_FLIGHT cases submitted: an interrupt waits for those only
-        waiting = iter(cases)
-        working = collections.deque((case, pool.submit(segment_case, case)) for case in itertools.islice(waiting, BATCH_CASES_IN_FLIGHT))
-        done = 0
-        while working:
-            case, future = working.popleft()
-            lines, failure = future.result()
-            following = next(waiting, None)
-            if following is not None:
-                working.append((following, pool.submit(segment_case, following)))
-            for text, error in lines:
-                _print(text, error)
-            if failure is not None:
-                failures.append(failure)
-                logger.error("failed: %s", failure)
-            done += 1
-            progress(done, len(cases), case.name)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return failures
-
-
-def _batch_dicom_file(folder: Path | None, case: str, kind: str) -> Path | None:
-    return None if folder is None else folder / f"{case}.{'rtstruct' if kind == 'rtstruct' else 'seg'}.dcm"
-
-
 def _cmd_export(options: ExportOptions) -> int:
     import SimpleITK as sitk
 
     from magms.data.io import read_labelmap
     from magms.dicom import read_series
+    from magms.inference import usecases
 
-    dicom = _dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
+    dicom = usecases.dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     if not dicom:
         raise ConfigError("nothing to write: give --rtstruct FILE and/or --dicom-seg FILE")
     if not options.series:
@@ -361,7 +242,7 @@ def _cmd_export(options: ExportOptions) -> int:
                           f"{', '.join(map(str, scheme.values))})")
     source = options.series[0] if len(options.series) == 1 and options.series[0].is_dir() else list(options.series)
     series = read_series(source, grid)
-    _write_dicom(dicom, labels, grid, series, scheme, model.name, options.overwrite)
+    usecases.write_dicom(dicom, labels, grid, series, scheme, model.name, options.overwrite, _say)
     return 0
 
 
@@ -394,28 +275,15 @@ def _check_review_options(options: SegmentOptions) -> None:
                           "where its results go")
 
 
-#: ``--compared-outputs``: each compared output is written as ``<name>.seg.nrrd``.
-COMPARED_SUFFIX = ".seg.nrrd"
-
-
-def _compared_names(compare: str, info, inputs: Mapping[str, Path]) -> list[str]:
-    """The names of the outputs ``--compare`` compares with the fullest one, as the review names them."""
-    from magms.modalities import subsets_of
-    from magms.postprocess import ALL_FLIPS, flip_combinations, flip_name
-
-    if compare == "subsets":
-        return ["+".join(subset) for subset in subsets_of([s for s in info.slots if s in inputs])[:-1]]
-    if compare == "flips":
-        return [flip_name(flip, info.preprocessing.orientation) for flip in flip_combinations(ALL_FLIPS)]
-    return []
-
-
 def _check_compared_outputs(options: SegmentOptions, info, inputs: Mapping[str, Path]) -> None:
     """Refuse ``--compared-outputs`` files that exist (without ``--overwrite``) before any work."""
     if options.compared_outputs is None:
         return
-    existing = [f"{name}{COMPARED_SUFFIX}" for name in _compared_names(options.compare, info, inputs)
-                if (options.compared_outputs / f"{name}{COMPARED_SUFFIX}").exists()]
+    from magms.inference import usecases
+
+    suffix = usecases.COMPARED_SUFFIX
+    existing = [f"{name}{suffix}" for name in usecases.compared_names(options.compare, info, inputs)
+                if (options.compared_outputs / f"{name}{suffix}").exists()]
     if existing and not options.overwrite:
         raise ConfigError(f"--compared-outputs {options.compared_outputs}: {', '.join(existing)} exist already "
                           "(use --overwrite to replace them)")
@@ -434,54 +302,6 @@ def _progress_label(options: SegmentOptions, slots: Sequence[str], inputs: Mappi
     if options.compare == "subsets":
         return f"{used} and its {2 ** len(inputs) - 2} smaller subsets"
     return f"{used} and its 8 flips" if options.compare == "flips" else used
-
-
-def _segment_compared(segmenter, images, options: SegmentOptions, progress: ProgressReporter):
-    """The case's segmentation, and the outputs the review compares (by name, the segmentation's first;
-    just the segmentation without ``--compare``), from one preparation of the inputs."""
-    from magms.postprocess import flip_name
-
-    probabilities = options.probabilities is not None
-    if options.compare == "subsets":
-        if len(images) < 2:
-            raise ConfigError(f"--compare subsets: one input ({', '.join(images)}) has no smaller subset; use --compare flips")
-        outputs = segmenter.segment_subsets(images, probabilities=probabilities, progress=progress)
-        result = outputs[tuple(images)]  # the images are in the model's slot order, as the subsets' keys
-        return result, {"+".join(subset): outputs[subset] for subset in sorted(outputs, key=lambda s: s != result.present)}
-    if options.compare == "flips":
-        result, flips = segmenter.segment_flips(images, probabilities=probabilities, progress=progress)
-        orientation = segmenter.info.preprocessing.orientation
-        return result, {"+".join(result.present): result, **{flip_name(flip, orientation): out for flip, out in flips.items()}}
-    result = segmenter.segment(images, probabilities=probabilities, progress=progress)
-    return result, {"+".join(result.present): result}
-
-
-def _write_review(options: SegmentOptions, model: OpenedModel, info, inputs: Mapping[str, Path], result, compared,
-                  notes: list[str]) -> None:
-    """``--disagreement``, ``--report`` and ``--compared-outputs``, their paths printed."""
-    if options.disagreement is None and options.report is None and options.compared_outputs is None:
-        return
-    from magms.data.io import write_labelmap, write_map
-    from magms.review import CaseReview, write_report
-
-    review = CaseReview(
-        scheme=info.scheme, reference=result.reference, outputs={name: out.labels for name, out in compared.items()},
-        fullest="+".join(result.present), inputs={s: str(inputs[s]) for s in info.slots if s in inputs},
-        reference_slot=result.reference_slot, model=model.folder, compare=options.compare, weights_sha256=info.weights_sha256,
-        output=options.output, disagreement_file=options.disagreement, notes=notes, engine=result.engine,
-    )
-    if options.disagreement is not None:
-        write_map(review.disagreement(), result.reference, options.disagreement, overwrite=options.overwrite)
-        print(options.disagreement)
-    if options.report is not None:
-        for path in write_report(options.report, review, overwrite=options.overwrite):
-            print(path)
-    if options.compared_outputs is not None:
-        options.compared_outputs.mkdir(exist_ok=True)
-        for name in review.compared:
-            path = options.compared_outputs / f"{name}{COMPARED_SUFFIX}"
-            write_labelmap(review.outputs[name], result.reference, path, info.scheme, overwrite=options.overwrite)
-            print(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The exported engines (:mod:`magms.engines`): equal to eager on real windows for every subset, the
+"""The exported engines (:mod:`magms.inference.engine`, ``graphs``, ``predictors``): equal to eager on real windows for every subset, the
 cache keyed by the weights' sha256, nothing pickled, clear messages; and a CLI that starts without torch."""
 
 from __future__ import annotations
@@ -17,19 +17,11 @@ import torch
 from conftest import DATA, REPO, modules_imported, needs_data, random_unet_bundle
 from magms.builtin import builtin_model
 from magms.bundle import load_bundle, open_model, save_bundle
-from magms.engines import (
-    CACHE_ENV,
-    FAST_EXTRA,
-    GRAPHS_RECORD,
-    EagerPredictor,
-    GraphPredictor,
-    cached_graphs,
-    engine_cache_folders,
-    make_predictor,
-    resolve_engine,
-)
 from magms.errors import ConfigError
 from magms.inference import Segmenter
+from magms.inference.engine import FAST_EXTRA, resolve_engine
+from magms.inference.graphs import CACHE_ENV, GRAPHS_RECORD, cached_graphs, engine_cache_folders
+from magms.inference.predictors import EagerPredictor, GraphPredictor, make_predictor
 from magms.modalities import subsets_of
 from magms.networks import build_network
 
@@ -182,26 +174,26 @@ def test_cache_goes_home_when_the_bundle_folder_is_read_only_and_env_overrides(b
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason=f"onnx is not installed ({FAST_EXTRA})")
 def test_read_only_bundle_exports_into_the_home_cache(tmp_path, monkeypatch):
-    import magms.engines
+    import magms.inference.graphs
 
     monkeypatch.delenv(CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     folder = random_unet_bundle(tmp_path / "model")
     net, info = load_bundle(folder)
-    export = magms.engines.export_graphs
+    export = magms.inference.graphs.export_graphs
 
     def read_only_bundle(net, info, where):  # as a folder the user cannot write (root could: chmod proves nothing)
         if folder in where.parents:
             raise PermissionError(13, "Permission denied", str(where))
         export(net, info, where)
 
-    monkeypatch.setattr(magms.engines, "export_graphs", read_only_bundle)
+    monkeypatch.setattr(magms.inference.graphs, "export_graphs", read_only_bundle)
     where, exported = cached_graphs(info, folder, lambda: net)
     assert exported and where == tmp_path / "home-cache" / "magms" / "engines" / info.weights_sha256
     assert not (folder / ".engines").exists()
     assert cached_graphs(info, folder, _unused) == (where, False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "nowhere"))
-    monkeypatch.setattr(magms.engines, "export_graphs", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    monkeypatch.setattr(magms.inference.graphs, "export_graphs", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     with pytest.raises(ConfigError, match=f"set {CACHE_ENV} to a writable folder"):
         cached_graphs(info, folder, lambda: net)
 
@@ -269,10 +261,10 @@ def test_auto_picks_openvino_on_the_cpu_and_says_so(bundle, tmp_path, monkeypatc
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("onnx") is None,
                     reason=f"openvino or onnx is not installed ({FAST_EXTRA})")
 def test_auto_falls_back_to_eager_when_no_cache_can_be_written(bundle, tmp_path, monkeypatch):
-    import magms.engines
+    import magms.inference.graphs
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(magms.engines, "export_graphs", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    monkeypatch.setattr(magms.inference.graphs, "export_graphs", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     segmenter = Segmenter(bundle, device="cpu", engine="auto")
     assert segmenter.predictor.engine == "eager"
     assert "engine auto: eager (exporting the graphs for openvino failed" in segmenter.notes[0]

@@ -95,7 +95,7 @@ def run_demo(
 ) -> list[Path]:
     """Segment the sample cases with ``model`` from every subset they have; returns the files written.
 
-    ``engine`` and ``precision`` are those of ``magms segment`` (:mod:`magms.engines`); the engine's
+    ``engine`` and ``precision`` are those of ``magms segment`` (:mod:`magms.inference.engine`); the engine's
     notes (what auto chose, an export) are emitted first.
 
     Raises:

@@ -134,7 +134,7 @@ class CaseReview:
         output: where the fullest output was written.
         disagreement_file: where the disagreement map was written.
         notes: what the user was told while segmenting (resampling, fallbacks).
-        engine: what ran the network (``eager``, ``openvino fp32``; :mod:`magms.engines`).
+        engine: what ran the network (``eager``, ``openvino fp32``; :mod:`magms.inference.predictors`).
     """
 
     scheme: LabelScheme

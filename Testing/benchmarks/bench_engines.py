@@ -311,7 +311,7 @@ def part_agreement(variants, args, cache, env) -> list[str]:
 def _export_seconds(cache: Path) -> float:
     from magms.builtin import builtin_model
     from magms.bundle import load_bundle
-    from magms.engines import cached_graphs
+    from magms.inference.graphs import cached_graphs
 
     bundle = builtin_model()
     net, info = load_bundle(bundle)

@@ -4,9 +4,11 @@ aids, a batch, DICOM out).
 
 * :mod:`~magms.inference.segmenter`: :class:`Segmenter`, :class:`Segmentation`.
 * :mod:`~magms.inference.usecases`: what ``magms segment`` does with them, as plain functions.
+* :mod:`~magms.inference.engine`: which engine runs the network (``--engine``).
+* :mod:`~magms.inference.graphs`: the network's exported graphs, made once per model and cached.
+* :mod:`~magms.inference.predictors`: the engines themselves, eager or on the exported graphs.
 
-The model is opened once at the edge (:func:`magms.bundle.open_model`) and passed down; the engines
-that run the network are :mod:`magms.engines`.
+The model is opened once at the edge (:func:`magms.bundle.open_model`) and passed down.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ The steps, each of which can refuse its input with a message naming the file or 
    foreground (:mod:`magms.data.preprocessing`), the crop to the foreground's box.
 3. **Network.** Sliding windows (:mod:`magms.windows`, MONAI's windows and blending in numpy) with
    the bundle's patch size, overlap and blending, windows batched. Only the present modalities'
-   encoders run. Each batch of windows goes to a :class:`~magms.engines.WindowPredictor`: the
+   encoders run. Each batch of windows goes to a :class:`~magms.inference.predictors.WindowPredictor`: the
    network itself in PyTorch (eager; mixed precision on CUDA, and the CPU when CUDA runs out of
-   memory), or its exported graphs in OpenVINO or ONNX Runtime on the CPU (:mod:`magms.engines`).
+   memory), or its exported graphs in OpenVINO or ONNX Runtime on the CPU (:mod:`magms.inference.predictors`).
    With flip test-time augmentation (the bundle's ``postprocessing.flip_axes``) each window's softmax
    is averaged over its flips.
 4. **Output.** The probabilities of the box are resampled back onto the reference input's own
@@ -47,8 +47,8 @@ from magms.data.grid import to_reference, to_working, working_grid
 from magms.data.inputs import PreparedInputs, prepare_inputs
 from magms.data.preprocessing import foreground_box, foreground_mask, normalize
 from magms.devices import device_name
-from magms.engines import WindowPredictor, make_predictor
 from magms.errors import ConfigError
+from magms.inference.predictors import WindowPredictor, make_predictor
 from magms.modalities import subsets_of
 from magms.postprocess import ALL_FLIPS, apply_size_rules, flip_combinations, flips_averaged
 from magms.protocol import EngineRan
@@ -74,7 +74,7 @@ class Segmentation:
         probabilities: (C, z, y, x) class probabilities, when asked for.
         notes: what was done that the user should know (resampling, fallbacks).
         seconds: wall time of the network part (not counting waits for another thread's network calls).
-        engine: what ran the network, e.g. ``eager``, ``openvino fp32`` (:mod:`magms.engines`).
+        engine: what ran the network, e.g. ``eager``, ``openvino fp32`` (:mod:`magms.inference.predictors`).
     """
 
     labels: np.ndarray
@@ -125,17 +125,17 @@ class Segmenter:
             hashes the weights again), or its folder, opened here.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         sw_batch_size: windows per network run (an engine that makes several runs at once gets as many times
-            this in each call: :attr:`~magms.engines.WindowPredictor.parallel`).
+            this in each call: :attr:`~magms.inference.predictors.WindowPredictor.parallel`).
         amp: mixed precision on CUDA.
         postprocessing: instead of the bundle's (``PostprocessConfig()``: the network's labels as they are).
         engine: what runs the network on each window: ``eager`` (the reference, in PyTorch),
-            ``openvino``, ``onnxruntime`` or ``auto`` (:mod:`magms.engines`).
+            ``openvino``, ``onnxruntime`` or ``auto`` (:mod:`magms.inference.predictors`).
         precision: ``fp32``, or ``auto`` for the exported engine's own choice (bf16 in OpenVINO on
             CPUs with bf16 instructions).
 
     Attributes:
         model: the opened bundle; ``info`` is its :class:`~magms.bundle.BundleInfo`.
-        predictor: the :class:`~magms.engines.WindowPredictor` every run goes through.
+        predictor: the :class:`~magms.inference.predictors.WindowPredictor` every run goes through.
         notes: what the user should know about the engine (once, not per case).
     """
 

@@ -1,4 +1,4 @@
-"""Who runs the network on each sliding window: torch eager, or an exported graph on the CPU.
+"""What runs the network on each sliding window: torch eager, or the exported graphs on the CPU.
 
 Eager PyTorch is the reference and the fallback. The exported engines, OpenVINO and ONNX Runtime,
 run ONNX graphs made from the bundle's network. They follow the network's structure: each slot's
@@ -9,75 +9,40 @@ OpenVINO joins the present encoders, their mean and the decoder into one model p
 subset is first run, so that the features stay inside it (in its own layout and precision);
 ONNX Runtime runs the graphs one after the other and takes the mean in numpy.
 
-Graphs are data, not code: ONNX files and a JSON record (``graphs.json``), never pickles. They are
-cached by the sha256 of the weights file, in this order:
-
-* ``$MAGMS_ENGINE_CACHE/<sha256>/`` when that variable is set;
-* ``<bundle>/.engines/<sha256[:16]>/`` beside the bundle when its folder is writable (older
-  exports of replaced weights there are removed);
-* ``$XDG_CACHE_HOME`` (default ``~/.cache``) ``/magms/engines/<sha256>/``.
-
-The folder is written at once (:func:`magms.files.replace_folder`). A later run uses it when its
-record matches (weights' sha256, slots, window shape, precision, format and the magms, torch and
-ONNX versions that wrote it) and every graph's sha256 is the recorded one; otherwise it is exported
-again.
+The graphs are made once per model and cached (:mod:`~magms.inference.graphs`); the engine that runs
+them is chosen by :mod:`~magms.inference.engine`.
 
 Precision: the graphs are float32. ``fp32`` runs them in float32 on every engine; ``auto`` lets the
 engine choose: OpenVINO then computes in bfloat16 on CPUs that have bf16 instructions (AVX512-BF16,
 AMX) and float32 elsewhere; ONNX Runtime stays in float32. What ran is recorded in the predictor's
 :attr:`~WindowPredictor.engine` (and so in each :class:`~magms.inference.Segmentation`).
 
-Nothing here imports torch, OpenVINO or ONNX Runtime at import time (the CLI reads the choices).
+Nothing here imports torch, OpenVINO or ONNX Runtime at import time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import json
 import logging
 import os
-import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-import magms
 from magms.errors import ConfigError
-from magms.files import replace_folder
-from magms.protocol import ENGINES, EXPORTED_ENGINES, PRECISIONS
+from magms.protocol import PRECISIONS
 
 if TYPE_CHECKING:
-    from magms.bundle import BundleInfo, OpenedModel
+    from magms.bundle import OpenedModel
     from magms.networks import MAGMSNet
+from magms.inference.engine import resolve_engine
+from magms.inference.graphs import cached_graphs
 
-__all__ = [
-    "ENGINES", "EXPORTED_ENGINES", "PRECISIONS", "AUTO_ORDER", "CACHE_ENV", "FAST_EXTRA", "GRAPHS_RECORD", "OPENVINO_STREAMS",
-    "WindowPredictor", "EagerPredictor", "GraphPredictor", "resolve_engine", "engine_cache_folders", "cached_graphs",
-    "export_graphs", "make_predictor",
-]
+__all__ = ["OPENVINO_STREAMS", "WindowPredictor", "EagerPredictor", "GraphPredictor", "make_predictor"]
 
 logger = logging.getLogger(__name__)
-
-#: What ``auto`` picks on the CPU, the first installed: engines measured faster than eager at equal labels
-#: (Testing/benchmarks/bench_engines.py). ONNX Runtime was slower than eager there, so auto never picks it.
-AUTO_ORDER = ("openvino",)
-#: Where exported graphs go instead of beside the bundle or in the home cache.
-CACHE_ENV = "MAGMS_ENGINE_CACHE"
-#: How to install the optional engines.
-FAST_EXTRA = "pip install 'magms-slicer[fast]'"
-#: The record of an export, in its folder.
-GRAPHS_RECORD = "graphs.json"
-#: Version of the layout of an export folder.
-GRAPHS_FORMAT = 1
-#: ONNX opset of the exported graphs.
-OPSET = 17
-# the Python package each engine imports; the export needs ``onnx`` as well
-_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 Arrays = list[np.ndarray]
 #: The network compiled for one subset of the slots: each present slot's (B, 1, D, H, W) windows, in
@@ -194,210 +159,6 @@ class GraphPredictor:
             self._subsets[subset] = self._compile(subset)
         x = np.asarray(window, dtype=np.float32)
         return self._subsets[subset]([np.ascontiguousarray(x[:, m : m + 1]) for m in map(self.slots.index, subset)])
-
-
-# --------------------------------------------------------------------------------------------
-# choosing
-
-
-def _import_engine(engine: str) -> None:
-    """Import an engine's packages (and ``onnx``, which the export needs), or say what to install.
-
-    Raises:
-        ConfigError: a package is missing, naming it and the extra that installs it.
-    """
-    for package in (_PACKAGES[engine], "onnx"):
-        try:
-            if package == "onnx":  # found, not imported: a run whose graphs are cached never needs it
-                if importlib.util.find_spec(package) is None:
-                    raise ImportError(f"No module named {package!r}")
-            else:
-                importlib.import_module(package)
-        except (ImportError, ValueError) as err:  # ValueError: find_spec of a module set to None
-            raise ConfigError(
-                f"--engine {engine} needs the optional package {package}, which is not installed ({err}): {FAST_EXTRA}"
-            ) from None
-
-
-def _installed(engine: str) -> bool:
-    try:
-        _import_engine(engine)
-    except ConfigError:
-        return False
-    return True
-
-
-def resolve_engine(engine: str, device: str) -> tuple[str, str | None]:
-    """The engine that will run, and a note for the user when ``auto`` chose it.
-
-    Args:
-        engine: one of :data:`ENGINES`.
-        device: where the network runs (``cpu``, ``cuda``, ``cuda:N``); the exported engines run on the CPU.
-    Returns:
-        (one of ``eager`` and :data:`EXPORTED_ENGINES`, a note or None).
-    Raises:
-        ConfigError: an unknown engine, an exported engine asked for with a CUDA device, or its
-            package not installed.
-    """
-    if engine not in ENGINES:
-        raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    if engine == "eager":
-        return "eager", None
-    if device != "cpu":
-        if engine == "auto":  # eager with mixed precision is the fast path on CUDA
-            return "eager", None
-        raise ConfigError(f"--engine {engine} runs on the CPU, not on {device}: use --device cpu, or --engine eager or auto")
-    if engine == "auto":
-        for candidate in AUTO_ORDER:
-            if _installed(candidate):
-                return candidate, None  # the note names the precision too: make_predictor writes it
-        return "eager", f"engine auto: eager ({', '.join(AUTO_ORDER)} not installed; {FAST_EXTRA} for a faster CPU path)"
-    _import_engine(engine)
-    return engine, None
-
-
-# --------------------------------------------------------------------------------------------
-# the cache
-
-
-def engine_cache_folders(bundle: Path, weights_sha256: str) -> list[Path]:
-    """Where the graphs of a bundle may be, in the order they are looked for and written."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return [Path(configured) / weights_sha256]
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return [bundle / ".engines" / weights_sha256[:16], home / "magms" / "engines" / weights_sha256]
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version  # read, not imported: a cached run never imports torch (seconds)
-
-    return {"magms": magms.__version__, "torch": version("torch"), "onnx": version("onnx")}
-
-
-def _expected_record(info: BundleInfo) -> dict[str, Any]:
-    """The record of an export of this bundle by this installation, without the files' digests."""
-    return {
-        "format_version": GRAPHS_FORMAT,
-        "graphs": f"onnx opset {OPSET}",
-        "weights_sha256": info.weights_sha256,
-        "slots": list(info.slots),
-        "window": list(info.preprocessing.patch_size),
-        "precision": "fp32",
-        "versions": _versions(),
-    }
-
-
-def _read_valid_record(folder: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The folder's record if it matches ``expected`` and its graphs are intact, else None (why is logged)."""
-    from magms.bundle import file_sha256
-
-    path = folder / GRAPHS_RECORD
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        logger.info("%s: unreadable (%s): exporting again", path, err)
-        return None
-    if not isinstance(record, dict) or {k: record.get(k) for k in expected} != expected:
-        logger.info("%s: made for other weights, window or versions: exporting again", path)
-        return None
-    files = record.get("files")
-    wanted = [f"encoder-{slot}.onnx" for slot in expected["slots"]] + ["decoder.onnx"]
-    if not isinstance(files, dict) or sorted(files) != sorted(wanted):
-        return None
-    for name, digest in files.items():
-        if not (folder / name).is_file() or file_sha256(folder / name) != digest:
-            logger.info("%s: missing or changed: exporting again", folder / name)
-            return None
-    return record
-
-
-def cached_graphs(info: BundleInfo, bundle: str | os.PathLike[str], load_net: Callable[[], MAGMSNet]) -> tuple[Path, bool]:
-    """The folder of the bundle's exported graphs, exporting them first when no valid export exists.
-
-    Args:
-        info: the bundle's :class:`~magms.bundle.BundleInfo` (weights' sha256 checked on reading).
-        bundle: the bundle folder.
-        load_net: gives the bundle's network, called only to export (it imports torch).
-    Returns:
-        (the folder, whether it was exported now).
-    Raises:
-        ConfigError: no cache folder can be written (each tried is named).
-    """
-    folders = engine_cache_folders(Path(bundle), info.weights_sha256)
-    expected = _expected_record(info)
-    for folder in folders:
-        if _read_valid_record(folder, expected) is not None:
-            return folder, False
-    net = load_net()
-    failures = []
-    for folder in folders:
-        try:
-            export_graphs(net, info, folder)
-        except OSError as err:  # a read-only bundle folder: the next place
-            failures.append(f"{folder} ({err})")
-            continue
-        if folder.parent.name == ".engines":  # beside the bundle: exports of replaced weights are stale
-            for other in folder.parent.iterdir():
-                if other != folder and not other.name.startswith("."):
-                    shutil.rmtree(other, ignore_errors=True)
-        return folder, True
-    raise ConfigError(f"cannot write the exported graphs to {'; '.join(failures)}: set {CACHE_ENV} to a writable folder")
-
-
-def export_graphs(net: MAGMSNet, info: BundleInfo, folder: Path) -> None:
-    """Export each slot's encoder and the decoder as ONNX graphs, with their record, into ``folder``
-    (replaced at once). The batch axis is dynamic; the window is the bundle's patch size.
-
-    Raises:
-        OSError: the folder cannot be written.
-    """
-    import copy
-
-    import torch
-
-    from magms.bundle import file_sha256
-
-    model = copy.deepcopy(net).to("cpu").eval()
-    window = tuple(info.preprocessing.patch_size)
-    example = torch.zeros(2, 1, *window)
-    with torch.inference_mode():
-        levels = len(model.encoders[info.slots[0]](example))
-    names = [f"f{i}" for i in range(levels)]
-    batch = {0: "batch"}
-
-    def fill(tmp: Path) -> None:
-        files = {}
-        with warnings.catch_warnings():
-            # the TorchScript exporter is deprecated in favour of the dynamo one (which needs onnxscript),
-            # and notes that instance norm uses the window's statistics, which is what eval does too
-            warnings.simplefilter("ignore")
-            for slot in info.slots:
-                name = f"encoder-{slot}.onnx"
-                torch.onnx.export(
-                    model.encoders[slot], (example,), str(tmp / name), input_names=["image"], output_names=names,
-                    dynamic_axes={"image": batch, **{n: batch for n in names}}, opset_version=OPSET, dynamo=False,
-                )
-                files[name] = file_sha256(tmp / name)
-            with torch.no_grad():
-                features = model.encoders[info.slots[0]](example)
-            torch.onnx.export(
-                model.decoder, (tuple(features),), str(tmp / "decoder.onnx"), input_names=names, output_names=["logits"],
-                dynamic_axes={"logits": batch, **{n: batch for n in names}}, opset_version=OPSET, dynamo=False,
-            )
-            files["decoder.onnx"] = file_sha256(tmp / "decoder.onnx")
-        record = {**_expected_record(info), "files": files}
-        (tmp / GRAPHS_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    replace_folder(folder, fill)
-    logger.info("exported %d graphs of %s to %s", len(info.slots) + 1, ", ".join(info.slots), folder)
-
-
-# --------------------------------------------------------------------------------------------
-# the engines
 
 
 def _onnxruntime_compiler(folder: Path, threads: int) -> Callable[[tuple[str, ...]], SubsetGraph]:

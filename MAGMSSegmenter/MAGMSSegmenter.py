@@ -112,11 +112,11 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.imagesPreparedCheckBox.connect("toggled(bool)", lambda on: self.controller.setImagesPrepared(on))
         self.ui.applyButton.connect("clicked(bool)", lambda: self.controller.applyOrCancel(dependencies.ensureForSegmentation))
         self.ui.exportSegmentationNodeComboBox.connect(
-            "currentNodeChanged(vtkMRMLNode*)", lambda node: self.controller.setExportSegmentation(node.GetID() if node else None))
+            "currentNodeChanged(vtkMRMLNode*)", lambda node: self.controller.export.setExportSegmentation(node.GetID() if node else None))
         self.ui.exportFormatComboBox.connect(
-            "activated(int)", lambda i: self.controller.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))
-        self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.setExportFolder(path))
-        self.ui.exportButton.connect("clicked(bool)", lambda: self.controller.exportOrCancel(dependencies.ensureDicomInSlicer))
+            "activated(int)", lambda i: self.controller.export.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))
+        self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.export.setExportFolder(path))
+        self.ui.exportButton.connect("clicked(bool)", lambda: self.controller.export.exportOrCancel(dependencies.ensureDicomInSlicer))
         self.startControllerPanel(pollMilliseconds=200)
 
     # --- the view ------------------------------------------------------------------------------

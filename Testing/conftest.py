@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,3 +111,30 @@ def builtin_models_folder(tmp_path, monkeypatch):
     (folder / "models.json").write_text(json.dumps({"default": "tiny-4seq", "models": [entry]}))
     monkeypatch.setenv("MAGMS_BUILTIN_MODELS", str(folder))
     return folder
+
+
+def scene_volume(scene, name: str, array: np.ndarray, origin=(0.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0)):
+    """A NEW scalar volume node in ``scene`` holding ``array`` ((z, y, x) order, as float32): the one place the
+    Slicer-side tests make a volume from an array."""
+    import vtk
+    from vtk.util import numpy_support
+
+    image = vtk.vtkImageData()
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.asarray(array, np.float32).ravel(), deep=True, array_type=vtk.VTK_FLOAT))
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetAndObserveImageData(image)
+    node.SetOrigin(*origin)
+    node.SetSpacing(*spacing)
+    return node
+
+
+def load_scene_volume(scene, path: Path, name: str):
+    """A NEW scalar volume node in ``scene`` read from ``path`` by Slicer's own storage node."""
+    import slicer
+
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node), path
+    return node

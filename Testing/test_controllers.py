@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-from conftest import DATA, REPO, make_bundle, needs_data  # noqa: E402
+from conftest import DATA, REPO, load_scene_volume, make_bundle, needs_data, scene_volume  # noqa: E402
 from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
 from MAGMSCommonLib.signal import Signal  # noqa: E402
 from MAGMSSegmenterLib.controller import SegmenterController  # noqa: E402
@@ -51,16 +51,6 @@ def parameter_node(scene):
     return node
 
 
-def add_volume(scene, name: str, array: np.ndarray):
-    import vtk
-    from vtk.util import numpy_support
-
-    image = vtk.vtkImageData()
-    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.astype(np.float32).ravel(), deep=True, array_type=vtk.VTK_FLOAT))
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    node.SetAndObserveImageData(image)
-    return node
 
 
 @pytest.fixture
@@ -80,8 +70,8 @@ def test_choosing_a_bundle_with_volumes_loaded_keeps_it(bundle, tmp_path):
     The stand-in view does what Qt and the node observer did: re-emit the stored path on every
     modification of the parameter node."""
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
-    add_volume(scene, "T1 POST GAD", np.random.default_rng(1).normal(size=SHAPE))
+    scene_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    scene_volume(scene, "T1 POST GAD", np.random.default_rng(1).normal(size=SHAPE))
     node = parameter_node(scene)
     view = View()
     controller = SegmenterController(scene, node, view, newJob=lambda: None, localBundles=lambda: [], devices=None)
@@ -409,7 +399,7 @@ def test_the_segmenter_lists_the_builtin_model_first_and_chooses_it_while_nothin
     from magms.builtin import builtin_models
 
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    scene_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
     view, jobs = View(), []
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
                                      localBundles=lambda: [bundle], devices=None, builtinModels=builtin_models())
@@ -510,7 +500,7 @@ def _export_scene(dicom: bool = True):
     from MAGMSCommonLib.volumes import ensureSegmentationConverters
 
     scene = slicer.vtkMRMLScene()
-    volume = add_volume(scene, "3: AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    volume = scene_volume(scene, "3: AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
     if dicom:  # one instance per slice, as Slicer's DICOMScalarVolumePlugin records them
         volume.SetAttribute("DICOM.instanceUIDs", " ".join(f"1.2.3.{k + 1}" for k in range(SHAPE[0])))
     ensureSegmentationConverters()
@@ -525,17 +515,17 @@ def test_export_is_enabled_only_when_it_can_run_and_says_why_not(bundle, tmp_pat
     lookup = {"1.2.3.1": "a.dcm"}.get
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
                                      newExportJob=lambda: jobs.append(RecordingExportJob()) or jobs[-1], dicomFiles=lookup)
-    assert view.last("showExportSettings") == (controller_module().EXPORT_FORMAT_ITEMS, "both", "")
+    assert view.last("showExportSettings") == (export_module().EXPORT_FORMAT_ITEMS, "both", "")
     assert view.last("showExport") == ("Export to DICOM", False, "Choose a segmentation to export.")
-    controller.setExportSegmentation(segmentation.GetID())
+    controller.export.setExportSegmentation(segmentation.GetID())
     assert view.last("showExport")[2] == "Choose the model whose labels the segmentation has (Model, above)."
     controller.chooseBundle(str(bundle))
     assert view.last("showExport") == ("Export to DICOM", False, "Choose a folder for the DICOM files.")
-    controller.setExportFolder(str(tmp_path))
+    controller.export.setExportFolder(str(tmp_path))
     assert view.last("showExport") == ("Export to DICOM", True,
                                        f"Writes an RT Structure Set and a DICOM SEG of 'reviewed' into {tmp_path}, "
                                        "referencing the DICOM series of its reference volume.")
-    controller.setExportFormat("seg")
+    controller.export.setExportFormat("seg")
     assert view.last("showExport")[2].startswith("Writes a DICOM SEG of 'reviewed'")
     # kept on the parameter node (saved with the scene) and shown again from it
     assert (controller.parameters.get("exportFormat"), controller.parameters.get("exportFolder")) == ("seg", str(tmp_path))
@@ -543,21 +533,21 @@ def test_export_is_enabled_only_when_it_can_run_and_says_why_not(bundle, tmp_pat
     assert view.last("showExportSettings")[1:] == ("seg", str(tmp_path)) and view.last("showExportSegmentation") == (segmentation.GetID(),)
 
     # the packages are asked for first; declined: nothing starts
-    controller.exportOrCancel(ensureDependencies=lambda kinds: False)
+    controller.export.exportOrCancel(ensureDependencies=lambda kinds: False)
     assert jobs == []
-    controller.exportOrCancel()
+    controller.export.exportOrCancel()
     assert jobs[0].started == [(segmentation, bundle, str(tmp_path), "seg", lookup)]
     assert view.last("showExport") == ("Cancel export", True, "Exporting...")
     jobs[0].running = False
     jobs[0].finished.emit([tmp_path / "reviewed.seg.dcm"])
     assert view.last("showStatus") == (f"Exported to DICOM: {tmp_path / 'reviewed.seg.dcm'}",)
     assert view.last("showExport")[:2] == ("Export to DICOM", True)
-    controller.exportOrCancel()
+    controller.export.exportOrCancel()
     jobs[1].running = False
     jobs[1].failed.emit("reviewed.nrrd: holds values [3] that are not labels")
     assert view.last("showError") == ("Export to DICOM failed: reviewed.nrrd: holds values [3] that are not labels",)
-    controller.exportOrCancel()
-    controller.exportOrCancel()  # the button cancels while it runs
+    controller.export.exportOrCancel()
+    controller.export.exportOrCancel()  # the button cancels while it runs
     assert not jobs[2].running and view.last("showStatus") == ("Export cancelled; nothing was written",)
 
 
@@ -567,12 +557,12 @@ def test_export_of_a_volume_not_loaded_from_dicom_is_disabled_naming_slicerrt(bu
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
                                      newExportJob=lambda: jobs.append(RecordingExportJob()) or jobs[-1])
     controller.chooseBundle(str(bundle))
-    controller.setExportFolder(str(tmp_path))
-    controller.setExportSegmentation(segmentation.GetID())
+    controller.export.setExportFolder(str(tmp_path))
+    controller.export.setExportSegmentation(segmentation.GetID())
     text, enabled, hint = view.last("showExport")
     assert not enabled and "'3: AX FLAIR', the reference volume of 'reviewed', was not loaded from Slicer's DICOM database" in hint
     assert "SlicerRT" in hint
-    controller.exportOrCancel()
+    controller.export.exportOrCancel()
     assert jobs == [] and view.last("showError")[0].startswith("Cannot export: '3: AX FLAIR', the reference volume")
 
 
@@ -587,17 +577,17 @@ def test_export_refusals_from_the_job_are_shown_and_leave_the_button_ready(bundl
                                      newExportJob=lambda: ExportJob(scene, runner=FakeRunner(),
                                                                     unmet=lambda kinds: [RequirementState(DICOM_REQUIREMENTS[2], None)]))
     controller.chooseBundle(str(bundle))
-    controller.setExportFolder(str(tmp_path))
-    controller.setExportSegmentation(segmentation.GetID())
-    controller.exportOrCancel()
+    controller.export.setExportFolder(str(tmp_path))
+    controller.export.setExportSegmentation(segmentation.GetID())
+    controller.export.exportOrCancel()
     assert view.last("showError")[0].startswith("Cannot export: Export to DICOM needs these Python packages:")
     assert "rt-utils>=1.2.7: not installed" in view.last("showError")[0]
-    assert view.last("showExport")[:2] == ("Export to DICOM", True) and not controller.exporting
+    assert view.last("showExport")[:2] == ("Export to DICOM", True) and not controller.export.exporting
 
 
 def test_a_finished_compare_run_shows_the_disagreement_map_and_the_report_and_offers_the_fullest_for_export(bundle, tmp_path):
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    scene_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
     view, jobs = View(), []
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
                                      localBundles=lambda: [], devices=None)
@@ -615,7 +605,13 @@ def test_a_finished_compare_run_shows_the_disagreement_map_and_the_report_and_of
     status = view.last("showStatus")[0]
     assert status.startswith("Created a (flair), a (t1c), a (flair+t1c). The disagreement map 'a disagreement'")
     assert "0 to 2" in status and f"Report: {tmp_path / 'report' / 'report.md'}" in status
-    assert view.last("showExportSegmentation") == (nodes[-1].GetID(),) and controller.exportSegmentation() is nodes[-1]
+    assert view.last("showExportSegmentation") == (nodes[-1].GetID(),) and controller.export.exportSegmentation() is nodes[-1]
+
+
+def export_module():
+    from MAGMSSegmenterLib import exportcontroller
+
+    return exportcontroller
 
 
 def controller_module():
@@ -633,8 +629,8 @@ def _export_controller(bundle, tmp_path, **kw):
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: None, localBundles=lambda: [], devices=None,
                                      newExportJob=kw.pop("newExportJob", lambda: jobs.append(RecordingExportJob()) or jobs[-1]), **kw)
     controller.chooseBundle(str(bundle))
-    controller.setExportFolder(str(tmp_path))
-    controller.setExportSegmentation(segmentation.GetID())
+    controller.export.setExportFolder(str(tmp_path))
+    controller.export.setExportSegmentation(segmentation.GetID())
     return scene, volume, segmentation, view, controller, jobs
 
 
@@ -642,18 +638,18 @@ def test_the_export_button_is_off_while_packages_install_and_only_the_chosen_obj
     """Findings 5 and 11: Slicer's pip runs Qt's event loop, and the Export button stayed enabled meanwhile;
     a SEG-only export asked for rt-utils too."""
     scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
-    controller.setExportFormat("seg")
+    controller.export.setExportFormat("seg")
     seen = []
 
     def install(kinds):
         seen.append((kinds, view.last("showExport")))
         segmentation.Modified()  # an observed node changes while pip runs: the button stays off
         seen.append(view.last("showExport"))
-        controller.exportOrCancel(lambda kinds: True)  # a click that reaches the controller all the same starts nothing
+        controller.export.exportOrCancel(lambda kinds: True)  # a click that reaches the controller all the same starts nothing
         controller.applyOrCancel(lambda brain, engine: True)
         return True
 
-    controller.exportOrCancel(install)
+    controller.export.exportOrCancel(install)
     assert seen[0][0] == ("seg",) and seen[0][1][:2] == seen[1][:2] == ("Installing packages...", False)
     assert len(jobs) == 1 and view.last("showExport") == ("Cancel export", True, "Exporting...")
     # the Apply button likewise, and the question says whether deepbet is needed
@@ -671,7 +667,7 @@ def test_a_format_no_panel_wrote_falls_back_to_both(bundle, tmp_path):
     controller.setParameterNode(controller.parameters.node)
     assert view.last("showExportSettings")[1] == "both"
     assert view.last("showExport")[2].startswith("Writes an RT Structure Set and a DICOM SEG")
-    controller.exportOrCancel()
+    controller.export.exportOrCancel()
     assert jobs[0].started[0][3] == "both"
 
 
@@ -679,7 +675,7 @@ def test_the_export_hint_follows_the_segmentation_and_its_volume_and_is_refreshe
     """Finding 8: the hint changed only with the panel's own controls."""
     scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
     assert view.last("showExport")[:2] == ("Export to DICOM", True)
-    other = add_volume(scene, "NIfTI T1", np.zeros(SHAPE))
+    other = scene_volume(scene, "NIfTI T1", np.zeros(SHAPE))
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(other)  # a new reference volume, not from DICOM
     assert not view.last("showExport")[1] and "'NIfTI T1', the reference volume of 'reviewed', was not loaded" in view.last("showExport")[2]
     other.SetAttribute("DICOM.instanceUIDs", " ".join(f"9.{k}" for k in range(SHAPE[0])))  # the new volume is followed
@@ -706,10 +702,10 @@ def test_a_job_that_cannot_start_its_child_is_an_error_message_not_a_traceback(b
         def start(self, *args, **kwargs):
             raise FileNotFoundError(2, "No such file or directory", "PythonSlicer")
 
-    controller.newExportJob = Job
-    controller.exportOrCancel()
+    controller.export.newExportJob = Job
+    controller.export.exportOrCancel()
     assert view.last("showError") == ("Cannot export: [Errno 2] No such file or directory: 'PythonSlicer'",)
-    assert not controller.exporting and view.last("showExport")[:2] == ("Export to DICOM", True)
+    assert not controller.export.exporting and view.last("showExport")[:2] == ("Export to DICOM", True)
 
     class Segmentation(RecordingJob):
         def start(self, *args, **kwargs):
@@ -725,7 +721,7 @@ def test_a_job_that_cannot_start_its_child_is_an_error_message_not_a_traceback(b
 def test_the_status_says_the_map_replaced_the_views_foreground(bundle):
     """Finding 6: showing the map replaces the user's foreground in every view; the status says so."""
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    scene_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))
     view, jobs = View(), []
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
                                      localBundles=lambda: [], devices=None)
@@ -744,12 +740,6 @@ def test_the_status_says_the_map_replaced_the_views_foreground(bundle):
 # --- issue #16 in the Segmenter: skull-stripped and aligned, or prepared by magms segment --preprocess auto ---
 
 
-def _load(scene, path, name):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node), path
-    return node
 
 
 @needs_data
@@ -762,8 +752,8 @@ def test_the_panel_shows_what_preprocess_auto_will_do_from_the_same_detection_as
     brats = DATA / "brats18" / "Brats18_CBICA_AQR_1" / "Brats18_CBICA_AQR_1_flair.nii.gz"
     mni = DATA / "mni_avg152" / "canonical_avg152T1.nii.gz"
     scene = slicer.vtkMRMLScene()
-    flair = _load(scene, brats, "AX FLAIR")
-    head = _load(scene, mni, "T1 whole head")
+    flair = load_scene_volume(scene, brats, "AX FLAIR")
+    head = load_scene_volume(scene, mni, "T1 whole head")
     view, jobs = View(), []
     controller = SegmenterController(scene, parameter_node(scene), view, newJob=lambda: jobs.append(RecordingJob()) or jobs[-1],
                                      localBundles=lambda: [], devices=None)

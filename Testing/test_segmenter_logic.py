@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import vtk
-from vtk.util import numpy_support
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-from conftest import DATA, needs_data  # noqa: E402
+from conftest import DATA, load_scene_volume, needs_data, scene_volume  # noqa: E402
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from magms.protocol import EngineChoice  # noqa: E402
@@ -26,24 +25,10 @@ SLOTS = ("flair", "t1", "t1c", "t2")
 
 
 def add_volume(scene, name: str, shape=(6, 7, 8), origin=(0.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0), seed: int = 0):
-    """A small scalar volume (array in z, y, x order)."""
-    array = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-    image = vtk.vtkImageData()
-    image.SetDimensions(shape[2], shape[1], shape[0])
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True, array_type=vtk.VTK_FLOAT))
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    node.SetAndObserveImageData(image)
-    node.SetOrigin(*origin)
-    node.SetSpacing(*spacing)
-    return node
+    """A small scalar volume of random values (array in z, y, x order)."""
+    return scene_volume(scene, name, np.random.default_rng(seed).normal(size=shape), origin, spacing)
 
 
-def load_volume(scene, path: Path, name: str):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node), path
-    return node
 
 
 def living_in_group(group: int) -> list[int]:
@@ -83,7 +68,7 @@ def test_real_volumes_get_their_slots_from_their_names(folder):
         name = path.name.split(".")[0]
         if any(word in name for word in ("mask", "OTMultiClass", "OldSeg", "PD")):
             continue
-        names[load_volume(scene, path, name).GetID()] = name
+        names[load_scene_volume(scene, path, name).GetID()] = name
     mapping, guesses = volumes.guessMapping(scene, SLOTS)
     assert len(guesses) == len(names) >= 2
     for guess in guesses:
@@ -218,8 +203,8 @@ def tiny_bundle(tmp_path_factory):
 def real_scene():
     case = DATA / "brats_flair_t1c" / "brats_2013_pat0003_1"
     scene = slicer.vtkMRMLScene()
-    flair = load_volume(scene, case / "Flair_subtrMeanDivStd.nii.gz", "Flair_subtrMeanDivStd")
-    t1c = load_volume(scene, case / "T1c_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd")
+    flair = load_scene_volume(scene, case / "Flair_subtrMeanDivStd.nii.gz", "Flair_subtrMeanDivStd")
+    t1c = load_scene_volume(scene, case / "T1c_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd")
     volumes.ensureSegmentationConverters()
     mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my contours")
     mine.GetSegmentation().AddEmptySegment("gtv", "GTV")

@@ -247,8 +247,9 @@ def test_the_segmenters_export_section_gets_the_scene_and_browses_a_folder():
     assert {c.findtext("class") for c in tree.iter("customwidget")} >= {"qMRMLNodeComboBox", "ctkPathLineEdit", "ctkCollapsibleButton"}
     # each export handler is one call into the controller
     source = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
-    for call in ("setExportSegmentation", "setExportFormat", "setExportFolder", "exportOrCancel(dependencies.ensureDicomInSlicer)",
-                 "setImagesPrepared", "applyOrCancel(dependencies.ensureForSegmentation)"):
+    for call in ("export.setExportSegmentation", "export.setExportFormat", "export.setExportFolder",
+                 "export.exportOrCancel(dependencies.ensureDicomInSlicer)", "setImagesPrepared",
+                 "applyOrCancel(dependencies.ensureForSegmentation)"):
         assert f"self.controller.{call}" in source, call
     # issue #16: the box and the detection beside it, unchecked by default (--preprocess auto)
     cls, box = ui["imagesPreparedCheckBox"]

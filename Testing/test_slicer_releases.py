@@ -19,9 +19,9 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
 import vtk  # noqa: E402
-from test_controllers import FakeRunner, RecordingJob, View, add_volume, parameter_node  # noqa: E402
+from test_controllers import FakeRunner, RecordingJob, View, parameter_node  # noqa: E402
 
-from conftest import REPO, make_bundle  # noqa: E402
+from conftest import REPO, make_bundle, scene_volume  # noqa: E402
 from magms.data.io import write_labelmap  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from magms.protocol import ENGINES, PRECISIONS, EngineChoice, EngineRan, format_ran, parse_ran  # noqa: E402
@@ -93,7 +93,7 @@ def test_finding_1_a_segmentation_is_imported_on_slicer_5_8_with_names_colours_a
     scheme = get_scheme("msd_task01")
     path = _seg_nrrd(tmp_path, scheme)
     scene = slicer.vtkMRMLScene()
-    reference = add_volume(scene, "flair", np.zeros(SHAPE))
+    reference = scene_volume(scene, "flair", np.zeros(SHAPE))
     monkeypatch.setattr(slicer, "vtkMRMLSegmentationNode", SegmentationNode58)
     node = segmenter.importSegmentation(scene, path, reference, scheme, "flair MAGMS")
     segmentation = node.GetSegmentation()
@@ -160,7 +160,7 @@ def test_finding_3_training_exports_closed_surface_segments_as_label_maps_and_le
     """Finding 3: closed-surface segmentations passed Check the data, then failed at Start with a wrong reason."""
     scheme = get_scheme("msd_task01")
     scene = slicer.vtkMRMLScene()
-    flair = add_volume(scene, "FLAIR", np.random.default_rng(0).normal(size=SHAPE))
+    flair = scene_volume(scene, "FLAIR", np.random.default_rng(0).normal(size=SHAPE))
     contours = _closed_surface_segmentation(scene, flair)
     cases = [training.SceneCase("P0", {"flair": flair.GetID()}, contours.GetID())]
     manifest = training.exportSceneCases(scene, cases, ("flair",), scheme, tmp_path / "export")
@@ -200,7 +200,7 @@ def test_finding_4_volumes_loaded_after_the_panel_opened_get_their_slots(tmp_pat
     scene = slicer.vtkMRMLScene()
     controller, view = _segmenter(scene, bundle)
     assert view.last("showApply") == ("Apply", False)
-    add_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))  # drag and drop, DICOM...
+    scene_volume(scene, "AX FLAIR", np.random.default_rng(0).normal(size=SHAPE))  # drag and drop, DICOM...
     controller.poll()  # the panel's timer
     assert _names(scene, controller.mapping) == {"flair": "AX FLAIR", "t1c": None}
     assert view.last("showApply") == ("Apply", True)
@@ -210,11 +210,11 @@ def test_finding_4_volumes_loaded_after_the_panel_opened_get_their_slots(tmp_pat
 def test_finding_4_a_slot_the_user_set_is_never_overridden_by_a_later_volume(tmp_path):
     bundle = _tiny_bundle(tmp_path)
     scene = slicer.vtkMRMLScene()
-    mine = add_volume(scene, "my series 7", np.random.default_rng(0).normal(size=SHAPE))
+    mine = scene_volume(scene, "my series 7", np.random.default_rng(0).normal(size=SHAPE))
     controller, view = _segmenter(scene, bundle)
     controller.mappingChanged({"flair": None, "t1c": mine.GetID()})  # the user chose it by hand
-    add_volume(scene, "T1 POST GAD", np.random.default_rng(1).normal(size=SHAPE))
-    add_volume(scene, "AX FLAIR", np.random.default_rng(2).normal(size=SHAPE))
+    scene_volume(scene, "T1 POST GAD", np.random.default_rng(1).normal(size=SHAPE))
+    scene_volume(scene, "AX FLAIR", np.random.default_rng(2).normal(size=SHAPE))
     controller.poll()
     assert _names(scene, controller.mapping) == {"flair": "AX FLAIR", "t1c": "my series 7"}
     controller.mappingChanged({"flair": None, "t1c": mine.GetID()})  # the user empties FLAIR again
@@ -246,7 +246,7 @@ def test_finding_4_a_volume_counts_once_it_has_image_data(tmp_path):
 def test_finding_5_vector_tensor_and_dwi_volumes_are_neither_offered_nor_guessed_and_are_refused_by_name(cls, kind):
     """Finding 5: they derive from vtkMRMLScalarVolumeNode, were guessed as MRI sequences and failed late in the child."""
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "T1 POST GAD", np.zeros(SHAPE))
+    scene_volume(scene, "T1 POST GAD", np.zeros(SHAPE))
     odd = scene.AddNewNodeByClass(cls, "AX FLAIR")
     image = vtk.vtkImageData()
     image.SetDimensions(4, 4, 4)
@@ -307,7 +307,7 @@ def test_finding_7_the_panels_engine_and_precision_reach_the_child_and_what_ran_
     """Finding 7: the Segmenter never told the child which engine and precision to use."""
     bundle = _tiny_bundle(tmp_path)
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    scene_volume(scene, "AX FLAIR", np.zeros(SHAPE))
     runner = FakeRunner()
     job = segmenter.SegmentationJob(scene, python="python", runner=runner)
     controller, view = _segmenter(scene, bundle, newJob=lambda: job)
@@ -328,7 +328,7 @@ def test_finding_7_the_panels_engine_and_precision_reach_the_child_and_what_ran_
 def test_finding_7_an_exported_engine_runs_on_the_cpu_whatever_the_device(tmp_path):
     bundle = _tiny_bundle(tmp_path)
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    scene_volume(scene, "AX FLAIR", np.zeros(SHAPE))
     job = RecordingJob()
     controller, _ = _segmenter(scene, bundle, newJob=lambda: job)
     controller.devices = [("auto", "auto"), ("cpu", "CPU"), ("cuda:0", "GPU 0")]
@@ -368,7 +368,7 @@ def test_review_an_engine_chosen_by_name_gets_its_packages_or_nothing_runs(monke
 def test_review_the_panel_asks_for_the_chosen_engines_packages(tmp_path):
     bundle = _tiny_bundle(tmp_path)
     scene = slicer.vtkMRMLScene()
-    add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    scene_volume(scene, "AX FLAIR", np.zeros(SHAPE))
     job = RecordingJob()
     controller, view = _segmenter(scene, bundle, newJob=lambda: job)
     controller.setEngine("onnxruntime")
@@ -381,7 +381,7 @@ def test_review_a_slot_change_while_packages_install_keeps_apply_off(tmp_path):
     """D7: pip runs Qt's event loop; a slot changed meanwhile turned the button back into an enabled Apply."""
     bundle = _tiny_bundle(tmp_path)
     scene = slicer.vtkMRMLScene()
-    flair = add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    flair = scene_volume(scene, "AX FLAIR", np.zeros(SHAPE))
     controller, view = _segmenter(scene, bundle, newJob=RecordingJob)
     shown = []
 
@@ -399,7 +399,7 @@ def test_review_a_segmentation_under_a_transform_is_refused_by_name_before_train
     As for volumes, a transform must be hardened first."""
     scheme = get_scheme("msd_task01")
     scene = slicer.vtkMRMLScene()
-    flair = add_volume(scene, "FLAIR", np.zeros(SHAPE))
+    flair = scene_volume(scene, "FLAIR", np.zeros(SHAPE))
     contours = _closed_surface_segmentation(scene, flair)
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     contours.SetAndObserveTransformNodeID(transform.GetID())
@@ -412,9 +412,9 @@ def test_review_hidden_volumes_and_magms_maps_are_neither_guessed_nor_taken():
     """D3, D4: the selectors hide volumes hidden from editors (the guess mapped one the user could not see),
     and the disagreement map, offered by the selector, was not refused."""
     scene = slicer.vtkMRMLScene()
-    hidden = add_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    hidden = scene_volume(scene, "AX FLAIR", np.zeros(SHAPE))
     hidden.SetHideFromEditors(True)
-    disagreement = add_volume(scene, "T1 POST GAD disagreement", np.zeros(SHAPE))
+    disagreement = scene_volume(scene, "T1 POST GAD disagreement", np.zeros(SHAPE))
     disagreement.SetAttribute(volumes.ROLE_ATTRIBUTE, "disagreement")
     assert volumes.scalarVolumes(scene) == []
     assert volumes.guessMapping(scene, ("flair", "t1c"))[0] == {"flair": None, "t1c": None}

@@ -14,7 +14,7 @@ from vtk.util import numpy_support
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
-
+from conftest import scene_volume  # noqa: E402
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from MAGMSCommonLib import models  # noqa: E402
@@ -99,14 +99,6 @@ def test_stop_then_resume_continues_at_the_same_step(folder_data, tmp_path):
     assert finished == [out] and models.localBundles(tmp_path / "local.json") == [out.resolve()]
 
 
-def add_volume(scene, name: str, array: np.ndarray, origin=(0.0, 0.0, 0.0)):
-    image = vtk.vtkImageData()
-    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.astype(np.float32).ravel(), deep=True, array_type=vtk.VTK_FLOAT))
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    node.SetAndObserveImageData(image)
-    node.SetOrigin(*origin)
-    return node
 
 
 def add_segmentation(scene, name: str, reference, masks: dict[str, np.ndarray]):
@@ -135,8 +127,8 @@ def scene_cases(scene, n: int = 3):
     cases = []
     for k in range(n):
         label = _label()
-        flair = add_volume(scene, f"P{k} AX FLAIR", label + rng.normal(5, 1, SHAPE), origin=(10.0 * k, 0, 0))
-        t1c = add_volume(scene, f"P{k} T1 POST GAD", 2 * label + rng.normal(5, 1, SHAPE), origin=(10.0 * k, 0, 0))
+        flair = scene_volume(scene, f"P{k} AX FLAIR", label + rng.normal(5, 1, SHAPE), origin=(10.0 * k, 0, 0))
+        t1c = scene_volume(scene, f"P{k} T1 POST GAD", 2 * label + rng.normal(5, 1, SHAPE), origin=(10.0 * k, 0, 0))
         seg = add_segmentation(scene, f"P{k} contours", flair, {"Edema": label == 2, "Enhancing tumour": label == 4})
         cases.append(logic.SceneCase(f"P{k}", {"flair": flair.GetID(), "t1c": t1c.GetID()}, seg.GetID()))
     return cases
@@ -172,7 +164,7 @@ def test_bad_scene_data_sets_name_the_case():
     no_seg = logic.SceneCase(no_seg.name, no_seg.volumes, None)
     odd_seg = add_segmentation(scene, "odd", scene.GetNodeByID(odd.volumes["flair"]), {"Tumour blob": _label() > 0})
     odd = logic.SceneCase(odd.name, odd.volumes, odd_seg.GetID())
-    far_t1c = add_volume(scene, "P3 T1 POST GAD", np.ones(SHAPE), origin=(900.0, 0, 0))
+    far_t1c = scene_volume(scene, "P3 T1 POST GAD", np.ones(SHAPE), origin=(900.0, 0, 0))
     apart = logic.SceneCase("P3", {"flair": good.volumes["flair"], "t1c": far_t1c.GetID()}, good.segmentationID)
     with pytest.raises(ConfigError) as info:
         logic.checkSceneCases(scene, [good, no_seg, odd, apart], ("flair", "t1c"), get_scheme("msd_task01"))
@@ -196,8 +188,8 @@ def test_scene_cases_are_guessed_per_segmentation():
     scene = slicer.vtkMRMLScene()
     rng = np.random.default_rng(2)
     for k, origin in enumerate((0.0, 500.0)):
-        flair = add_volume(scene, f"P{k} AX FLAIR", rng.normal(size=SHAPE), origin=(origin, 0, 0))
-        add_volume(scene, f"P{k} T1 POST GAD", rng.normal(size=SHAPE), origin=(origin, 0, 0))
+        flair = scene_volume(scene, f"P{k} AX FLAIR", rng.normal(size=SHAPE), origin=(origin, 0, 0))
+        scene_volume(scene, f"P{k} T1 POST GAD", rng.normal(size=SHAPE), origin=(origin, 0, 0))
         add_segmentation(scene, f"P{k} contours", flair, {"Edema": _label() == 2})
     cases = logic.guessSceneCases(scene, ("flair", "t1c"))
     assert [c.name for c in cases] == ["P0 contours", "P1 contours"]

@@ -25,8 +25,8 @@ from magms.data.cases import Case, case_from_folder, find_cases
 from magms.data.io import write_labelmap
 from magms.errors import ImageError
 from magms.inference import Segmentation, Segmenter
+from magms.inference.usecases import each_subset
 from magms.labels import LabelScheme
-from magms.modalities import subsets_of
 from magms.overlay import render_overlay
 
 __all__ = ["TRAIN_DATA", "UNLABELLED", "EVALUATION", "run_demo", "train_sample_model", "held_out_cases"]
@@ -121,8 +121,8 @@ def run_demo(
 
     for folder in sorted(p for p in (data / UNLABELLED).iterdir() if p.is_dir()):
         case = case_from_folder(folder, info.slots)
-        for subset in subsets_of(list(case.images)):
-            keep(case, segmenter.segment({s: case.images[s] for s in subset}))
+        for _, result in each_subset(segmenter, case.images):
+            keep(case, result)
     labelled = held_out_cases(data, info)
     if not labelled:
         emit("no labelled sample case the model was not trained on: no Dice table")

@@ -33,10 +33,10 @@ from magms.data.cases import Case
 from magms.data.io import read_labelmap, resample_like, same_grid
 from magms.errors import ConfigError
 from magms.inference import Segmentation, Segmenter
+from magms.inference.usecases import each_subset
 from magms.labels import LabelScheme, get_scheme, map_labels
 from magms.lesionwise import HD95_PENALTY_MM, LESION_VOLUME_THRESHOLD_MM3, LesionWiseScore, region_lesion_metrics
 from magms.metrics import case_metrics
-from magms.modalities import subsets_of
 
 __all__ = ["REPORT_FILES", "dice_table", "evaluate", "write_reports"]
 
@@ -114,15 +114,9 @@ def _evaluate_case(
     """Rows of one case: each subset it has, segmented and measured on the truth's grid."""
     truth_arr = sitk.GetArrayViewFromImage(truth)
     spacing = truth.GetSpacing()[::-1]  # array axes are (z, y, x)
-    available = [s for s in segmenter.slots if s in case.images]
-    # in the model's slot order, so a subset has one name however it was asked for
-    todo = [tuple(s for s in segmenter.slots if s in subset) for subset in subsets] if subsets else subsets_of(available)
+    announce = (lambda name: progress(f"{case.name}: {name}")) if progress is not None else None
     rows: list[dict[str, object]] = []
-    for subset in (s for s in todo if set(s) <= set(available)):
-        name = "+".join(subset)
-        if progress is not None:
-            progress(f"{case.name}: {name}")
-        result = segmenter.segment({s: case.images[s] for s in subset})
+    for name, result in each_subset(segmenter, case.images, subsets, announce):
         if on_result is not None:
             on_result(case, result)
         pred = sitk.GetImageFromArray(result.labels)

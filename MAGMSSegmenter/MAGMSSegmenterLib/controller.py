@@ -13,9 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import slicer
-import vtk
-
 from magms.builtin import BuiltinModel, builtin_model
 from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import MAGMSError
@@ -26,21 +23,20 @@ from MAGMSCommonLib.devicelist import KNOWN_WITHOUT_ASKING, DeviceQuery, showDev
 from MAGMSCommonLib.parameters import Parameters
 from MAGMSCommonLib.volumes import VolumeGuess, guessMapping, scalarVolumes, seriesDescriptionAttribute
 
+from .exportcontroller import ExportController, PipGuard
 from .logic import (
-    EXPORT_FORMATS,
     ExportJob,
     InstanceFiles,
     InstancePositions,
     SegmentationJob,
     describeBundle,
-    exportProblem,
     noDicomDatabase,
     readSlotMapping,
     volumeSkullCheck,
     writeSlotMapping,
 )
 
-__all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "ENGINE_ITEMS", "PRECISION_ITEMS", "EXPORT_FORMAT_ITEMS"]
+__all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "ENGINE_ITEMS", "PRECISION_ITEMS"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +51,6 @@ DEFAULTS = {"bundlePath": "", "device": "auto", "engine": "auto", "precision": "
 ENGINE_ITEMS = (("auto", "auto: OpenVINO on the CPU when installed, else PyTorch"), ("eager", "PyTorch (the reference)"),
                 ("openvino", "OpenVINO (CPU)"), ("onnxruntime", "ONNX Runtime (CPU)"))
 PRECISION_ITEMS = (("auto", "auto: bfloat16 in OpenVINO where the CPU has it"), ("fp32", "float32 (the reference)"))
-#: The export format choice as the panel lists it.
-EXPORT_FORMAT_ITEMS = (("both", "RT Structure Set and DICOM SEG"), ("rtstruct", "RT Structure Set (RTSTRUCT)"),
-                       ("seg", "DICOM Segmentation (SEG)"))
-#: The segmentation to export, a node reference of the parameter node (saved with the scene).
-EXPORT_REFERENCE_ROLE = "MAGMS.exportSegmentation"
 NO_BUNDLE = ("", ".")  # what an empty path field may hold
 LOCAL = "local:"
 
@@ -115,12 +106,10 @@ class SegmenterController:
                  newExportJob: Callable[[], ExportJob] | None = None, dicomFiles: InstanceFiles = noDicomDatabase,
                  dicomPositions: InstancePositions = noDicomDatabase) -> None:
         self.scene, self.view, self.newJob = scene, view, newJob
-        self.newExportJob = newExportJob or (lambda: ExportJob(scene))
-        self.dicomFiles, self.dicomPositions = dicomFiles, dicomPositions
-        self.exportJob: ExportJob | None = None
-        self._observed: list[tuple] = []  # (node, observer tag): the export's segmentation and its reference volume
         self._skullChecks: dict[str, tuple] = {}  # node ID -> (image modification time, SkullCheck): computed once per content
-        self._installing = False  # pip is running (it runs Qt's event loop): Apply and Export wait
+        self.pip = PipGuard()  # pip is running (it runs Qt's event loop): Apply and Export wait
+        #: the Export to DICOM section
+        self.export = ExportController(scene, view, lambda: (self.folder, self.info), self.pip, newExportJob, dicomFiles, dicomPositions)
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
         self.folder: Path | None = None  # the chosen bundle's folder, once it reads
@@ -144,10 +133,8 @@ class SegmenterController:
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self._showEngine()
         self.view.showDevices(self.devices, self.parameters.get("device"))
-        self.view.showExportSettings(EXPORT_FORMAT_ITEMS, self.exportFormat(), self.parameters.get("exportFolder"))
-        self.view.showExportSegmentation(parameterNode.GetNodeReferenceID(EXPORT_REFERENCE_ROLE) or "")
         self.info = None
-        self._observeExport()
+        self.export.setParameterNode(self.parameters)
         self._updatePreprocess()
         self.chooseBundle(self.parameters.get("bundlePath") or self.defaultChoice(), force=True)
 
@@ -157,22 +144,20 @@ class SegmenterController:
         self.showModels()
         if self.deviceQuery is not None:
             self.deviceQuery.startOnce()
-        self._observeExport()
-        self._updateExport()
+        self.export.enter()
 
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
         self.cancel()
-        self.cancelExport()
-        self._unobserveExport()
+        self.export.close()
+        self.export.setParameterNode(None)
         self._skullChecks = {}
         self.parameters, self.info, self.folder, self.mapping, self._seenVolumes = None, None, None, {}, None
 
     def cleanup(self) -> None:
         """The module is closed or Slicer exits: end any child process tree."""
         self.cancel()
-        self.cancelExport()
-        self._unobserveExport()
+        self.export.close()
         if self.deviceQuery is not None:
             self.deviceQuery.cancel()
 
@@ -213,7 +198,7 @@ class SegmenterController:
         if not path:
             self.view.showBundle(path, "Choose a model bundle: its slots, labels and validation table show here.", ())
             self._updateApply()
-            self._updateExport()
+            self.export.update()
             return
         try:
             # a built-in model's weights are checked against the sha256 its index records
@@ -222,11 +207,11 @@ class SegmenterController:
         except MAGMSError as err:
             self.view.showBundle("" if path.startswith(models.BUILTIN_PREFIX) else path, str(err), ())
             self._updateApply()
-            self._updateExport()
+            self.export.update()
             return
         self.folder = folder
         self.view.showBundle(str(folder), describeBundle(self.info), self.info.slots)
-        self._updateExport()
+        self.export.update()
         saved = readSlotMapping(self.parameters.node, self.info.slots)
         if any(saved.values()):
             self._seenVolumes = self._volumeIDs()
@@ -421,7 +406,7 @@ class SegmenterController:
         return self.job is not None and self.job.running
 
     def _updateApply(self) -> None:
-        if self._installing:  # pip runs Qt's event loop: a slot change meanwhile must not re-enable Apply
+        if self.pip.active:  # pip runs Qt's event loop: a slot change meanwhile must not re-enable Apply
             self.view.showApply("Installing packages...", False)
             return
         mapped = any(self.mapping.values())
@@ -438,15 +423,15 @@ class SegmenterController:
         if self.running:
             self.cancel()
             return
-        if self.info is None or self.parameters is None or self._installing:
+        if self.info is None or self.parameters is None or self.pip.active:
             return
         # pip runs Qt's event loop: a second click must not start anything meanwhile
         self.view.showApply("Installing packages...", False)
-        self._installing = True
+        self.pip.active = True
         try:
             ready = ensureDependencies(self.needsBrainExtraction(), self.engineChoice("cpu").engine)
         finally:
-            self._installing = False
+            self.pip.active = False
             self._updateApply()
         if not ready or self.parameters is None:
             return
@@ -486,8 +471,7 @@ class SegmenterController:
             self.job.poll()
             if self.job.running:
                 self.view.showStatus(f"{self.statusText} ({time.monotonic() - self.started:.0f} s)")
-        if self.exportJob is not None:
-            self.exportJob.poll()
+        self.export.poll()
 
     def _onProgress(self, fraction: float, text: str) -> None:
         self.view.showProgress(fraction)
@@ -511,7 +495,7 @@ class SegmenterController:
         self._showEngine()
         self.view.showResult(nodes)
         if nodes:  # the fullest segmentation is the one to export
-            self.setExportSegmentation(nodes[-1].GetID())
+            self.export.setExportSegmentation(nodes[-1].GetID())
             self.view.showExportSegmentation(nodes[-1].GetID())
 
     def _onFailed(self, message: str) -> None:
@@ -522,154 +506,3 @@ class SegmenterController:
     def _onCancelled(self) -> None:
         self.view.showProgress(0.0)
         self._end("Cancelled; nothing was changed")
-
-    # --- export to DICOM -------------------------------------------------------------------
-
-    @property
-    def exporting(self) -> bool:
-        return self.exportJob is not None and self.exportJob.running
-
-    def exportSegmentation(self):
-        """The segmentation node chosen for export (None: none, or it left the scene)."""
-        if self.parameters is None:
-            return None
-        node = self.parameters.node.GetNodeReference(EXPORT_REFERENCE_ROLE)
-        return node if node is not None and node.IsA("vtkMRMLSegmentationNode") else None
-
-    def setExportSegmentation(self, nodeID: str | None) -> None:
-        """The user chose the segmentation to export (or a run made one)."""
-        if self.parameters is not None:
-            self.parameters.node.SetNodeReferenceID(EXPORT_REFERENCE_ROLE, nodeID or None)
-        self._observeExport()
-        self._updateExport()
-
-    def setExportFormat(self, key: str) -> None:
-        if self.parameters is not None and key in EXPORT_FORMATS:
-            self.parameters.set("exportFormat", key)
-        self._updateExport()
-
-    def exportFormat(self) -> str:
-        """The chosen key of :data:`~.logic.EXPORT_FORMATS`; ``both`` for a value no version of the panel wrote."""
-        key = self.parameters.get("exportFormat") if self.parameters is not None else "both"
-        return key if key in EXPORT_FORMATS else "both"
-
-    # The export's hint and button follow the segmentation and its reference volume: a new reference,
-    # a transform, a volume reloaded with other attributes change whether it can be exported.
-    _EXPORT_EVENTS = (vtk.vtkCommand.ModifiedEvent, slicer.vtkMRMLNode.ReferenceAddedEvent, slicer.vtkMRMLNode.ReferenceModifiedEvent,
-                      slicer.vtkMRMLNode.ReferenceRemovedEvent, slicer.vtkMRMLTransformableNode.TransformModifiedEvent)
-
-    def _exportNodes(self) -> list:
-        node = self.exportSegmentation()
-        if node is None:
-            return []
-        reference = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
-        return [node] + ([reference] if reference is not None else [])
-
-    def _observeExport(self) -> None:
-        self._unobserveExport()
-        for node in self._exportNodes():
-            for event in self._EXPORT_EVENTS:
-                self._observed.append((node, node.AddObserver(event, self._onExportNodeChanged)))
-
-    def _unobserveExport(self) -> None:
-        for node, tag in self._observed:
-            node.RemoveObserver(tag)
-        self._observed = []
-
-    def _onExportNodeChanged(self, caller, event) -> None:
-        observed = list(dict.fromkeys(node.GetID() for node, _ in self._observed))
-        if [node.GetID() for node in self._exportNodes()] != observed:  # another reference volume: follow it
-            self._observeExport()
-        self._updateExport()
-
-    def setExportFolder(self, path: str) -> None:
-        if self.parameters is not None:
-            self.parameters.set("exportFolder", "" if path in NO_BUNDLE else str(path))
-        self._updateExport()
-
-    def exportProblem(self) -> str:
-        """Why Export cannot run now ("" when it can)."""
-        if self.parameters is None:
-            return "No scene."
-        problem = exportProblem(self.exportSegmentation())
-        if problem:
-            return problem
-        if self.info is None:
-            return "Choose the model whose labels the segmentation has (Model, above)."
-        if not self.parameters.get("exportFolder"):
-            return "Choose a folder for the DICOM files."
-        return ""
-
-    def _updateExport(self) -> None:
-        if self._installing:  # an observed node changed while pip ran: the button stays off
-            return
-        if self.exporting:
-            self.view.showExport("Cancel export", True, "Exporting...")
-            return
-        problem = self.exportProblem()
-        if problem:
-            self.view.showExport("Export to DICOM", False, problem)
-            return
-        kinds = EXPORT_FORMATS[self.exportFormat()]
-        names = {"rtstruct": "an RT Structure Set", "seg": "a DICOM SEG"}
-        self.view.showExport("Export to DICOM", True, f"Writes {' and '.join(names[k] for k in kinds)} of "
-                             f"'{self.exportSegmentation().GetName()}' into {self.parameters.get('exportFolder')}, "
-                             "referencing the DICOM series of its reference volume.")
-
-    def exportOrCancel(self, ensureDependencies: Callable[[Sequence[str]], bool] = lambda kinds=(): True) -> None:
-        """Export starts a DICOM export of the chosen segmentation; while one runs, the button cancels it.
-
-        Args:
-            ensureDependencies: asks for and installs what writing the given kinds (``rtstruct``,
-                ``seg``) lacks (pydicom, and rt-utils or highdicom); False stops here.
-        """
-        if self.exporting:
-            self.cancelExport()
-            return
-        if self._installing:
-            return
-        problem = self.exportProblem()
-        if problem:
-            self.view.showError(f"Cannot export: {problem}")
-            return
-        # pip runs Qt's event loop: a second click must not start a second export meanwhile
-        self.view.showExport("Installing packages...", False, "Installing the Python packages the export needs...")
-        self._installing = True
-        try:
-            ready = ensureDependencies(EXPORT_FORMATS[self.exportFormat()])
-        finally:
-            self._installing = False
-            self._updateExport()
-        if not ready or self.exportProblem():
-            return
-        self.exportJob = self.newExportJob()
-        self.exportJob.finished.connect(self._onExported)
-        self.exportJob.failed.connect(self._onExportFailed)
-        self.exportJob.cancelled.connect(self._onExportCancelled)
-        try:
-            self.exportJob.start(self.exportSegmentation(), self.folder, self.parameters.get("exportFolder"),
-                                 self.exportFormat(), self.dicomFiles, positions=self.dicomPositions)
-        except Exception as err:  # noqa: BLE001 - shown, not raised into a Qt slot (OSError: no Python to run)
-            if not isinstance(err, MAGMSError):
-                logger.exception("the export could not start")
-            self.view.showError(f"Cannot export: {err}")
-        else:
-            self.view.showStatus(f"Exporting '{self.exportSegmentation().GetName()}' to DICOM...")
-        self._updateExport()
-
-    def cancelExport(self) -> None:
-        if self.exporting:
-            self.exportJob.cancel()
-
-    def _onExported(self, paths: list) -> None:
-        self.view.showStatus("Exported to DICOM: " + ", ".join(str(p) for p in paths))
-        self._updateExport()
-
-    def _onExportFailed(self, message: str) -> None:
-        self.view.showStatus("Export to DICOM failed; nothing was written")
-        self.view.showError(f"Export to DICOM failed: {message}")
-        self._updateExport()
-
-    def _onExportCancelled(self) -> None:
-        self.view.showStatus("Export cancelled; nothing was written")
-        self._updateExport()

@@ -12,7 +12,7 @@ import collections
 import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Say", "COMPARED_SUFFIX", "BATCH_CASES_IN_FLIGHT", "CaseOutputs", "dicom_requests", "prepare_case", "compared_names",
-    "segment_compared", "write_case", "write_dicom", "write_review", "segment_batch",
+    "segment_compared", "each_subset", "write_case", "write_dicom", "write_review", "segment_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,23 @@ def segment_compared(segmenter: Segmenter, images: Mapping[str, Any], compare: s
         return result, {"+".join(result.present): result, **{flip_name(flip, orientation): out for flip, out in flips.items()}}
     result = segmenter.segment(images, probabilities=probabilities, progress=progress)
     return result, {"+".join(result.present): result}
+
+
+def each_subset(segmenter: Segmenter, images: Mapping[str, Any], subsets: Sequence[Sequence[str]] | None = None,
+                announce: Callable[[str], None] | None = None) -> Iterator[tuple[str, Segmentation]]:
+    """Segment a case from each subset of its images, one at a time: every non-empty subset of the model's slots
+    it has (smallest first), or those of ``subsets`` it has; each named as its slots in the model's order
+    (``flair+t1c``), ``announce(name)`` called before it runs. The demo and ``magms evaluate`` go through this."""
+    from magms.modalities import subsets_of
+
+    available = [s for s in segmenter.slots if s in images]
+    # in the model's slot order, so a subset has one name however it was asked for
+    todo = [tuple(s for s in segmenter.slots if s in subset) for subset in subsets] if subsets else subsets_of(available)
+    for subset in (s for s in todo if set(s) <= set(available)):
+        name = "+".join(subset)
+        if announce is not None:
+            announce(name)
+        yield name, segmenter.segment({s: images[s] for s in subset})
 
 
 def write_case(segmenter: Segmenter, prepared: PreparedInputs, result: Segmentation, series: DicomSeries | None,

@@ -349,3 +349,26 @@ def test_fast_requirements_match_the_fast_extra_and_are_in_the_test_extra():
     assert set(extras["fast"]) <= set(extras["test"])
     assert {"openvino", "onnxruntime", "onnx"} <= set(installed_versions())  # magms devices reports them
     assert FAST_EXTRA == "pip install 'magms-slicer[fast]'"
+
+
+def test_precision_fp32_is_float32_on_every_engine_eager_on_cuda_included(monkeypatch, tmp_path):
+    """One concept, one flag: --precision fp32 turns off the eager engine's autocast as --no-amp does; the ran line
+    says what ran (eager under autocast is 'amp', not plain 'eager')."""
+    import magms.inference
+
+    made = []
+
+    class Recording:
+        def __init__(self, model, device="auto", sw_batch_size=2, amp=True, **kwargs):
+            made.append(amp)
+            raise SystemExit(0)
+
+    monkeypatch.setattr(magms.inference, "Segmenter", Recording)
+    from magms.cli import _segmenter
+    from magms.commands import SegmentOptions
+
+    for precision, no_amp, expected in (("auto", False, True), ("fp32", False, False), ("auto", True, False)):
+        options = SegmentOptions(precision=precision, amp=not no_amp, device="cuda")
+        with pytest.raises(SystemExit):
+            _segmenter(options, open_model(random_unet_bundle(tmp_path / f"b{len(made)}")))
+        assert made[-1] is expected, (precision, no_amp)

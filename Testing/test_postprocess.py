@@ -15,8 +15,8 @@ from magms.commands import SegmentOptions
 from magms.config import PostprocessConfig, PreprocessConfig, SizeRule
 from magms.errors import BundleError, ConfigError
 from magms.inference import Segmenter
+from magms.inference.postprocess import apply_size_rules, as_requested, flip_averaged, flip_combinations
 from magms.labels import get_scheme
-from magms.postprocess import apply_size_rules, as_requested, flip_averaged, flip_combinations
 
 BRATS = get_scheme("brats2021")  # 0 background, 1 necrotic core, 2 oedema, 4 enhancing
 

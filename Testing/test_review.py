@@ -15,8 +15,8 @@ from conftest import DATA, needs_data, random_unet_bundle
 from magms.cli import main
 from magms.commands import SegmentOptions
 from magms.inference import Segmenter
+from magms.inference.postprocess import flip_name
 from magms.labels import get_scheme
-from magms.postprocess import flip_name
 from magms.review import dice_to_fullest, disagreement_map, structure_volumes
 
 SCHEME = get_scheme("brats2021")  # values 0, 1, 2, 4; regions WT {1, 2, 4}, TC {1, 4}, ET {4}

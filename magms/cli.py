@@ -113,11 +113,11 @@ def _open_model(options: SegmentOptions | EvaluateOptions | ExportOptions) -> Op
 
 def _segmenter(options: SegmentOptions | EvaluateOptions, model: OpenedModel):
     from magms.inference import Segmenter
-    from magms.postprocess import as_requested
+    from magms.inference.postprocess import as_requested
 
     recorded = model.info.postprocessing
-    segmenter = Segmenter(
-        model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp,
+    segmenter = Segmenter(  # one concept, precision: fp32 is float32 on every engine, eager on CUDA included
+        model, device=options.device, sw_batch_size=options.sw_batch_size, amp=options.amp and options.precision != "fp32",
         postprocessing=as_requested(recorded, postprocess=options.postprocess, tta=options.tta),
         engine=options.engine, precision=options.precision,
     )

@@ -55,7 +55,7 @@ class InferenceOptions(Options):
 
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     sw_batch_size: int = option(2, "sliding windows per network run (OpenVINO makes two runs at once)", minimum=1)
-    amp: bool = option(True, "full precision on CUDA (default: mixed precision)")
+    amp: bool = option(True, "full precision on CUDA (default: mixed precision); the same as --precision fp32 for the eager engine")
     postprocess: bool = option(True, "the network's labels as they are: none of the bundle's size rules or flip test-time augmentation")
     tta: bool = option(False, "flip test-time augmentation over all three axes (8 network runs per window), whatever the bundle records")
     engine: str = option(
@@ -64,8 +64,9 @@ class InferenceOptions(Options):
         "else eager", choices=ENGINES,
     )
     precision: str = option(
-        "auto", "the exported engines' arithmetic: fp32, or auto (the engine's choice: bfloat16 in OpenVINO on CPUs with "
-        "bf16 instructions, float32 elsewhere and in ONNX Runtime; measured Dice unchanged)", choices=PRECISIONS,
+        "auto", "the network's arithmetic on every engine: fp32 (the reference: float32, also eager on CUDA), or auto (the "
+        "engine's choice: mixed precision for eager on CUDA, bfloat16 in OpenVINO on CPUs with bf16 instructions, float32 "
+        "elsewhere and in ONNX Runtime; measured Dice unchanged)", choices=PRECISIONS,
     )
 
 

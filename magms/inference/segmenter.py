@@ -17,7 +17,7 @@ The steps, each of which can refuse its input with a message naming the file or 
    is averaged over its flips.
 4. **Output.** The probabilities of the box are resampled back onto the reference input's own
    grid (linearly, as MONAI's inverse does), followed by an argmax, the bundle's label values and
-   its size rules (:mod:`magms.postprocess`).
+   its size rules (:mod:`magms.inference.postprocess`).
 
 Nothing here imports torch or MONAI: a run on exported graphs that are already cached starts in
 a fraction of a second (``Testing/test_engines.py`` keeps it so); the eager engine imports torch
@@ -48,9 +48,9 @@ from magms.data.inputs import PreparedInputs, prepare_inputs
 from magms.data.preprocessing import foreground_box, foreground_mask, normalize
 from magms.devices import device_name
 from magms.errors import ConfigError
+from magms.inference.postprocess import ALL_FLIPS, apply_size_rules, flip_combinations, flips_averaged
 from magms.inference.predictors import WindowPredictor, make_predictor
 from magms.modalities import subsets_of
-from magms.postprocess import ALL_FLIPS, apply_size_rules, flip_combinations, flips_averaged
 from magms.protocol import EngineRan
 from magms.windows import sliding_window, window_count
 
@@ -229,7 +229,7 @@ class Segmenter:
         progress: ProgressCallback | None = None,
     ) -> tuple[Segmentation, dict[Flip, Segmentation]]:
         """Segment one case as :meth:`segment` does, and from each of the 8 flips of its windows
-        alone (:func:`~magms.postprocess.flip_combinations` of all three axes of the working grid),
+        alone (:func:`~magms.inference.postprocess.flip_combinations` of all three axes of the working grid),
         its inputs read and prepared once: a measure of the model's doubt when the case has one input.
 
         Without flip test-time augmentation in :attr:`postprocessing`, the first result is the

@@ -92,8 +92,8 @@ def prepare_case(inputs: Mapping[str, Any], slots: Sequence[str], dicom: Sequenc
 
 def compared_names(compare: str, info: BundleInfo, inputs: Mapping[str, Any]) -> list[str]:
     """The names of the outputs ``compare`` (``subsets``, ``flips``) compares with the fullest one, as the review names them."""
+    from magms.inference.postprocess import ALL_FLIPS, flip_combinations, flip_name
     from magms.modalities import subsets_of
-    from magms.postprocess import ALL_FLIPS, flip_combinations, flip_name
 
     if compare == "subsets":
         return ["+".join(subset) for subset in subsets_of([s for s in info.slots if s in inputs])[:-1]]
@@ -106,7 +106,7 @@ def segment_compared(segmenter: Segmenter, images: Mapping[str, Any], compare: s
                      progress: Callable[[int, int], None] | None = None) -> tuple[Segmentation, dict[str, Segmentation]]:
     """The case's segmentation, and the outputs the review compares (by name, the segmentation's first;
     just the segmentation when ``compare`` is ``none``), from one preparation of the inputs."""
-    from magms.postprocess import flip_name
+    from magms.inference.postprocess import flip_name
 
     if compare == "subsets":
         if len(images) < 2:

@@ -1,4 +1,4 @@
-"""Label schemes: labels, evaluation regions, the scheme that holds them, and maps between schemes.
+"""Label schemes: labels, evaluation regions, and the scheme that holds them (maps between registered schemes: :mod:`magms.labels.mapping`).
 
 A :class:`Label` names the semantic *components* it covers (``necrotic_core`` has parts
 ``necrosis`` and ``non_enhancing``); maps between schemes (:func:`label_map`), region masks and

@@ -420,3 +420,25 @@ def test_review_hidden_volumes_and_magms_maps_are_neither_guessed_nor_taken():
     assert volumes.guessMapping(scene, ("flair", "t1c"))[0] == {"flair": None, "t1c": None}
     with pytest.raises(Exception, match="'T1 POST GAD disagreement' is a disagreement map MAGMS made"):
         volumes.checkMapping(scene, {"t1c": disagreement.GetID()}, ("flair", "t1c"))
+
+
+def test_the_panel_reads_magms_json_once_and_apply_passes_what_it_read(tmp_path, monkeypatch):
+    """The bundle path in Slicer (#29): the model is read when chosen, and Apply hands that info to the job
+    instead of reading magms.json again; the child then opens the bundle once (test_builtin counts that)."""
+    import pathlib
+
+    from magms.bundle import METADATA_FILE
+
+    bundle = _tiny_bundle(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    scene_volume(scene, "AX FLAIR", np.zeros(SHAPE))
+    reads = []
+    read_text = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text", lambda path, *a, **k: reads.append(path.name) or read_text(path, *a, **k))
+    job = segmenter.SegmentationJob(scene, python="python", runner=FakeRunner())
+    controller, _ = _segmenter(scene, bundle, newJob=lambda: job)
+    assert reads.count(METADATA_FILE) == 1  # on choosing the model
+    controller.applyOrCancel()
+    assert job.running and reads.count(METADATA_FILE) == 1
+    job.cancel()
+    job._onRunFinished(RunState.CANCELLED, "")

@@ -451,7 +451,8 @@ class SegmenterController:
         self.started = time.monotonic()
         try:
             self.job.start(self.mapping, self.folder, engineChoice=choice,
-                           subsets="all" if compare else None, modelName=self.folder.name, preprocess=self.preprocess)
+                           subsets="all" if compare else None, modelName=self.folder.name, preprocess=self.preprocess,
+                           info=self.info)
         except Exception as err:  # noqa: BLE001 - shown, not raised into a Qt slot (OSError: no Python to run)
             if not isinstance(err, MAGMSError):
                 logger.exception("the segmentation could not start")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import slicer
 
-from magms.bundle import read_bundle_info
+from magms.bundle import BundleInfo, read_bundle_info
 from magms.errors import ConfigError
 from magms.modalities import subsets_of
 from magms.protocol import PREPROCESS_MODES, EngineChoice
@@ -134,6 +134,7 @@ class SegmentationJob(FolderJob):
         subsets: Sequence[Sequence[str]] | str | None = None,
         modelName: str | None = None,
         preprocess: str = "none",
+        info: BundleInfo | None = None,
     ) -> None:
         """Check, write the inputs and start the first run.
 
@@ -148,6 +149,8 @@ class SegmentationJob(FolderJob):
             preprocess: ``magms segment --preprocess``: ``none`` (the images are skull-stripped and
                 aligned already) or ``auto`` (register the volumes on other grids, extract the brain
                 when none looks skull-stripped), or another of :data:`~magms.protocol.PREPROCESS_MODES`.
+            info: the bundle's info when the caller has read it already (the panel, on choosing the model);
+                otherwise it is read here.
         Raises:
             BundleError, ConfigError: a bad bundle or mapping (nothing is started or written).
             OSError: the child process cannot be started (nothing is left behind).
@@ -158,7 +161,7 @@ class SegmentationJob(FolderJob):
         if preprocess not in PREPROCESS_MODES:
             raise ValueError(f"preprocess: expected one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
         self.bundle = Path(bundle)
-        self.info = read_bundle_info(self.bundle)
+        self.info = info if info is not None else read_bundle_info(self.bundle)
         pairs = checkMapping(self.scene, mapping, self.info.slots)
         queue = _runs(tuple(slot for slot, _ in pairs), subsets)
         self.nodes = dict(pairs)

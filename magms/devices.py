@@ -15,14 +15,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from magms.errors import ConfigError
+from magms.protocol import EXPORTED_ENGINES
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "REQUIREMENTS", "DICOM_REQUIREMENTS", "DICOM_MODULES_BY_KIND", "BRAIN_REQUIREMENTS", "FAST_REQUIREMENTS", "AUTO_ENGINE_REQUIREMENTS",
-    "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements", "distribution_version",
-    "installed_versions", "Device", "describe_devices", "resolve_device", "cuda_may_be_present", "device_name",
+    "engine_requirements", "dicom_requirements", "Requirement", "satisfies", "RequirementState", "unmet_requirements",
+    "distribution_version", "installed_versions", "Device", "describe_devices", "resolve_device", "cuda_may_be_present",
+    "device_name",
 ]
 
 
@@ -96,7 +98,13 @@ FAST_REQUIREMENTS = (
 # exist for every platform and Python Slicer runs (Linux, Windows, macOS x86-64 and arm64; 3.9 to 3.12), so
 # ``pip install magms-slicer`` installs them (pyproject.toml's dependencies end with them); inside Slicer the
 # Segmenter offers them on a computer without a CUDA GPU (180 MB installed, no use on a GPU).
-AUTO_ENGINE_REQUIREMENTS = tuple(r for r in FAST_REQUIREMENTS if r.module in ("openvino", "onnx"))
+def engine_requirements(engine: str) -> tuple[Requirement, ...]:
+    """What an exported engine needs beyond the core: its runtime, and onnx to export the graphs once per model;
+    eager and auto nothing (auto falls back to PyTorch)."""
+    return tuple(r for r in FAST_REQUIREMENTS if r.module in (engine, "onnx")) if engine in EXPORTED_ENGINES else ()
+
+
+AUTO_ENGINE_REQUIREMENTS = engine_requirements("openvino")
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -45,15 +45,14 @@ from collections.abc import Callable, Mapping, Sequence
 from magms.devices import (
     AUTO_ENGINE_REQUIREMENTS,
     BRAIN_REQUIREMENTS,
-    FAST_REQUIREMENTS,
     RequirementState,
     cuda_may_be_present,
     dicom_requirements,
     distribution_version,
+    engine_requirements,
     unmet_requirements,
 )
 from magms.errors import ConfigError
-from magms.protocol import EXPORTED_ENGINES
 
 __all__ = ["unmet", "describeUnmet", "pyTorchExtensionPresent", "installInSlicer", "ensureInSlicer", "KEPT",
            "installedVersions", "keptConstraints", "unmetBrain", "unmetDicom", "describeUnmetDicom", "ensureDicomInSlicer",
@@ -279,10 +278,8 @@ def offerFast(
     return installInSlicer(states, pipInstall=pipInstall, versions=versions)
 
 
-def engineRequirements(engine: str) -> tuple:
-    """What an engine named in the panel needs beyond the core: the exported engines their runtime and onnx
-    (which exports the graphs once per model); eager and auto nothing (auto falls back to PyTorch)."""
-    return tuple(r for r in FAST_REQUIREMENTS if r.module in (engine, "onnx")) if engine in EXPORTED_ENGINES else ()
+#: What an engine named in the panel needs beyond the core (:func:`magms.devices.engine_requirements`).
+engineRequirements = engine_requirements
 
 
 def describeUnmetEngine(engine: str, states: Sequence[RequirementState]) -> str:

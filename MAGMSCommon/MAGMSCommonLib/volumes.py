@@ -144,8 +144,9 @@ def _volumeProblem(node, slot: str, modelSlots: Sequence[str]) -> str | None:
         return f"volume '{name}' is mapped to slot {slot}, which the model does not have (its slots: {', '.join(modelSlots)})"
     if node.GetImageData() is None:
         return f"volume '{name}' has no image data"
-    if notAnImage(node):
-        return notAnImage(node)
+    problem = notAnImage(node)
+    if problem:
+        return problem
     if node.GetParentTransformNode() is not None:
         return f"volume '{name}' is under transform '{node.GetParentTransformNode().GetName()}': harden or remove it first"
     return None

@@ -315,18 +315,20 @@ class SegmenterController:
     def _showEngine(self) -> None:
         if self.parameters is None:
             return
-        choice = self.engineChoice(self.parameters.get("device"))
+        engine, precision = self._engineSettings()
         ran = getattr(self.job, "ran", None)
-        self.view.showEngine(ENGINE_ITEMS, choice.engine, PRECISION_ITEMS, choice.precision,
-                             f"Last run: {ran.describe()}" if ran is not None else "")
+        self.view.showEngine(ENGINE_ITEMS, engine, PRECISION_ITEMS, precision, f"Last run: {ran.describe()}" if ran is not None else "")
 
-    def engineChoice(self, device: str) -> EngineChoice:
-        """The record passed to ``magms segment``: ``device`` with the panel's engine and precision (``auto`` for
-        a value no version of the panel wrote). OpenVINO and ONNX Runtime run on the CPU, so they take it."""
+    def _engineSettings(self) -> tuple[str, str]:
+        """The panel's engine and precision (``auto`` for a value no version of the panel wrote)."""
         engine = self.parameters.get("engine") if self.parameters is not None else "auto"
         precision = self.parameters.get("precision") if self.parameters is not None else "auto"
-        engine = engine if engine in dict(ENGINE_ITEMS) else "auto"
-        precision = precision if precision in dict(PRECISION_ITEMS) else "auto"
+        return (engine if engine in dict(ENGINE_ITEMS) else "auto", precision if precision in dict(PRECISION_ITEMS) else "auto")
+
+    def engineChoice(self, device: str) -> EngineChoice:
+        """The record passed to ``magms segment``: ``device`` with the panel's engine and precision. OpenVINO and
+        ONNX Runtime run on the CPU, so they take it."""
+        engine, precision = self._engineSettings()
         return EngineChoice(device="cpu" if engine in EXPORTED_ENGINES else device, engine=engine, precision=precision)
 
     def setCompareSubsets(self, on: bool) -> None:
@@ -429,7 +431,7 @@ class SegmenterController:
         self.view.showApply("Installing packages...", False)
         self.pip.active = True
         try:
-            ready = ensureDependencies(self.needsBrainExtraction(), self.engineChoice("cpu").engine)
+            ready = ensureDependencies(self.needsBrainExtraction(), self._engineSettings()[0])
         finally:
             self.pip.active = False
             self._updateApply()

@@ -802,3 +802,42 @@ def test_the_panel_shows_what_preprocess_auto_will_do_from_the_same_detection_as
     finally:
         module.volumeSkullCheck = original
     assert calls == [head]
+
+
+def test_when_either_install_ends_both_buttons_say_again_what_they_can_do(bundle, tmp_path):
+    """Second reading, finding 1: pip runs Qt's event loop, and only the section that installed refreshed its
+    button afterwards. An export that ended during Apply's install left "Cancel export" enabled (a click then
+    started a second export); Apply, turned off during Export's install, stayed off."""
+    scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
+    controller.mappingChanged({"flair": volume.GetID(), "t1c": None})
+    controller.export.exportOrCancel()
+    assert controller.export.exporting
+
+    def exportEndsWhileAppliesPipRuns(brain, engine):
+        jobs[-1].running = False
+        jobs[-1].finished.emit([tmp_path / "x.seg.dcm"])
+        return False
+
+    controller.applyOrCancel(exportEndsWhileAppliesPipRuns)
+    assert view.last("showExport")[:2] == ("Export to DICOM", True)
+
+    def segmenterTouchedWhileExportsPipRuns(kinds):
+        controller.mappingChanged({"flair": volume.GetID(), "t1c": None})  # Apply shows "Installing packages..."
+        return False
+
+    controller.export.exportOrCancel(segmenterTouchedWhileExportsPipRuns)
+    assert view.last("showApply") == ("Apply", True)
+
+
+def test_a_closed_panel_lets_go_of_the_parameter_node(bundle, tmp_path):
+    """Second reading, findings 3 and 4: after cleanup (module closed, or Reload in developer mode), an old
+    selector left alive must not write the shared parameter node; setParameterNode(None) reaches the export section."""
+    scene, volume, segmentation, view, controller, jobs = _export_controller(bundle, tmp_path)
+    node = controller.parameters.node
+    before = (node.GetNodeReferenceID("MAGMS.slot.flair"), node.GetNodeReferenceID("MAGMS.slot.t1c"))
+    controller.cleanup()
+    assert controller.parameters is None and controller.export.parameters is None
+    controller.mappingChanged({"flair": None, "t1c": volume.GetID()})
+    controller.export.setExportFolder(str(tmp_path / "elsewhere"))
+    assert (node.GetNodeReferenceID("MAGMS.slot.flair"), node.GetNodeReferenceID("MAGMS.slot.t1c")) == before
+    assert node.GetParameter("exportFolder") == str(tmp_path)

@@ -354,6 +354,8 @@ def test_review_an_engine_chosen_by_name_gets_its_packages_or_nothing_runs(monke
     assert [r.module for r in dependencies.engineRequirements("onnxruntime")] == ["onnxruntime", "onnx"]
     assert [r.module for r in dependencies.engineRequirements("openvino")] == ["openvino", "onnx"]
     assert dependencies.engineRequirements("auto") == () == dependencies.engineRequirements("eager")
+    testing = {"on": False}
+    monkeypatch.setattr(slicer, "app", type("App", (), {"testingEnabled": staticmethod(lambda: testing["on"])}), raising=False)
     monkeypatch.setattr(dependencies, "ensureInSlicer", lambda brain=False: True)
     monkeypatch.setattr(dependencies, "unmet_requirements", lambda wanted: [RequirementState(r, None) for r in wanted])
     installed, questions = [], []
@@ -363,6 +365,14 @@ def test_review_an_engine_chosen_by_name_gets_its_packages_or_nothing_runs(monke
     assert "onnxruntime" in questions[0] and "onnxruntime>=1.17" in questions[0]
     monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text: True, raising=False)
     assert dependencies.ensureForSegmentation(False, "onnxruntime") is True and installed == [["onnxruntime", "onnx"]]
+    # a package Slicer had loaded changed: the restart is offered and nothing starts (Apply again runs)
+    restarts = []
+    monkeypatch.setattr(dependencies, "installInSlicer", lambda states: True)
+    monkeypatch.setattr(dependencies, "_offerRestart", lambda: restarts.append(1))
+    assert dependencies.ensureForSegmentation(False, "onnxruntime") is False and restarts == [1]
+    # testing mode: nothing is asked or downloaded; the child says what is missing
+    testing["on"] = True
+    assert dependencies.ensureForSegmentation(False, "onnxruntime") is True and restarts == [1]
 
 
 def test_review_the_panel_asks_for_the_chosen_engines_packages(tmp_path):

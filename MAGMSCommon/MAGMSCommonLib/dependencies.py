@@ -297,7 +297,9 @@ def ensureForSegmentation(brain: bool = False, engine: str = "auto") -> bool:
     if not ensureInSlicer(brain):
         return False
     needed = unmet_requirements(engineRequirements(engine))
-    if needed:  # asked for by name: without them the child would refuse
+    # asked for by name: without them the child would refuse, saying so (as in testing mode, where a
+    # question answers itself and nothing may be downloaded)
+    if needed and not slicer.app.testingEnabled():
         if not slicer.util.confirmYesNoDisplay(describeUnmetEngine(engine, needed)):
             return False
         try:
@@ -305,8 +307,9 @@ def ensureForSegmentation(brain: bool = False, engine: str = "auto") -> bool:
         except Exception as err:  # noqa: BLE001 - shown to the user; nothing runs
             slicer.util.errorDisplay(f"The packages for {engine} could not be installed: {err}")
             return False
-        if restart:
+        if restart:  # as ensureInSlicer: nothing starts in a Slicer that may be restarting; Apply again runs
             _offerRestart()
+            return False
         return True
     if engine != "auto":
         return True

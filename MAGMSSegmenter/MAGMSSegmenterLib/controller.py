@@ -110,6 +110,7 @@ class SegmenterController:
         self.pip = PipGuard()  # pip is running (it runs Qt's event loop): Apply and Export wait
         #: the Export to DICOM section
         self.export = ExportController(scene, view, lambda: (self.folder, self.info), self.pip, newExportJob, dicomFiles, dicomPositions)
+        self.pip.refreshers.append(self._updateApply)
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
         self.folder: Path | None = None  # the chosen bundle's folder, once it reads
@@ -129,6 +130,7 @@ class SegmenterController:
         """Show the settings of ``parameterNode`` (None while the scene closes)."""
         self.parameters = Parameters(parameterNode, DEFAULTS) if parameterNode is not None else None
         if self.parameters is None:
+            self.export.setParameterNode(None)
             return
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self._showEngine()
@@ -155,9 +157,11 @@ class SegmenterController:
         self.parameters, self.info, self.folder, self.mapping, self._seenVolumes = None, None, None, {}, None
 
     def cleanup(self) -> None:
-        """The module is closed or Slicer exits: end any child process tree."""
+        """The module is closed or Slicer exits (or its file is reloaded): end any child process tree, and let go of the
+        parameter node, which a new panel takes over (an old selector left alive must not write to it)."""
         self.cancel()
         self.export.close()
+        self.setParameterNode(None)
         if self.deviceQuery is not None:
             self.deviceQuery.cancel()
 
@@ -433,8 +437,7 @@ class SegmenterController:
         try:
             ready = ensureDependencies(self.needsBrainExtraction(), self._engineSettings()[0])
         finally:
-            self.pip.active = False
-            self._updateApply()
+            self.pip.end()
         if not ready or self.parameters is None:
             return
         device = self.parameters.get("device")

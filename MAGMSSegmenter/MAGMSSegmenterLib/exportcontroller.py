@@ -33,10 +33,17 @@ NO_FOLDER = ("", ".")  # what an empty path field may hold
 
 class PipGuard:
     """Whether pip is running for either section: it runs Qt's event loop, so meanwhile no click may start
-    anything and no observed change may switch a button back on."""
+    anything and no observed change may switch a button back on. When it ends, every section says again
+    what its button can do (a run or an export may have ended meanwhile)."""
 
     def __init__(self) -> None:
         self.active = False
+        self.refreshers: list[Callable[[], None]] = []
+
+    def end(self) -> None:
+        self.active = False
+        for refresh in self.refreshers:
+            refresh()
 
 
 class ExportController:
@@ -66,6 +73,7 @@ class ExportController:
         self.parameters = None
         self.exportJob: ExportJob | None = None
         self._observed: list[tuple] = []  # (node, observer tag): the segmentation and its reference volume
+        pip.refreshers.append(self.update)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -208,8 +216,7 @@ class ExportController:
         try:
             ready = ensureDependencies(EXPORT_FORMATS[self.exportFormat()])
         finally:
-            self.pip.active = False
-            self.update()
+            self.pip.end()
         if not ready or self.exportProblem():
             return
         self._start()

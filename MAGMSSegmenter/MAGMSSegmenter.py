@@ -12,6 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
+import qt
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -117,6 +118,16 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
             "activated(int)", lambda i: self.controller.export.setExportFormat(self.ui.exportFormatComboBox.itemData(i)))
         self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.controller.export.setExportFolder(path))
         self.ui.exportButton.connect("clicked(bool)", lambda: self.controller.export.exportOrCancel(dependencies.ensureDicomInSlicer))
+        targets = self.controller.targets
+        self.ui.targetsSegmentationNodeComboBox.connect(
+            "currentNodeChanged(vtkMRMLNode*)", lambda node: targets.setSegmentation(node.GetID() if node else None))
+        self.ui.targetsProtocolComboBox.connect(
+            "activated(int)", lambda i: targets.setProtocol(self.ui.targetsProtocolComboBox.itemData(i)))
+        self.ui.targetsBrainNodeComboBox.connect(
+            "currentNodeChanged(vtkMRMLNode*)", lambda node: targets.setBrainMask(node.GetID() if node else None))
+        self.ui.targetsBarrierNodeComboBox.connect(
+            "currentNodeChanged(vtkMRMLNode*)", lambda node: targets.setBarrier(node.GetID() if node else None))
+        self.ui.targetsGrowButton.connect("clicked(bool)", lambda: targets.grow())
         self.startControllerPanel(pollMilliseconds=200)
 
     # --- the view ------------------------------------------------------------------------------
@@ -205,6 +216,34 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.exportButton.text = _(text)
         self.ui.exportButton.enabled = enabled
         self.ui.exportHintLabel.text = hint
+
+
+    def showTargetsSettings(self, protocols, current, margins) -> None:
+        fillComboBox(self.ui.targetsProtocolComboBox, protocols, current)
+        # built in code: the protocol decides which targets grow by a margin
+        layout = self.ui.targetsMarginsFormLayout
+        while layout.rowCount() > 0:
+            layout.removeRow(0)
+        for name, millimetres in margins:
+            spinBox = qt.QDoubleSpinBox()
+            spinBox.setRange(0.0, 100.0)
+            spinBox.setDecimals(1)
+            spinBox.suffix = " mm"
+            spinBox.value = millimetres
+            spinBox.toolTip = _("How far {name} grows from the target before it, in millimetres").format(name=name)
+            spinBox.connect("valueChanged(double)", lambda value, name=name: self.controller.targets.setMargin(name, value))
+            layout.addRow(_("{name} margin:").format(name=name), spinBox)
+
+    def showTargetsNodes(self, segmentationID, brainID, barrierID) -> None:
+        for combo, nodeID in ((self.ui.targetsSegmentationNodeComboBox, segmentationID), (self.ui.targetsBrainNodeComboBox, brainID),
+                              (self.ui.targetsBarrierNodeComboBox, barrierID)):
+            wasBlocked = combo.blockSignals(True)  # a value shown is no user's change
+            combo.setCurrentNodeID(nodeID or "")
+            combo.blockSignals(wasBlocked)
+
+    def showTargets(self, enabled, hint) -> None:
+        self.ui.targetsGrowButton.enabled = enabled
+        self.ui.targetsHintLabel.text = hint
 
 
 class MAGMSSegmenterLogic(ScriptedLoadableModuleLogic):

@@ -18,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-__all__ = ["write_mr_series"]
+__all__ = ["write_mr_series", "write_ct_series"]
+
+#: A CT's stored values are HU + 1024 (unsigned), with the rescale that undoes it.
+CT_INTERCEPT = -1024
 
 
 def _ds(value: float) -> str:
@@ -36,14 +39,19 @@ def write_mr_series(
     frame_of_reference_uid: str | None = None,
     patient_id: str = "MAGMS-TEST",
     series_number: int = 1,
+    modality: str = "MR",
 ) -> list[Path]:
-    """Write ``image`` (3-D, integer-valued intensities) as one DICOM file per slice in ``folder``.
+    """Write ``image`` (3-D, integer-valued intensities) as one DICOM file per slice in ``folder``
+    (``modality="CT"``: CT Image Storage, ``image`` in HU, stored as HU + 1024 with its rescale).
 
     Returns:
         the files, in slice order (k = 0, 1, ...).
     """
     folder.mkdir(parents=True, exist_ok=True)
     array = sitk.GetArrayFromImage(image)  # (z, y, x)
+    if modality == "CT":
+        array = np.clip(array, CT_INTERCEPT, 3000) - CT_INTERCEPT
+    storage = CTImageStorage if modality == "CT" else MRImageStorage
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 65535:
         raise ValueError(f"intensities {low}..{high} do not fit unsigned 16 bits")
@@ -58,20 +66,20 @@ def write_mr_series(
     for k in range(pixels.shape[0]):
         sop_uid = generate_uid()
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPClassUID = storage
         meta.MediaStorageSOPInstanceUID = sop_uid
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = folder / f"{k + 1:04d}.dcm"
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop_uid
+        ds.SOPClassUID, ds.SOPInstanceUID = storage, sop_uid
         ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         # patient and study
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^MAGMS", patient_id, "", "O"
         ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyDescription = "1", "", "", "MAGMS test study"
         # series, frame of reference, equipment
-        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "MR", series_uid, series_number
+        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = modality, series_uid, series_number
         ds.SeriesDescription, ds.PatientPosition, ds.BodyPartExamined = description, "HFS", "HEAD"
         ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""
         ds.Manufacturer = "MAGMS test data"
@@ -89,13 +97,22 @@ def write_mr_series(
         ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[2]
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = pixels[k].tobytes()
-        # MR image module
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "3D"
-        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "", "", ""
-        ds.MagneticFieldStrength = ""
+        if modality == "CT":  # CT image module
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = str(CT_INTERCEPT), "1", "HU"
+            ds.KVP, ds.AcquisitionNumber = "120", 1
+        else:  # MR image module
+            ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "3D"
+            ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "", "", ""
+            ds.MagneticFieldStrength = ""
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def write_ct_series(image: sitk.Image, folder: Path, **kwargs) -> list[Path]:
+    """:func:`write_mr_series` of a CT in HU."""
+    return write_mr_series(image, folder, modality="CT", **{"description": "CT", **kwargs})
 
 
 def main() -> None:

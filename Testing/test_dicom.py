@@ -336,3 +336,131 @@ def test_highdicom_022_gets_the_numpy_alias_it_names_under_numpy_2():
     numpy1 = types.SimpleNamespace(float64=np.float64, float_="numpy 1's own")
     _numpy_aliases_for_highdicom("0.22.0", numpy1)
     assert numpy1.float_ == "numpy 1's own"
+
+
+@needs_data
+@pytest.mark.parametrize("kind", ["rtstruct", "seg"])
+def test_targets_are_named_typed_and_coded_for_planning(dicom_case, tmp_path, kind):
+    """GTV, CTV, PTV (ESTRO-EANO 2023) and the brain after the labels and regions: TG-263 names, RT ROI
+    Interpreted Type, generation algorithm with the margin in the description, CID 9534 codes, the voxels
+    as grown; the structure set UNAPPROVED; no dciodvfy errors."""
+    from magms.targets import PROTOCOLS, brain_mask, grow_targets, target_structures
+
+    grid, labels = dicom_case["grid"], dicom_case["truth"]
+    brain = brain_mask([grid])
+    found = target_structures(grow_targets(labels, grid, SCHEME, PROTOCOLS["estro-eano-2023"], brain), brain)
+    series = read_series(dicom_case["folders"]["flair"], grid)
+    writer = write_rtstruct if kind == "rtstruct" else write_dicom_seg
+    out = writer(labels, grid, series, SCHEME, tmp_path / f"{kind}.dcm", model="test-model", targets=found)
+    n = len(structures(SCHEME))
+    if kind == "rtstruct":
+        ds = pydicom.dcmread(out)
+        assert ds.ApprovalStatus == "UNAPPROVED"
+        rois = list(ds.StructureSetROISequence)[n:]
+        observations = list(ds.RTROIObservationsSequence)[n:]
+        assert [r.ROIName for r in rois] == ["GTV", "CTV", "PTV", "Brain"]
+        assert [o.RTROIInterpretedType for o in observations] == ["GTV", "CTV", "PTV", "ORGAN"]
+        assert [r.ROIGenerationAlgorithm for r in rois] == ["AUTOMATIC", "SEMIAUTOMATIC", "SEMIAUTOMATIC", "AUTOMATIC"]
+        assert rois[1].ROIDescription == "CTV = GTV + 15 mm, within the brain" and rois[2].ROIDescription == "PTV = CTV + 3 mm"
+        assert [o.RTROIIdentificationCodeSequence[0].CodeValue for o in observations] == ["228791009", "228792002", "228793007", "12738006"]
+        assert {o.RTROIInterpretedType for o in list(ds.RTROIObservationsSequence)[:n]} == {""}  # the labels: for review
+        slice_of_uid = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): series.files.index(p) for p in series.files}
+        for roi, structure in zip(rois, found):
+            dice = _dice(rasterise_roi(ds, int(roi.ROINumber), grid, slice_of_uid), structure.voxels)
+            assert dice > 0.97, (structure.name, dice)
+    else:
+        seg = hd.seg.segread(out)
+        items = list(seg.SegmentSequence)[n:]
+        assert [d.SegmentLabel for d in items] == ["GTV", "CTV", "PTV", "Brain"]
+        assert [d.SegmentAlgorithmType for d in items] == ["AUTOMATIC", "SEMIAUTOMATIC", "SEMIAUTOMATIC", "AUTOMATIC"]
+        assert [d.SegmentedPropertyTypeCodeSequence[0].CodeValue for d in items] == ["228791009", "228792002", "228793007", "12738006"]
+        assert items[0].SegmentedPropertyCategoryCodeSequence[0].CodeValue == "309825002"
+        uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in series.files]
+        pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=list(range(n + 1, n + 5)))
+        for i, structure in enumerate(found):
+            assert np.array_equal(pixels[..., i].astype(bool), structure.voxels), structure.name
+    if shutil.which("dciodvfy"):
+        assert _dciodvfy_errors(out) == []
+
+
+@needs_data
+def test_export_grows_targets_into_dicom_and_the_targets_folder(dicom_case, tmp_path, capsys):
+    """magms export --targets: the label map's targets by a protocol, a margin changed by name, into the RT Structure
+    Set, the SEG and --targets-dir (masks on the series' grid, targets.json); the series' own brain (skull-stripped)."""
+    import json
+
+    folder = dicom_case["folders"]["flair"]
+    labels = sitk.GetImageFromArray(dicom_case["truth"])
+    labels.CopyInformation(dicom_case["grid"])
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    argv = ["export", "--labels", str(tmp_path / "labels.nii.gz"), "--series", str(folder), "--rtstruct", str(tmp_path / "rt.dcm"),
+            "--dicom-seg", str(tmp_path / "seg.dcm"), "--targets", "rtog-nrg", "--margin", "PTV1=5", "--targets-dir", str(tmp_path / "t")]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    names = ["GTV1", "CTV1", "PTV1", "GTV2", "CTV2", "PTV2", "Brain"]
+    assert captured.out.splitlines() == [str(tmp_path / "t" / f"{n}.nii.gz") for n in names] + [
+        str(tmp_path / "t" / "targets.json"), str(tmp_path / "rt.dcm"), str(tmp_path / "seg.dcm")]
+    assert "note: CTV1 = GTV1 + 20 mm, within the brain:" in captured.err
+    summary = json.loads((tmp_path / "t" / "targets.json").read_text(encoding="utf-8"))
+    assert summary["protocol"] == "rtog-nrg" and [s["name"] for s in summary["structures"]] == names
+    assert summary["structures"][2]["description"] == "PTV1 = CTV1 + 5 mm"
+    ptv1 = sitk.ReadImage(str(tmp_path / "t" / "PTV1.nii.gz"))
+    assert ptv1.GetSize() == dicom_case["grid"].GetSize() and np.allclose(ptv1.GetOrigin(), dicom_case["grid"].GetOrigin())
+    gtv1 = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "t" / "GTV1.nii.gz"))).astype(bool)
+    assert np.array_equal(gtv1, dicom_case["truth"] > 0)  # GTV1: the whole tumour
+    ds = pydicom.dcmread(tmp_path / "rt.dcm")
+    assert [r.ROIName for r in ds.StructureSetROISequence][-7:] == names
+    assert [o.RTROIInterpretedType for o in ds.RTROIObservationsSequence][-7:] == ["GTV", "CTV", "PTV", "GTV", "CTV", "PTV", "ORGAN"]
+    assert [d.SegmentLabel for d in hd.seg.segread(tmp_path / "seg.dcm").SegmentSequence][-7:] == names
+    # existing target files are kept without --overwrite, and the refusal names them
+    assert main(argv[:5] + ["--targets", "rtog-nrg", "--targets-dir", str(tmp_path / "t")]) == 2
+    assert "GTV1.nii.gz, CTV1.nii.gz" in capsys.readouterr().err
+    # --targets-from: the folder's structures (as drawn, e.g. edited in Slicer) exported as they are
+    assert main(argv[:5] + ["--rtstruct", str(tmp_path / "rt2.dcm"), "--targets-from", str(tmp_path / "t" / "targets.json")]) == 0
+    again = pydicom.dcmread(tmp_path / "rt2.dcm")
+    assert [r.ROIName for r in again.StructureSetROISequence] == [r.ROIName for r in ds.StructureSetROISequence]
+    assert [r.ROIDescription for r in again.StructureSetROISequence] == [r.ROIDescription for r in ds.StructureSetROISequence]
+    assert [o.RTROIInterpretedType for o in again.RTROIObservationsSequence][-7:] == ["GTV", "CTV", "PTV", "GTV", "CTV", "PTV", "ORGAN"]
+    assert main(argv[:5] + ["--rtstruct", str(tmp_path / "rt3.dcm"), "--targets-from", str(tmp_path / "t" / "targets.json"),
+                            "--targets", "lgg"]) == 2
+    assert "--targets-from exports targets drawn already: not with --targets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--margin", "CTV=10"], "--margin without --targets: name a protocol (estro-eano-2023, rtog-nrg, lgg)"),
+    (["--targets", "lgg"], "nothing to write: give --rtstruct FILE and/or --dicom-seg FILE (or --targets-dir)"),
+    (["--targets", "lgg", "--targets-dir", "t", "--margin", "CTV2=3"], "protocol 'lgg' grows CTV, PTV, not 'CTV2'"),
+    (["--targets", "lgg", "--targets-dir", "t", "--brain-mask", "missing.nii.gz"], "--brain-mask missing.nii.gz: no such file"),
+])
+def test_export_refuses_target_options_that_cannot_be_honoured(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--labels", "l.nii.gz", "--series", "s", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@needs_data
+def test_an_unstripped_image_asks_for_a_brain_mask():
+    from magms.targets import case_brain
+
+    head = sitk.ReadImage(str(DATA / "mni_avg152" / "canonical_avg152T1.nii.gz"), sitk.sitkFloat32)
+    with pytest.raises(ImageError, match=r"t1 \(avg152T1.nii.gz\) looks not skull-stripped .*give the brain with --brain-mask FILE, or"):
+        case_brain({"t1": head}, {"t1": "avg152T1.nii.gz"}, hint=", or extract it with --preprocess strip")
+    mask = DATA / "mni_avg152" / "toolbox_FieldMap_brainmask.nii.gz"
+    brain, source = case_brain({"t1": head}, {"t1": "avg152T1.nii.gz"}, mask)
+    assert source == f"--brain-mask {mask.name}" and 800 < brain.sum() * 8 / 1000 < 2200  # 2 mm voxels, ml
+
+
+@needs_data
+@pytest.mark.slow
+def test_segment_grows_targets_from_the_models_labels(dicom_case, tmp_path, capsys):
+    """The RT workflow with targets: DICOM series in, the built-in model, targets by ESTRO-EANO 2023 in the RTSTRUCT."""
+    folders = dicom_case["folders"]
+    rt = tmp_path / "rt.dcm"
+    code = main(["segment", "--input", f"flair={folders['flair']}", "--input", f"t1c={folders['t1c']}", "--output",
+                 str(tmp_path / "case.seg.nrrd"), "--rtstruct", str(rt), "--targets", "estro-eano-2023", "--progress", "none"])
+    assert code == 0, capsys.readouterr().err
+    ds = pydicom.dcmread(rt)
+    rois = {r.ROIName: r for r in ds.StructureSetROISequence}
+    assert rois["CTV"].ROIDescription == "CTV = GTV + 15 mm, within the brain" and rois["PTV"].ROIGenerationAlgorithm == "SEMIAUTOMATIC"
+    assert rois["Brain"].ROIDescription == "Brain (the skull-stripped inputs)"
+    assert ds.ApprovalStatus == "UNAPPROVED"

@@ -42,14 +42,17 @@ SCHEME = get_scheme("brats2021")  # the BraTS 2018 label values 0, 1, 2, 4
 
 @pytest.fixture(scope="module")
 def dicom_files(tmp_path_factory):
+    return make_dicom_files(tmp_path_factory.mktemp("export"))
+
+
+def make_dicom_files(root: Path) -> dict:
     """The case's FLAIR as a DICOM MR series, its label map as a .seg.nrrd on that series' grid, and a bundle
-    with the case's label scheme."""
+    with the case's label scheme, in ``root``."""
     case = DATA / "brats18" / CASE
     if not case.is_dir():
         pytest.skip(f"no real data: {case} (set MAGMS_TEST_DATA)")
     from magms.config import PreprocessConfig
 
-    root = tmp_path_factory.mktemp("export")
     files = write_mr_series(sitk.ReadImage(str(case / f"{CASE}_flair.nii.gz")), root / "flair", "AX FLAIR")
     grid = read_image(root / "flair")
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{CASE}_seg.nii.gz"))).astype(np.uint8)

@@ -624,7 +624,7 @@ SLICER_PYTHONS = {"5.8": "3.9", "5.10": "3.12"}
 # What the Slicer side imports from the core and MAGMSCommonLib before torch may be installed.
 TORCH_FREE = ("magms.commands", "magms.options", "magms.config", "magms.bundle", "magms.builtin", "magms.labels", "magms.modalities",
               "magms.protocol", "magms.files", "magms.devices", "magms.data.geometry", "magms.data.skull", "magms.errors", "magms.cli",
-              "MAGMSCommonLib.runner", "MAGMSCommonLib.signal", "MAGMSCommonLib.models", "MAGMSCommonLib.dependencies",
+              "magms.targets", "MAGMSCommonLib.runner", "MAGMSCommonLib.signal", "MAGMSCommonLib.models", "MAGMSCommonLib.dependencies",
               "MAGMSCommonLib.child")
 
 
@@ -688,7 +688,7 @@ def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version
     # wheel for 3.9, so `slicer` and `vtk` are stand-ins whose every attribute is a class; what is checked is
     # Python itself (annotations, dataclasses, syntax evaluated at import), not Slicer's API (test_slicer_api.py)
     stubs = tmp_path / "stubs"
-    for name in ("slicer", "vtk"):
+    for name in ("slicer", "vtk", "vtk/util"):  # vtk.util.numpy_support: VTK's Python helpers, in Slicer's VTK
         (stubs / name).mkdir(parents=True)
         (stubs / name / "__init__.py").write_text(STAND_IN_MODULE, encoding="utf-8")
     env["PYTHONPATH"] += f":{REPO / 'MAGMSSegmenter'}:{REPO / 'MAGMSTraining'}:{stubs}"
@@ -700,7 +700,8 @@ def test_slicer_side_compiles_and_imports_on_the_python_of_slicer(slicer_version
 #: The Slicer-side modules below the widgets: they import ``slicer`` and ``vtk`` (MRML), not Qt.
 MRML_SIDE = ("MAGMSCommonLib.volumes", "MAGMSCommonLib.segments", "MAGMSCommonLib.childjob", "MAGMSCommonLib.parameters",
              "MAGMSCommonLib.devicelist",
-             "MAGMSSegmenterLib.logic", "MAGMSSegmenterLib.controller", "MAGMSTrainingLib.logic", "MAGMSTrainingLib.controller")
+             "MAGMSSegmenterLib.logic", "MAGMSSegmenterLib.controller", "MAGMSSegmenterLib.targets", "MAGMSTrainingLib.logic",
+             "MAGMSTrainingLib.controller")
 STAND_IN_MODULE = """
 class _Any(type):
     def __getattr__(cls, name):

@@ -24,6 +24,7 @@ from magms.commands import (
     ExportOptions,
     SegmentOptions,
     TrainOptions,
+    target_request,
 )
 from magms.errors import ConfigError, MAGMSError
 from magms.options import Options, add_arguments, from_command_line
@@ -150,6 +151,8 @@ def _cmd_segment(options: SegmentOptions) -> int:
     from magms.inference import usecases
 
     if options.batch is not None:
+        if options.targets is not None or options.planning_ct is not None:
+            raise ConfigError("--targets and --planning-ct work on one case: not with --batch (run magms segment per case)")
         return _segment_batch(options)
     if options.output is None:
         raise ConfigError("--output is required (or --batch with --output-dir)")
@@ -160,13 +163,17 @@ def _cmd_segment(options: SegmentOptions) -> int:
     if options.probabilities is not None:
         check_output_path(options.probabilities, options.overwrite, PROBABILITY_SUFFIXES)
     dicom = usecases.dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
+    targets = target_request(options)
+    usecases.check_target_request(targets, dicom, options.planning_ct)
     _check_review_options(options)
     model = _open_model(options)
     info = model.info
     inputs = _segment_inputs(options, info.slots)
     _check_compared_outputs(options, info, inputs)
     # every image check before the network is loaded; the checked images are then used as they are
-    prepared, series = usecases.prepare_case(inputs, info.slots, dicom, options.preprocess)
+    # with a planning CT the DICOM objects reference the CT: the MR need not be a DICOM series
+    prepared, series = usecases.prepare_case(inputs, info.slots, [] if options.planning_ct else dicom, options.preprocess)
+    brain = usecases.case_brain_of(prepared, targets, options.planning_ct)
     segmenter = _segmenter(options, model)
     progress = ProgressReporter(options.progress, "window", _progress_label(options, info.slots, inputs))
     try:
@@ -174,8 +181,8 @@ def _cmd_segment(options: SegmentOptions) -> int:
                                                      progress)
     finally:
         progress.close()
-    outputs = usecases.CaseOutputs(options.output, options.probabilities, dicom, options.overwrite)
-    usecases.write_case(segmenter, prepared, result, series, outputs, _say)
+    outputs = usecases.CaseOutputs(options.output, options.probabilities, dicom, options.overwrite, targets, options.planning_ct)
+    usecases.write_case(segmenter, prepared, result, series, outputs, _say, brain=brain)
     usecases.write_review(segmenter, inputs, result, compared, prepared.notes + result.notes, _say, options.compare, options.output,
                           options.disagreement, options.report, options.compared_outputs, options.overwrite)
     return 0
@@ -220,6 +227,15 @@ def _batch_folders(options: SegmentOptions) -> dict[str, Path]:
     return folders
 
 
+def _drawn_structures(options: ExportOptions, grid) -> tuple:
+    """The structures of ``--targets-from``, on the labels' grid (none without it)."""
+    if options.targets_from is None:
+        return ()
+    from magms.targets import read_targets
+
+    return read_targets(options.targets_from, grid)
+
+
 def _cmd_export(options: ExportOptions) -> int:
     import SimpleITK as sitk
 
@@ -228,8 +244,12 @@ def _cmd_export(options: ExportOptions) -> int:
     from magms.inference import usecases
 
     dicom = usecases.dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
-    if not dicom:
-        raise ConfigError("nothing to write: give --rtstruct FILE and/or --dicom-seg FILE")
+    targets = target_request(options)
+    if options.targets_from is not None and (targets is not None or options.planning_ct is not None):
+        raise ConfigError("--targets-from exports targets drawn already: not with --targets (which grows them) or --planning-ct")
+    if not dicom and (targets is None or targets.folder is None):
+        raise ConfigError("nothing to write: give --rtstruct FILE and/or --dicom-seg FILE" + (" (or --targets-dir)" if targets else ""))
+    usecases.check_target_request(targets, dicom, options.planning_ct)
     if not options.series:
         raise ConfigError("--series is required: the DICOM series folder (or its files) the labels were made on")
     model = _open_model(options)
@@ -242,7 +262,17 @@ def _cmd_export(options: ExportOptions) -> int:
                           f"{', '.join(map(str, scheme.values))})")
     source = options.series[0] if len(options.series) == 1 and options.series[0].is_dir() else list(options.series)
     series = read_series(source, grid)
-    usecases.write_dicom(dicom, labels, grid, series, scheme, model.name, options.overwrite, _say)
+    image = grid
+    brain = None
+    if targets is not None or options.planning_ct is not None:
+        from magms.targets import case_brain
+
+        image = sitk.ReadImage([str(p) for p in series.files], sitk.sitkFloat32)  # the MR: the series' pixels
+        image.CopyInformation(grid)  # read_series found its slices on the labels' grid
+        brain = case_brain({"series": image}, {"series": str(series.source)}, None if targets is None else targets.brain_file)
+    outputs = usecases.CaseOutputs(options.labels, dicom=dicom, overwrite=options.overwrite, targets=targets,
+                                   planning_ct=options.planning_ct, drawn=_drawn_structures(options, image))
+    usecases.write_rt_outputs(outputs, labels, image, series, brain, scheme, model.name, _say)
     return 0
 
 

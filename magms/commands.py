@@ -20,10 +20,10 @@ from magms.errors import ConfigError
 from magms.fields import option, same_as
 from magms.labels import SCHEMES
 from magms.options import Options
-from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES
+from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES, TARGET_PROTOCOLS
 
-__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "SegmentOptions", "ExportOptions", "EvaluateOptions",
-           "TrainOptions", "DemoOptions", "DevicesOptions"]
+__all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "TargetOptions", "target_request", "SegmentOptions",
+           "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
 
 DATA_HELP = (
     "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
@@ -68,6 +68,54 @@ class InferenceOptions(Options):
         "engine's choice: mixed precision for eager on CUDA, bfloat16 in OpenVINO on CPUs with bf16 instructions, float32 "
         "elsewhere and in ONNX Runtime; measured Dice unchanged)", choices=PRECISIONS,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetOptions:
+    """Radiotherapy targets grown from the segmentation (:mod:`magms.targets`): the options ``segment`` and ``export``
+    share (each copies them with :func:`~magms.fields.same_as`, after its own), and the request they make."""
+
+    targets: str | None = option(
+        None, "also grow radiotherapy targets (GTV, CTV, PTV, and the brain) by this protocol: {choices} (docs/targets.md); "
+        "they go into --rtstruct/--dicom-seg with TG-263 names and RT types, and into --targets-dir", choices=TARGET_PROTOCOLS,
+    )
+    margin: tuple[str, ...] = option(
+        (), "with --targets: a CTV or PTV margin in mm by target name, e.g. CTV=12 or PTV=5 (repeatable; default: the protocol's)",
+        repeat=True, metavar="TARGET=MM",
+    )
+    brain_mask: Path | None = option(
+        None, "with --targets: the brain mask a CTV keeps to (any grid); default: the mask --preprocess extracted, or the "
+        "inputs' brain when they are skull-stripped"
+    )
+    barrier: Path | None = option(None, "with --targets: a mask of anatomical barriers (falx, tentorium) a CTV does not cross")
+    targets_dir: Path | None = option(
+        None, "with --targets: also write each target and the brain as a 0/1 mask <NAME>.nii.gz on the DICOM objects' grid, "
+        "with targets.json (protocol, margins, volumes), into this folder (made if missing)"
+    )
+    planning_ct: Path | None = option(
+        None, "the planning CT's DICOM series folder: the MR registered to it (rigid, mutual information, checked), and "
+        "--rtstruct/--dicom-seg (and the targets) drawn on the CT, referencing its series and frame of reference; the "
+        "registration's picture written beside the first DICOM object (<name>.registration.png)"
+    )
+
+
+
+def target_request(options: Any) -> Any:
+    """The :class:`magms.targets.TargetRequest` that ``options`` (with the fields of :class:`TargetOptions`) ask for,
+    or None; every target option checked."""
+    given = [flag for flag, value in (("--margin", options.margin), ("--brain-mask", options.brain_mask),
+                                      ("--barrier", options.barrier), ("--targets-dir", options.targets_dir)) if value]
+    if options.targets is None:
+        if given:
+            raise ConfigError(f"{', '.join(given)} without --targets: name a protocol ({', '.join(TARGET_PROTOCOLS)})")
+        return None
+    from magms.targets import TargetRequest, get_protocol, parse_margins
+
+    for flag, path in (("--brain-mask", options.brain_mask), ("--barrier", options.barrier)):
+        if path is not None and not path.exists():
+            raise ConfigError(f"{flag} {path}: no such file")
+    protocol = get_protocol(options.targets).with_margins(parse_margins(options.margin))
+    return TargetRequest(protocol, options.brain_mask, options.barrier, options.targets_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +171,12 @@ class SegmentOptions(InferenceOptions):
         "of reference, extract the brain when an input is not skull-stripped); none does neither. The output stays on "
         "the reference input's grid", choices=PREPROCESS_MODES,
     )
+    targets: str | None = same_as(TargetOptions, "targets")
+    margin: tuple[str, ...] = same_as(TargetOptions, "margin")
+    brain_mask: Path | None = same_as(TargetOptions, "brain_mask")
+    barrier: Path | None = same_as(TargetOptions, "barrier")
+    targets_dir: Path | None = same_as(TargetOptions, "targets_dir")
+    planning_ct: Path | None = same_as(TargetOptions, "planning_ct")
     progress: str = option("bar", "progress on stderr: a bar, 'progress DONE/TOTAL' lines, or none", choices=PROGRESS_STYLES)
 
 
@@ -140,6 +194,16 @@ class ExportOptions(Options):
     rtstruct: Path | None = option(None, "write a DICOM RT Structure Set (.dcm): one ROI per label and region")
     dicom_seg: Path | None = option(None, "write a DICOM Segmentation (.dcm) with the labels' SNOMED CT codes")
     overwrite: bool = option(False, "replace existing files")
+    targets: str | None = same_as(TargetOptions, "targets")
+    margin: tuple[str, ...] = same_as(TargetOptions, "margin")
+    brain_mask: Path | None = same_as(TargetOptions, "brain_mask")
+    barrier: Path | None = same_as(TargetOptions, "barrier")
+    targets_dir: Path | None = same_as(TargetOptions, "targets_dir")
+    planning_ct: Path | None = same_as(TargetOptions, "planning_ct")
+    targets_from: Path | None = option(
+        None, "structures drawn already (targets, the brain): a targets.json as --targets-dir writes it, or as the MAGMS "
+        "Segmenter writes for its target segments; their masks (any grid) go into the DICOM objects after the labels"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +264,7 @@ class TrainOptions(Options):
     singles_per_step: int = same_as(TrainConfig, "singles_per_step")
     lr_schedule: str = same_as(TrainConfig, "lr_schedule")
     channels_last: bool = same_as(TrainConfig, "channels_last")
+    augmentation: str = same_as(TrainConfig, "augmentation")
     preprocess: str = option(
         "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT.preprocessed/ beside OUT "
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,

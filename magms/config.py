@@ -22,7 +22,7 @@ from magms.typehints import field_types, split_optional, tuple_item
 if TYPE_CHECKING:  # the schemes build on these records: no import at run time
     from magms.labels import LabelScheme
 
-__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES", "LR_SCHEDULES"]
+__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES", "LR_SCHEDULES", "AUGMENTATIONS"]
 
 BACKBONES = ("unet", "unetr")
 
@@ -377,6 +377,8 @@ class PostprocessConfig(_Record):
 POLICIES = ("paper", "random_subset")
 #: ``--lr-schedule`` choices: after the warm-up, ``cosine`` to 0 at the end, or ``constant``.
 LR_SCHEDULES = ("cosine", "constant")
+#: ``--augmentation`` choices (:mod:`magms.data.augment`; kept here so that the config needs no torch import).
+AUGMENTATIONS = ("light", "strong")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +410,7 @@ class TrainConfig(_Record):
         singles_per_step: single-modality outputs decoded per step (0: all).
         lr_schedule: after the warm-up, ``cosine`` to 0 or ``constant``.
         channels_last: channels-last 3-D memory layout (``torch.channels_last_3d``).
+        augmentation: the patch augmentation preset, ``"light"`` or ``"strong"`` (:mod:`magms.data.augment`).
     """
 
     _where: ClassVar[str] = "training config"
@@ -438,6 +441,8 @@ class TrainConfig(_Record):
     )
     lr_schedule: str = option("cosine", "learning rate after the warm-up: {choices}", choices=LR_SCHEDULES)
     channels_last: bool = option(False, "channels-last 3-D memory layout of the network and its inputs")
+    augmentation: str = option("light", "patch augmentation: {choices} (light: mirroring and intensity jitter; strong: "
+                               "also rotation, scaling, noise, blur, gamma, low resolution, thick slices)", choices=AUGMENTATIONS)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -454,3 +459,5 @@ class TrainConfig(_Record):
             raise ValueError(f"singles_per_step must be >= 0, got {self.singles_per_step}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")

@@ -247,9 +247,13 @@ def _quiet_rt_utils():
 
 def write_rtstruct(
     labels: np.ndarray, grid: sitk.Image, series: DicomSeries, scheme: LabelScheme, path: str | os.PathLike[str],
-    model: str = "", overwrite: bool = False,
+    model: str = "", overwrite: bool = False, targets: Sequence[Structure] = (),
 ) -> Path:
-    """Write an RT Structure Set referencing ``series``: one ROI per label and per region.
+    """Write an RT Structure Set referencing ``series``: one ROI per label and per region, then one per target.
+
+    Each ROI has its generation algorithm (``AUTOMATIC``, a target grown by a margin ``SEMIAUTOMATIC``)
+    and description; targets and the brain their RT ROI Interpreted Type. The structure set is marked
+    ``UNAPPROVED`` (Approval module): it is for review, not yet approved for planning.
 
     Contours are drawn by ``rt-utils`` through the centres of each slice's boundary pixels; holes
     are separate inner contours. Empty structures are kept, without contours, so every structure
@@ -263,6 +267,7 @@ def write_rtstruct(
         path: the ``.dcm`` file to write.
         model: the model's name, recorded as the equipment's model name and in the description.
         overwrite: replace an existing file.
+        targets: more structures with their own voxels on ``grid`` (:func:`magms.targets.target_structures`).
     Raises:
         ConfigError: bad output path, or rt-utils missing.
         ImageError: pixels that are not square (rt-utils would scale one axis wrongly).
@@ -283,21 +288,30 @@ def write_rtstruct(
         order = [sop_of_slice.get(str(ds.SOPInstanceUID)) for ds in rtstruct.series_data]
         if None in order or sorted(order) != list(range(len(series.datasets))):
             raise ImageError(f"{series.source}: rt-utils read other images than the series' {len(series.datasets)} slices")
-        slices = labels[order]  # (n, rows, columns) in rt-utils' slice order
-        for structure in structures(scheme):
-            mask = np.moveaxis(structure.mask(slices), 0, -1)  # rt-utils takes (rows, columns, slices)
-            rtstruct.add_roi(mask=mask, color=list(structure.color), name=structure.name, description=structure.key,
-                             roi_generation_algorithm="AUTOMATIC")
+        found = _with_targets(scheme, targets, labels.shape)
+        for structure in found:
+            mask = np.moveaxis(structure.mask(labels)[order], 0, -1)  # rt-utils takes (rows, columns, slices), its order
+            rtstruct.add_roi(mask=mask, color=list(structure.color), name=structure.name,
+                             description=structure.description or structure.key, roi_generation_algorithm=structure.algorithm)
     ds = rtstruct.ds
-    _complete_rtstruct(ds, series.first, scheme, model)
+    _complete_rtstruct(ds, series.first, found, scheme, model)
     _save(ds, out)
     return out
 
 
-def _complete_rtstruct(ds: Any, reference: Any, scheme: LabelScheme, model: str) -> None:
+def _with_targets(scheme: LabelScheme, targets: Sequence[Structure], shape: tuple[int, ...]) -> tuple[Structure, ...]:
+    """The scheme's structures, then the targets; a target's voxels must lie on the labels' grid."""
+    for target in targets:
+        if target.voxels is None or target.voxels.shape != shape:
+            raise ConfigError(f"structure {target.name!r}: its voxels are not on the label map's grid")
+    return (*structures(scheme), *targets)
+
+
+def _complete_rtstruct(ds: Any, reference: Any, found: Sequence[Structure], scheme: LabelScheme, model: str) -> None:
     """The attributes rt-utils leaves out or fills with its own names: equipment, the frame of
-    reference and study attributes of the referenced series, and the structures' codes."""
+    reference and study attributes of the referenced series, approval, the structures' types and codes."""
     from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.valuerep import format_number_as_ds
 
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, model or "MAGMS", magms.__version__
     if "InstitutionName" in ds:
@@ -313,11 +327,18 @@ def _complete_rtstruct(ds: Any, reference: Any, scheme: LabelScheme, model: str)
     for contour in ds.ROIContourSequence:
         if "ContourSequence" in contour and len(contour.ContourSequence) == 0:
             del contour.ContourSequence  # an empty structure has no contours (the sequence is 1-n where present)
-    for observation, structure in zip(ds.RTROIObservationsSequence, structures(scheme)):
+        for item in contour.get("ContourSequence", []):
+            # rt-utils writes full float reprs; a DS value is at most 16 characters (slice positions off the whole mm)
+            item.ContourData = [format_number_as_ds(float(v)) for v in item.ContourData]
+    ds.ApprovalStatus = "UNAPPROVED"  # Approval module: for review; a planner approves it in the planning system
+    for observation, structure in zip(ds.RTROIObservationsSequence, found):
         if "ROIObservationDescription" in observation:
             del observation.ROIObservationDescription  # rt-utils' own display settings
         observation.ROIObservationLabel = structure.key[:16]
+        observation.RTROIInterpretedType = structure.interpreted_type
         observation.RTROIIdentificationCodeSequence = DicomSequence([_code_item(structure.type)])
+    for roi, structure in zip(ds.StructureSetROISequence, found):
+        roi.ROIDescription = (structure.description or structure.key)[:64]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,8 +346,8 @@ def _complete_rtstruct(ds: Any, reference: Any, scheme: LabelScheme, model: str)
 
 
 def _segment_descriptions(hd: Any, found: Sequence[Structure], model: str) -> list:
-    """highdicom's description of each structure: its name, the scheme's coded concepts and colour, and
-    the algorithm (MAGMS, automatic)."""
+    """highdicom's description of each structure: its name, coded concepts and colour, and the algorithm
+    (MAGMS; automatic, or semiautomatic for a target grown by a margin)."""
     from pydicom.sr.codedict import codes
 
     def concept(code: Code) -> Any:
@@ -343,7 +364,7 @@ def _segment_descriptions(hd: Any, found: Sequence[Structure], model: str) -> li
             segment_label=s.name[:64],
             segmented_property_category=concept(s.category),
             segmented_property_type=concept(s.type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues[s.algorithm],
             algorithm_identification=algorithm,
             tracking_id=s.key,
             tracking_uid=hd.UID(),
@@ -356,10 +377,11 @@ def _segment_descriptions(hd: Any, found: Sequence[Structure], model: str) -> li
 
 def write_dicom_seg(
     labels: np.ndarray, grid: sitk.Image, series: DicomSeries, scheme: LabelScheme, path: str | os.PathLike[str],
-    model: str = "", overwrite: bool = False,
+    model: str = "", overwrite: bool = False, targets: Sequence[Structure] = (),
 ) -> Path:
     """Write a binary DICOM Segmentation referencing ``series``: one segment per label and per
-    region (they overlap), with the scheme's category, type and anatomic-region codes and colours.
+    region (they overlap), with the scheme's category, type and anatomic-region codes and colours;
+    then one per target (GTV, CTV, PTV: DICOM CID 9534 codes; the brain), as for the RT Structure Set.
 
     Args: as :func:`write_rtstruct`.
     Raises:
@@ -370,7 +392,7 @@ def write_dicom_seg(
     _check_labels(labels, grid, scheme)
     hd = _require("highdicom")
     _numpy_aliases_for_highdicom(hd.__version__, np)
-    found = structures(scheme)
+    found = _with_targets(scheme, targets, labels.shape)
     descriptions = _segment_descriptions(hd, found, model)
     masks = np.stack([s.mask(labels) for s in found], axis=-1).astype(np.uint8)  # (slices, rows, columns, segments)
     seg = hd.seg.Segmentation(

@@ -11,6 +11,7 @@ import dataclasses
 import re
 
 __all__ = [
+    "TARGET_PROTOCOLS",
     "METRICS_FILE",
     "CHECKPOINT_DIR",
     "CHECKPOINT_STATE_FILE",
@@ -45,6 +46,8 @@ MIN_OVERLAP = 0.5
 #: ``--preprocess`` of ``magms segment`` and ``magms train`` (:mod:`magms.data.clinical`): nothing, what
 #: the inputs need, co-registration, brain extraction, or both.
 PREPROCESS_MODES = ("none", "auto", "register", "strip", "full")
+#: ``--targets`` choices: the radiotherapy target protocols of :mod:`magms.targets`.
+TARGET_PROTOCOLS = ("estro-eano-2023", "rtog-nrg", "lgg")
 
 #: ``--engine`` choices: eager PyTorch (the reference), the exported graphs in OpenVINO or ONNX Runtime, or auto.
 ENGINES = ("auto", "eager", "openvino", "onnxruntime")

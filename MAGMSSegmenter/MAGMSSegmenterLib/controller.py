@@ -35,6 +35,7 @@ from .logic import (
     volumeSkullCheck,
     writeSlotMapping,
 )
+from .targetscontroller import TARGETS_DEFAULTS, TargetsController
 
 __all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "ENGINE_ITEMS", "PRECISION_ITEMS"]
 
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 #: ``imagesPrepared``: the user says the images are skull-stripped and aligned (``--preprocess none``);
 #: unchecked, the default, ``magms segment`` prepares them as they need (``--preprocess auto``).
 DEFAULTS = {"bundlePath": "", "device": "auto", "engine": "auto", "precision": "auto", "compareSubsets": False,
-            "imagesPrepared": False, "exportFormat": "both", "exportFolder": ""}
+            "imagesPrepared": False, "exportFormat": "both", "exportFolder": "", **TARGETS_DEFAULTS}
 #: The engine and precision choices (``magms segment --engine/--precision``) as the panel lists them.
 ENGINE_ITEMS = (("auto", "auto: OpenVINO on the CPU when installed, else PyTorch"), ("eager", "PyTorch (the reference)"),
                 ("openvino", "OpenVINO (CPU)"), ("onnxruntime", "ONNX Runtime (CPU)"))
@@ -74,6 +75,9 @@ class SegmenterView(Protocol):
     def showExportSettings(self, formats: Sequence[tuple[str, str]], current: str, folder: str) -> None: ...
     def showExportSegmentation(self, nodeID: str) -> None: ...
     def showExport(self, text: str, enabled: bool, hint: str) -> None: ...
+    def showTargetsSettings(self, protocols: Sequence[tuple[str, str]], current: str, margins: Sequence[tuple[str, float]]) -> None: ...
+    def showTargetsNodes(self, segmentationID: str, brainID: str, barrierID: str) -> None: ...
+    def showTargets(self, enabled: bool, hint: str) -> None: ...
 
 
 class SegmenterController:
@@ -110,6 +114,8 @@ class SegmenterController:
         self.pip = PipGuard()  # pip is running (it runs Qt's event loop): Apply and Export wait
         #: the Export to DICOM section
         self.export = ExportController(scene, view, lambda: (self.folder, self.info), self.pip, newExportJob, dicomFiles, dicomPositions)
+        #: the Targets section
+        self.targets = TargetsController(scene, view, lambda: (self.folder, self.info))
         self.pip.refreshers.append(self._updateApply)
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
@@ -131,12 +137,14 @@ class SegmenterController:
         self.parameters = Parameters(parameterNode, DEFAULTS) if parameterNode is not None else None
         if self.parameters is None:
             self.export.setParameterNode(None)
+            self.targets.setParameterNode(None)
             return
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self._showEngine()
         self.view.showDevices(self.devices, self.parameters.get("device"))
         self.info = None
         self.export.setParameterNode(self.parameters)
+        self.targets.setParameterNode(self.parameters)
         self._updatePreprocess()
         self.chooseBundle(self.parameters.get("bundlePath") or self.defaultChoice(), force=True)
 
@@ -147,12 +155,14 @@ class SegmenterController:
         if self.deviceQuery is not None:
             self.deviceQuery.startOnce()
         self.export.enter()
+        self.targets.update()
 
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
         self.cancel()
         self.export.close()
         self.export.setParameterNode(None)
+        self.targets.setParameterNode(None)
         self._skullChecks = {}
         self.parameters, self.info, self.folder, self.mapping, self._seenVolumes = None, None, None, {}, None
 
@@ -203,6 +213,7 @@ class SegmenterController:
             self.view.showBundle(path, "Choose a model bundle: its slots, labels and validation table show here.", ())
             self._updateApply()
             self.export.update()
+            self.targets.update()
             return
         try:
             # a built-in model's weights are checked against the sha256 its index records
@@ -212,10 +223,12 @@ class SegmenterController:
             self.view.showBundle("" if path.startswith(models.BUILTIN_PREFIX) else path, str(err), ())
             self._updateApply()
             self.export.update()
+            self.targets.update()
             return
         self.folder = folder
         self.view.showBundle(str(folder), describeBundle(self.info), self.info.slots)
         self.export.update()
+        self.targets.update()
         saved = readSlotMapping(self.parameters.node, self.info.slots)
         if any(saved.values()):
             self._seenVolumes = self._volumeIDs()
@@ -500,9 +513,11 @@ class SegmenterController:
         self._end(text, "".join(f". {note}" for note in notes) + (f". Ran {ran.describe()}" if ran is not None else ""))
         self._showEngine()
         self.view.showResult(nodes)
-        if nodes:  # the fullest segmentation is the one to export
+        if nodes:  # the fullest segmentation is the one to export, and to grow targets from
             self.export.setExportSegmentation(nodes[-1].GetID())
             self.view.showExportSegmentation(nodes[-1].GetID())
+            self.targets.setSegmentation(nodes[-1].GetID())
+            self.view.showTargetsNodes(nodes[-1].GetID(), *self.targets.maskIDs())
 
     def _onFailed(self, message: str) -> None:
         self.view.showProgress(0.0)

@@ -26,7 +26,9 @@ from MAGMSCommonLib.segments import withBinaryLabelmaps
 from MAGMSCommonLib.signal import Signal
 
 from .jobs import FolderJob
+from .labelmaps import labelArray, writeArray
 from .results import safeFileName
+from .targets import isTargetSegment, writeTargetsForExport
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +203,7 @@ def dicomSeriesFiles(volume: slicer.vtkMRMLScalarVolumeNode, lookup: InstanceFil
 
 def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme,
                        model: str = "the model") -> list[tuple[str, int]]:
-    """(segment ID, label value) of every segment: its name is a label's name or key in ``scheme``
+    """(segment ID, label value) of every segment but the targets: its name is a label's name or key in ``scheme``
     (any case), as :func:`importSegmentation` names them.
 
     Raises:
@@ -214,6 +216,8 @@ def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme:
     segmentation = segmentationNode.GetSegmentation()
     values, unknown = [], []
     for index in range(segmentation.GetNumberOfSegments()):
+        if isTargetSegment(segmentation.GetNthSegment(index)):
+            continue  # a target the Targets section grew: exported as a target (writeTargetsForExport)
         name = segmentation.GetNthSegment(index).GetName() or ""
         value = by_name.get(name.strip().casefold())
         if value is None:
@@ -246,35 +250,7 @@ def writeLabelsForExport(segmentationNode: slicer.vtkMRMLSegmentationNode, refer
         ConfigError: the conversion, the merge or the write failed.
     """
     segmentationNode = withBinaryLabelmaps(segmentationNode)
-    geometry = slicer.vtkOrientedImageData()
-    geometry.SetExtent(reference.GetImageData().GetExtent())
-    matrix = vtk.vtkMatrix4x4()
-    reference.GetIJKToRASMatrix(matrix)
-    geometry.SetImageToWorldMatrix(matrix)
-    ids = vtk.vtkStringArray()
-    labels = vtk.vtkIntArray()
-    for segmentID, value in values:
-        ids.InsertNextValue(segmentID)
-        labels.InsertNextValue(value)
-    merged = slicer.vtkOrientedImageData()
-    if not segmentationNode.GenerateMergedLabelmapForAllSegments(merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
-                                                                 geometry, ids, labels):
-        raise ConfigError(f"'{segmentationNode.GetName()}': its segments could not be merged into one label map")
-    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-    image = vtk.vtkImageData()
-    image.DeepCopy(merged)
-    # a volume node keeps the geometry in its IJK-to-RAS matrix, not in its image data
-    image.SetOrigin(0.0, 0.0, 0.0)
-    image.SetSpacing(1.0, 1.0, 1.0)
-    image.SetDirectionMatrix(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    labelmap.SetAndObserveImageData(image)
-    merged.GetImageToWorldMatrix(matrix)
-    labelmap.SetIJKToRASMatrix(matrix)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(False)  # a temporary file: speed over size
-    if not storage.WriteData(labelmap) or not path.is_file():
-        raise ConfigError(f"'{segmentationNode.GetName()}': its label map could not be written to {path}")
+    writeArray(labelArray(segmentationNode, reference, values), reference, path, f"'{segmentationNode.GetName()}': its label map")
 
 
 def exportPaths(folder: Path, name: str, kinds: Sequence[str]) -> dict[str, Path]:
@@ -361,10 +337,11 @@ class ExportJob(FolderJob):
         try:
             labels = self.folder / "labels.nrrd"
             writeLabelsForExport(segmentationNode, reference, values, labels)
+            drawn = writeTargetsForExport(withBinaryLabelmaps(segmentationNode), reference, self.folder)
             # the child writes here, never into the user's folder: a killed child leaves its temporaries in this folder only
             self._staged = {kind: self.folder / path.name for kind, path in self.paths.items()}
-            targets = {EXPORT_KINDS[kind][2]: path for kind, path in self._staged.items()}
-            options = ExportOptions(labels=labels, series=tuple(files), model=bundle, **targets)
+            objects = {EXPORT_KINDS[kind][2]: path for kind, path in self._staged.items()}
+            options = ExportOptions(labels=labels, series=tuple(files), model=bundle, targets_from=drawn, **objects)
             self.progress.emit(0.0, f"exporting '{self._name}' to DICOM")
             self._run(options, "export")
         except BaseException:  # also a child that cannot start: the label map (patient data) goes too

@@ -194,29 +194,32 @@ def _registration_method(initial: sitk.Transform) -> sitk.ImageRegistrationMetho
     return method
 
 
-def _registration_problem(result: Registration, stop: str) -> str | None:
+def _registration_problem(result: Registration, stop: str, limits: tuple[float, float] | None) -> str | None:
     """Why a finished registration is not to be trusted (None: it is): no convergence, no shared information,
-    a worse alignment than at the start, or an implausible motion within one session."""
+    a worse alignment than at the start, or (with ``limits``: degrees, mm) an implausible motion within one session."""
     if "Maximum number of iterations" in stop:
         return f"the optimiser did not converge in {_ITERATIONS} iterations"
     if result.mi_final < MIN_MUTUAL_INFORMATION:
         return f"the images share no information after it (mutual information {result.mi_final:.3f} nats)"
     if result.mi_final < result.mi_start - 0.01 * abs(result.mi_start):
         return f"it made the alignment worse (mutual information {result.mi_start:.3f} -> {result.mi_final:.3f} nats)"
-    if result.angle_deg > MAX_ROTATION_DEGREES or result.shift_mm > MAX_SHIFT_MM:
+    if limits is not None and (result.angle_deg > limits[0] or result.shift_mm > limits[1]):
         return (f"it found an implausible motion between two series of one session ({result.angle_deg:.0f} degrees, "
-                f"{result.shift_mm:.0f} mm; at most {MAX_ROTATION_DEGREES:.0f} degrees and {MAX_SHIFT_MM:.0f} mm)")
+                f"{result.shift_mm:.0f} mm; at most {limits[0]:.0f} degrees and {limits[1]:.0f} mm)")
     return None
 
 
 def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", name: str = "image",
-                   reference: str = "reference") -> Registration:
+                   reference: str = "reference", within_session: bool = True) -> Registration:
     """Register ``moving`` rigidly to ``fixed`` (see the module docstring for the method and checks).
 
     Args:
         fixed: the reference image.
         moving: the sequence to align, on its own grid.
         slot, name, reference: the moving image's slot and file name and the reference's, for messages.
+        within_session: the two images come from one session, so a rotation above :data:`MAX_ROTATION_DEGREES` or a
+            shift above :data:`MAX_SHIFT_MM` is refused; False: no such limit (two scanners, e.g. an MR and the planning
+            CT, :mod:`magms.planning`).
     Returns:
         The registration; :attr:`Registration.transform` maps ``fixed``'s points to ``moving``'s.
     Raises:
@@ -251,7 +254,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, slot: str = "moving", 
     rotation = tuple(math.degrees(a) for a in (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ()))
     result = Registration(slot, transform, rotation, _angle(transform), tuple(transform.GetTranslation()), mi_start, mi_final,
                           iterations, time.perf_counter() - start_time)
-    problem = _registration_problem(result, stop)
+    problem = _registration_problem(result, stop, (MAX_ROTATION_DEGREES, MAX_SHIFT_MM) if within_session else None)
     if problem is not None:
         raise ImageError(f"{who}: registration to the reference {reference} failed: {problem}; is it the same patient and session?")
     logger.info("%s registered to %s: %s", who, reference, result.describe())

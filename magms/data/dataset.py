@@ -1,7 +1,7 @@
 """From labelled cases to training patches: the MONAI transforms.
 
 :func:`case_transforms` is the deterministic part (cached once per run), :func:`patch_transforms`
-the random part (patches, flips, intensity jitter). The cases were checked before
+the random part (patches, then the augmentation). The cases were checked before
 (:func:`magms.data.checks.check_cases`).
 """
 
@@ -21,14 +21,12 @@ from monai.transforms import (
     MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     Spacingd,
     SpatialPadd,
 )
 
 from magms.config import PreprocessConfig
+from magms.data.augment import augmentation_transforms
 from magms.data.inputs import prepare_inputs
 from magms.data.io import resample_like, same_grid
 from magms.data.preprocessing import normalize
@@ -101,7 +99,8 @@ def case_transforms(slots: Sequence[str], scheme: LabelScheme, pre: PreprocessCo
     return steps
 
 
-def patch_transforms(pre: PreprocessConfig, samples: int) -> list:
+def patch_transforms(pre: PreprocessConfig, samples: int, augmentation: str = "light") -> list:
+    """Patches cropped from a cached case, then augmented by preset ``augmentation`` (:mod:`magms.data.augment`)."""
     return [
         # the crop inference repeats (run_in_foreground); negative patches are centred in the foreground
         CropForegroundd(keys=["image", "label", "foreground"], source_key="foreground", allow_smaller=True),
@@ -111,9 +110,5 @@ def patch_transforms(pre: PreprocessConfig, samples: int) -> list:
             num_samples=samples, image_key="foreground", image_threshold=0.5,
         ),
         DeleteItemsd(keys="foreground"),  # case-sized: it would not stack with another case's in a batch
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
-        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        *augmentation_transforms(augmentation),
     ]

@@ -9,6 +9,7 @@ here reads options records or prints.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -25,11 +26,13 @@ if TYPE_CHECKING:
     from magms.data.inputs import PreparedInputs
     from magms.dicom import DicomSeries
     from magms.inference.segmenter import Segmentation, Segmenter
-    from magms.labels import LabelScheme
+    from magms.labels import LabelScheme, Structure
+    from magms.targets import TargetRequest
 
 __all__ = [
-    "Say", "COMPARED_SUFFIX", "BATCH_CASES_IN_FLIGHT", "CaseOutputs", "dicom_requests", "prepare_case", "compared_names",
-    "segment_compared", "each_subset", "write_case", "write_dicom", "write_review", "segment_batch",
+    "Say", "COMPARED_SUFFIX", "BATCH_CASES_IN_FLIGHT", "CaseOutputs", "dicom_requests", "prepare_case",
+    "compared_names", "segment_compared", "each_subset", "check_target_request", "case_brain_of", "write_case",
+    "write_rt_outputs", "write_dicom", "write_targets", "write_review", "segment_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,11 +49,14 @@ DicomRequest = tuple[str, Path]
 
 
 class CaseOutputs:
-    """Where one case's results go: the label map, optionally the probabilities and DICOM objects."""
+    """Where one case's results go: the label map, optionally the probabilities, DICOM objects and radiotherapy targets."""
 
     def __init__(self, labels: Path, probabilities: Path | None = None, dicom: Sequence[DicomRequest] = (),
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, targets: TargetRequest | None = None, planning_ct: Path | None = None,
+                 drawn: Sequence[Structure] = ()) -> None:
         self.labels, self.probabilities, self.dicom, self.overwrite = labels, probabilities, list(dicom), overwrite
+        self.targets, self.planning_ct = targets, planning_ct
+        self.drawn = tuple(drawn)  # structures drawn already (``magms export --targets-from``), on the labels' grid
 
 
 def dicom_requests(rtstruct: Path | None, dicom_seg: Path | None, overwrite: bool) -> list[DicomRequest]:
@@ -139,9 +145,87 @@ def each_subset(segmenter: Segmenter, images: Mapping[str, Any], subsets: Sequen
         yield name, segmenter.segment({s: images[s] for s in subset})
 
 
+def check_target_request(request: TargetRequest | None, dicom: Sequence[DicomRequest], planning_ct: Path | None = None) -> None:
+    """Refuse ``--targets`` with nowhere to write them, and ``--planning-ct`` without a DICOM object, before any work."""
+    if request is not None and not dicom and request.folder is None:
+        raise ConfigError("--targets: nothing to write the targets into: give --rtstruct, --dicom-seg and/or --targets-dir")
+    if planning_ct is not None and not dicom:
+        raise ConfigError(f"--planning-ct {planning_ct}: give --rtstruct and/or --dicom-seg: the objects that reference the CT")
+
+
+def case_brain_of(prepared: PreparedInputs, request: TargetRequest | None, planning_ct: Path | None = None) -> tuple[Any, str] | None:
+    """The brain mask the CTVs keep to and the planning CT's registration is checked with, and where it came from;
+    None when neither is asked for. Found before the network runs, so that a case without one is refused at once."""
+    if request is None and planning_ct is None:
+        return None
+    from magms.targets import case_brain
+
+    return case_brain(prepared.images, prepared.names, None if request is None else request.brain_file,
+                      getattr(prepared, "brain_mask", None), str(getattr(prepared, "mask_source", "")),
+                      hint=", or extract it with --preprocess strip")
+
+
+@dataclasses.dataclass
+class _Planned:
+    """What the DICOM objects are drawn on: the labels, their grid and series, the brain and barrier there."""
+
+    labels: Any
+    grid: Any
+    series: DicomSeries | None
+    brain: tuple[Any, str] | None
+    barrier: Any = None
+
+
+def _on_planning_grid(outputs: CaseOutputs, labels: Any, grid: Any, series: DicomSeries | None, brain: tuple[Any, str] | None,
+                      say: Say) -> _Planned:
+    """The case as the DICOM objects are drawn: as it is, or moved onto the planning CT (``--planning-ct``), with the
+    registration said and its picture written beside the first DICOM object."""
+    request = outputs.targets
+    barrier = None
+    if request is not None and request.barrier_file is not None:
+        from magms.targets import read_mask_on
+
+        barrier = read_mask_on(request.barrier_file, grid, "--barrier")
+    if outputs.planning_ct is None:
+        return _Planned(labels, grid, series, brain, barrier)
+    from magms.planning import move_to_planning_ct, write_registration_picture
+
+    assert brain is not None  # case_brain_of found it before the network ran
+    moved = move_to_planning_ct(outputs.planning_ct, grid, labels, brain[0], barrier)
+    say(f"note: {moved.registration.describe()}", True)
+    picture = outputs.dicom[0][1].with_suffix(".registration.png")
+    say(str(write_registration_picture(moved.grid, moved.brain, picture)), False)
+    return _Planned(moved.labels, moved.grid, moved.series, (moved.brain, brain[1]), moved.barrier)
+
+
+def write_targets(request: TargetRequest | None, planned: _Planned, scheme: LabelScheme, overwrite: bool,
+                  say: Say) -> tuple[Structure, ...]:
+    """The targets ``request`` asks for, grown on the planned grid; their masks written to ``--targets-dir`` (each path said)."""
+    if request is None or planned.brain is None:
+        return ()
+    from magms.targets import case_targets, volume_ml
+    from magms.targets import write_targets as write_target_files
+
+    found = case_targets(planned.labels, planned.grid, scheme, request, *planned.brain, barrier=planned.barrier)
+    for structure in found:
+        say(f"note: {structure.description}: {volume_ml(structure, planned.grid):.1f} ml", True)
+    if request.folder is not None:
+        for path in write_target_files(found, planned.grid, request.folder, request.protocol, overwrite):
+            say(str(path), False)
+    return found
+
+
+def write_rt_outputs(outputs: CaseOutputs, labels: Any, grid: Any, series: DicomSeries | None, brain: tuple[Any, str] | None,
+                     scheme: LabelScheme, model: str, say: Say) -> None:
+    """The radiotherapy outputs of a label map: moved onto the planning CT when asked, the targets grown, the DICOM objects."""
+    planned = _on_planning_grid(outputs, labels, grid, series, brain, say)
+    targets = write_targets(outputs.targets, planned, scheme, outputs.overwrite, say) + outputs.drawn
+    write_dicom(outputs.dicom, planned.labels, planned.grid, planned.series, scheme, model, outputs.overwrite, say, targets)
+
+
 def write_case(segmenter: Segmenter, prepared: PreparedInputs, result: Segmentation, series: DicomSeries | None,
-               outputs: CaseOutputs, say: Say, prefix: str = "") -> None:
-    """One case's notes, label map (and probabilities), result line and DICOM objects."""
+               outputs: CaseOutputs, say: Say, prefix: str = "", brain: tuple[Any, str] | None = None) -> None:
+    """One case's notes, label map (and probabilities), result line, and its radiotherapy outputs."""
     from magms.data.io import write_labelmap, write_probabilities
 
     for note in prepared.notes + result.notes:
@@ -151,17 +235,18 @@ def write_case(segmenter: Segmenter, prepared: PreparedInputs, result: Segmentat
     if outputs.probabilities is not None:
         write_probabilities(result.probabilities, result.reference, outputs.probabilities, overwrite=outputs.overwrite)
     say(f"{outputs.labels}\t{'+'.join(result.present)}\treference={result.reference_slot}\t{result.seconds:.1f}s", False)
-    write_dicom(outputs.dicom, result.labels, result.reference, series, scheme, segmenter.model.name, outputs.overwrite, say)
+    write_rt_outputs(outputs, result.labels, result.reference, series, brain, scheme, segmenter.model.name, say)
 
 
 def write_dicom(requests: Sequence[DicomRequest], labels: Any, grid: Any, series: DicomSeries | None, scheme: LabelScheme,
-                model: str, overwrite: bool, say: Say) -> None:
-    """The DICOM objects asked for (RT Structure Set, SEG) of a label map on ``series``' grid; each path said."""
+                model: str, overwrite: bool, say: Say, targets: Sequence[Structure] = ()) -> None:
+    """The DICOM objects asked for (RT Structure Set, SEG) of a label map on ``series``' grid, with ``targets``
+    after its labels and regions; each path said."""
     from magms.dicom import write_dicom_seg, write_rtstruct
 
     writers = {"rtstruct": write_rtstruct, "dicom-seg": write_dicom_seg}
     for kind, path in requests:
-        writers[kind](labels, grid, series, scheme, path, model=model, overwrite=overwrite)
+        writers[kind](labels, grid, series, scheme, path, model=model, overwrite=overwrite, targets=targets)
         say(str(path), False)
 
 

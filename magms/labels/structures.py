@@ -2,6 +2,8 @@
 
 One list serves the review's volumes and Dice (:mod:`magms.review`) and the DICOM RT Structure Set
 ROIs and SEG segments (:mod:`magms.dicom`), so a structure has one name, colour and code everywhere.
+Radiotherapy targets and the brain (:mod:`magms.targets`) are structures too, with their own voxels
+instead of label values, and the RT Structure Set attributes a planning system reads.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ class Structure:
         category: segmented property category code.
         type: segmented property type code.
         anatomic_region: where it is (Brain), or None.
-        values: the label values it covers.
+        values: the label values it covers (none for a target).
+        interpreted_type: the RT ROI Interpreted Type (``GTV``, ``CTV``, ``PTV``, ``ORGAN``); empty for the
+            network's labels and regions, which are contours for review, not planning structures.
+        algorithm: the ROI Generation Algorithm: ``AUTOMATIC`` (the network's) or ``SEMIAUTOMATIC`` (grown by a margin).
+        description: how it was made (the RT ROI's description, e.g. ``CTV = GTV + 15 mm, within the brain``).
+        voxels: (z, y, x) bool on the label map's grid for a structure that is not a set of label values.
     """
 
     key: str
@@ -39,10 +46,14 @@ class Structure:
     type: Code
     anatomic_region: Code | None
     values: tuple[int, ...]
+    interpreted_type: str = ""
+    algorithm: str = "AUTOMATIC"
+    description: str = ""
+    voxels: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def mask(self, labels: np.ndarray) -> np.ndarray:
-        """The structure's voxels in ``labels`` (its scheme's values), bool of the same shape."""
-        return np.isin(labels, self.values)
+        """The structure's voxels in ``labels`` (its scheme's values), or its own voxels; bool of the same shape."""
+        return np.isin(labels, self.values) if self.voxels is None else np.asarray(self.voxels, dtype=bool)
 
 
 def structures(scheme: LabelScheme) -> tuple[Structure, ...]:

@@ -254,7 +254,7 @@ class Trainer:
         """Cached prepared cases; training draws augmented patches from them, validation reads them whole."""
         base = case_transforms(self.job.slots, self.scheme, self.pre)
         train_ds = CacheDataset([self._case_record(c) for c in self.train_cases], Compose(base), progress=False)
-        self.augment = Compose(patch_transforms(self.pre, self.config.samples_per_case))
+        self.augment = Compose(patch_transforms(self.pre, self.config.samples_per_case, self.config.augmentation))
         augment = self.augment
         # a copy of the cached case: the augmentation must not change it
         self.patches = _Patches(lambda i: augment(dict(train_ds[i])), len(train_ds))

@@ -1,0 +1,171 @@
+"""Radiotherapy targets as segments: grown from a segmentation's label segments as they are now, edits included,
+by a protocol of :mod:`magms.targets`, added to the same segmentation as segments of their own, exported with it.
+
+MRML only, no Qt (tested with ``slicer-core``). The growth is :func:`magms.targets.grow_targets` in this
+process (SimpleITK distance maps: about a second on a 1 mm brain), on the segmentation's reference volume grid.
+
+A target segment carries segment tags (``vtkSegment::SetTag``, at v5.8.1 and v5.10.0 in
+``Libs/vtkSegmentationCore/vtkSegment.h``): :data:`TARGET_TYPE_TAG` (its RT ROI Interpreted Type),
+:data:`TARGET_DESCRIPTION_TAG` and :data:`TARGET_ALGORITHM_TAG`. They tell the target segments from the
+label segments, and the export writes them into the DICOM objects with their types
+(``magms export --targets-from``). Growing again replaces only segments with these tags.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from magms.errors import ConfigError
+from magms.labels import LabelScheme
+from magms.targets import TARGETS_FILE, TargetProtocol, case_brain, grow_targets, target_structures
+
+from .labelmaps import imageArray, labelArray, writeArray
+
+__all__ = ["TARGET_TYPE_TAG", "TARGET_DESCRIPTION_TAG", "TARGET_ALGORITHM_TAG", "segmentTag", "isTargetSegment",
+           "targetSegmentIDs", "volumeArray", "growTargetSegments", "writeTargetsForExport"]
+
+TARGET_TYPE_TAG = "MAGMS.targetType"
+TARGET_DESCRIPTION_TAG = "MAGMS.targetDescription"
+TARGET_ALGORITHM_TAG = "MAGMS.targetAlgorithm"
+
+
+def segmentTag(segment: slicer.vtkSegment, key: str) -> str:
+    """A segment's tag ("" when it has none): ``GetTag(std::string, std::string&)`` with its wrapped out-argument."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(key, value) else ""
+
+
+def isTargetSegment(segment: slicer.vtkSegment) -> bool:
+    return bool(segmentTag(segment, TARGET_TYPE_TAG))
+
+
+def targetSegmentIDs(segmentationNode: slicer.vtkMRMLSegmentationNode) -> list[str]:
+    """The IDs of the segments the Targets section made (tagged), in order."""
+    segmentation = segmentationNode.GetSegmentation()
+    return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())
+            if isTargetSegment(segmentation.GetNthSegment(i))]
+
+
+def volumeArray(volume: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """A volume's voxels, (z, y, x) as a copy."""
+    return imageArray(volume.GetImageData())
+
+
+def _grid(volume: slicer.vtkMRMLScalarVolumeNode, array: np.ndarray):
+    """An image with the volume's voxels and voxel size: all the growth reads (distances do not change with a
+    rotation or a shift, so the direction and origin are left out)."""
+    import SimpleITK as sitk  # not at import: the panel opens without it
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in volume.GetSpacing()))
+    return image
+
+
+def _maskOnReference(node: slicer.vtkMRMLScalarVolumeNode | None, reference: slicer.vtkMRMLScalarVolumeNode,
+                     what: str) -> np.ndarray | None:
+    """A mask volume's voxels above 0.5, on the reference's grid (the same dimensions and geometry are required)."""
+    if node is None:
+        return None
+    matrices = [vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()]
+    node.GetIJKToRASMatrix(matrices[0])
+    reference.GetIJKToRASMatrix(matrices[1])
+    same = node.GetImageData() is not None and node.GetImageData().GetDimensions() == reference.GetImageData().GetDimensions() and all(
+        abs(matrices[0].GetElement(i, j) - matrices[1].GetElement(i, j)) < 1e-3 for i in range(4) for j in range(4))
+    if not same:
+        raise ConfigError(f"the {what} '{node.GetName()}' is not on the grid of '{reference.GetName()}': resample it onto that "
+                          "volume first (Resample Scalar/Vector/DWI Volume, reference volume, nearest neighbour)")
+    return volumeArray(node) > 0.5
+
+
+def _setSegment(segmentationNode, name: str, mask: np.ndarray, reference, colour, tags: Mapping[str, str]) -> str:
+    segmentation = segmentationNode.GetSegmentation()
+    segmentID = segmentation.AddEmptySegment("", name, [c / 255.0 for c in colour])
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True,
+                                                               array_type=vtk.VTK_UNSIGNED_CHAR))
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            image, segmentationNode, segmentID, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
+        raise ConfigError(f"'{segmentationNode.GetName()}': segment {name!r} could not be written")
+    segment = segmentation.GetSegment(segmentID)
+    for key, value in tags.items():
+        segment.SetTag(key, value)
+    return segmentID
+
+
+def growTargetSegments(segmentationNode: slicer.vtkMRMLSegmentationNode, reference: slicer.vtkMRMLScalarVolumeNode,
+                       values: Sequence[tuple[str, int]], scheme: LabelScheme, protocol: TargetProtocol,
+                       brainNode: slicer.vtkMRMLScalarVolumeNode | None = None,
+                       barrierNode: slicer.vtkMRMLScalarVolumeNode | None = None) -> list[str]:
+    """Grow ``protocol``'s targets from the label segments ``values`` as they are now and put them, and the brain,
+    into ``segmentationNode`` as tagged segments, replacing the targets grown before (only those).
+
+    Args:
+        reference: the segmentation's reference volume: the grid of the growth.
+        values: (segment ID, label value) of the label segments.
+        brainNode: a brain mask volume on ``reference``'s grid; None: the reference's brain when it is skull-stripped.
+        barrierNode: a barrier mask volume on ``reference``'s grid, or None.
+    Returns:
+        The new segments' IDs.
+    Raises:
+        ConfigError, ImageError: no brain (the reference is not skull-stripped and no mask was given), a mask off the
+            grid, a protocol the scheme cannot make; nothing is changed then.
+    """
+    labels = labelArray(segmentationNode, reference, values)
+    grid = _grid(reference, labels)
+    brain = _maskOnReference(brainNode, reference, "brain mask")
+    if brain is None:
+        image = _grid(reference, volumeArray(reference).astype(np.float32))
+        brain, source = case_brain({"reference": image}, {"reference": reference.GetName()},
+                                   hint=" (Targets section, Brain mask)")
+    else:
+        source = f"'{brainNode.GetName()}'"
+    barrier = _maskOnReference(barrierNode, reference, "barrier mask")
+    structures = target_structures(grow_targets(labels, grid, scheme, protocol, brain, barrier), brain)
+    segmentation = segmentationNode.GetSegmentation()
+    wasModifying = segmentationNode.StartModify()
+    try:
+        for segmentID in targetSegmentIDs(segmentationNode):
+            segmentation.RemoveSegment(segmentID)
+        made = []
+        for structure in structures:
+            description = structure.description if structure.name != "Brain" else f"Brain ({source})"
+            made.append(_setSegment(segmentationNode, structure.name, structure.voxels, reference, structure.color, {
+                TARGET_TYPE_TAG: structure.interpreted_type, TARGET_DESCRIPTION_TAG: description[:64],
+                TARGET_ALGORITHM_TAG: structure.algorithm}))
+    finally:
+        segmentationNode.EndModify(wasModifying)
+    return made
+
+
+def writeTargetsForExport(segmentationNode: slicer.vtkMRMLSegmentationNode, reference: slicer.vtkMRMLScalarVolumeNode,
+                          folder: Path) -> Path | None:
+    """The target segments as they are now (edits included): one mask per segment on ``reference``'s grid and a
+    ``targets.json`` listing them with their types and descriptions, in ``folder`` (for ``magms export
+    --targets-from``); None when the segmentation has no target segment."""
+    ids = targetSegmentIDs(segmentationNode)
+    if not ids:
+        return None
+    segmentation = segmentationNode.GetSegmentation()
+    listed = []
+    for n, segmentID in enumerate(ids):
+        segment = segmentation.GetSegment(segmentID)
+        mask = labelArray(segmentationNode, reference, [(segmentID, 1)]) > 0
+        file = f"target{n + 1}.nrrd"
+        writeArray(mask.astype(np.uint8), reference, folder / file, f"target segment '{segment.GetName()}'")
+        listed.append({"name": segment.GetName(), "interpreted_type": segmentTag(segment, TARGET_TYPE_TAG),
+                       "algorithm": segmentTag(segment, TARGET_ALGORITHM_TAG) or None,
+                       "description": segmentTag(segment, TARGET_DESCRIPTION_TAG), "file": file})
+    path = folder / TARGETS_FILE
+    path.write_text(json.dumps({"structures": listed}, indent=2), encoding="utf-8")
+    return path

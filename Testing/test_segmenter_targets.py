@@ -171,3 +171,28 @@ def test_the_targets_section_says_what_it_will_grow_and_grows_it(dicom_files, sc
     node.GetSegmentation().AddEmptySegment("", "my note")  # a segment that is no label of the model
     section.grow()
     assert "Cannot grow targets: segment(s) 'my note'" in view.last("showError")[0]
+
+
+def test_segments_held_as_surfaces_a_vector_mask_and_a_transform_are_refused_by_name(dicom_files, scene_case):
+    """What the grid or the representation would silently get wrong is refused before anything is written."""
+    from MAGMSSegmenterLib.targets import targetsProblem
+
+    scene, volume, node = scene_case
+    assert targetsProblem(node, volume) == ""
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "colour photo")
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(4, 4, 4)
+    image.AllocateScalars(3, 3)  # VTK_UNSIGNED_CHAR, 3 components
+    vector.SetAndObserveImageData(image)
+    assert "volume 'colour photo' is a vector" in targetsProblem(node, volume, [vector])
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    assert "not all under the same transform" in targetsProblem(node, volume)
+    node.SetAndObserveTransformNodeID(None)
+    surface = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    node.GetSegmentation().CreateRepresentation(surface)
+    node.GetSegmentation().SetSourceRepresentationName(surface)
+    count = node.GetSegmentation().GetNumberOfSegments()
+    with pytest.raises(ConfigError, match="holds its segments as Closed surface .*make Binary labelmap its source representation"):
+        growTargetSegments(node, volume, logic.segmentLabelValues(node, SCHEME), SCHEME, PROTOCOLS["lgg"])
+    assert node.GetSegmentation().GetNumberOfSegments() == count

@@ -336,8 +336,9 @@ class ExportJob(FolderJob):
         self.folder = Path(tempfile.mkdtemp(prefix="magms-export-"))
         try:
             labels = self.folder / "labels.nrrd"
-            writeLabelsForExport(segmentationNode, reference, values, labels)
-            drawn = writeTargetsForExport(withBinaryLabelmaps(segmentationNode), reference, self.folder)
+            converted = withBinaryLabelmaps(segmentationNode)  # once: a surface segmentation is converted on a copy
+            writeLabelsForExport(converted, reference, values, labels)
+            drawn = writeTargetsForExport(converted, reference, self.folder)
             # the child writes here, never into the user's folder: a killed child leaves its temporaries in this folder only
             self._staged = {kind: self.folder / path.name for kind, path in self.paths.items()}
             objects = {EXPORT_KINDS[kind][2]: path for kind, path in self._staged.items()}

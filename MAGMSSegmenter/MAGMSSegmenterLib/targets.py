@@ -25,11 +25,12 @@ from vtk.util import numpy_support
 from magms.errors import ConfigError
 from magms.labels import LabelScheme
 from magms.targets import TARGETS_FILE, TargetProtocol, case_brain, grow_targets, target_structures
+from MAGMSCommonLib.volumes import notAnImage
 
 from .labelmaps import imageArray, labelArray, writeArray
 
 __all__ = ["TARGET_TYPE_TAG", "TARGET_DESCRIPTION_TAG", "TARGET_ALGORITHM_TAG", "segmentTag", "isTargetSegment",
-           "targetSegmentIDs", "volumeArray", "growTargetSegments", "writeTargetsForExport"]
+           "targetSegmentIDs", "volumeArray", "targetsProblem", "growTargetSegments", "writeTargetsForExport"]
 
 TARGET_TYPE_TAG = "MAGMS.targetType"
 TARGET_DESCRIPTION_TAG = "MAGMS.targetDescription"
@@ -66,6 +67,31 @@ def _grid(volume: slicer.vtkMRMLScalarVolumeNode, array: np.ndarray):
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(tuple(float(s) for s in volume.GetSpacing()))
     return image
+
+
+def _transformID(node) -> str | None:
+    transform = node.GetParentTransformNode()
+    return transform.GetID() if transform is not None else None
+
+
+def targetsProblem(segmentationNode: slicer.vtkMRMLSegmentationNode, reference, masks: Sequence = ()) -> str:
+    """Why targets cannot be grown in ``segmentationNode`` on ``reference``'s grid with ``masks`` ("" when they can):
+    segments not held as binary label maps (the targets are written as label maps into the node), a reference or mask
+    that is not one single-component volume, or nodes under different transforms (the grids would not match)."""
+    labelmap = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    source = segmentationNode.GetSegmentation().GetSourceRepresentationName()
+    if source != labelmap:
+        return (f"'{segmentationNode.GetName()}' holds its segments as {source} (an imported RTSTRUCT, a model): targets are "
+                "written as label maps, so make Binary labelmap its source representation first (Segmentations module, "
+                "Representations)")
+    for node in (reference, *masks):
+        problem = notAnImage(node) if not node.IsA("vtkMRMLLabelMapVolumeNode") else ""
+        if problem or node.GetImageData() is None or node.GetImageData().GetNumberOfScalarComponents() != 1:
+            return problem or f"volume '{node.GetName()}' has no single-component image"
+    if len({_transformID(n) for n in (segmentationNode, reference, *masks)}) > 1:
+        return (f"'{segmentationNode.GetName()}', its reference volume '{reference.GetName()}' and the masks are not all under "
+                "the same transform: their voxels would not match; put them under one transform (or none)")
+    return ""
 
 
 def _maskOnReference(node: slicer.vtkMRMLScalarVolumeNode | None, reference: slicer.vtkMRMLScalarVolumeNode,
@@ -121,6 +147,9 @@ def growTargetSegments(segmentationNode: slicer.vtkMRMLSegmentationNode, referen
         ConfigError, ImageError: no brain (the reference is not skull-stripped and no mask was given), a mask off the
             grid, a protocol the scheme cannot make; nothing is changed then.
     """
+    problem = targetsProblem(segmentationNode, reference, [n for n in (brainNode, barrierNode) if n is not None])
+    if problem:
+        raise ConfigError(problem)
     labels = labelArray(segmentationNode, reference, values)
     grid = _grid(reference, labels)
     brain = _maskOnReference(brainNode, reference, "brain mask")
@@ -133,16 +162,22 @@ def growTargetSegments(segmentationNode: slicer.vtkMRMLSegmentationNode, referen
     barrier = _maskOnReference(barrierNode, reference, "barrier mask")
     structures = target_structures(grow_targets(labels, grid, scheme, protocol, brain, barrier), brain)
     segmentation = segmentationNode.GetSegmentation()
+    before = targetSegmentIDs(segmentationNode)
+    made: list[str] = []
     wasModifying = segmentationNode.StartModify()
-    try:
-        for segmentID in targetSegmentIDs(segmentationNode):
-            segmentation.RemoveSegment(segmentID)
-        made = []
+    try:  # the new targets first: the old ones go only when all of them are in
         for structure in structures:
             description = structure.description if structure.name != "Brain" else f"Brain ({source})"
             made.append(_setSegment(segmentationNode, structure.name, structure.voxels, reference, structure.color, {
-                TARGET_TYPE_TAG: structure.interpreted_type, TARGET_DESCRIPTION_TAG: description[:64],
+                TARGET_TYPE_TAG: structure.interpreted_type, TARGET_DESCRIPTION_TAG: description.replace("|", "/")[:64],
                 TARGET_ALGORITHM_TAG: structure.algorithm}))
+    except BaseException:
+        for segmentID in made:
+            segmentation.RemoveSegment(segmentID)
+        raise
+    else:
+        for segmentID in before:
+            segmentation.RemoveSegment(segmentID)
     finally:
         segmentationNode.EndModify(wasModifying)
     return made

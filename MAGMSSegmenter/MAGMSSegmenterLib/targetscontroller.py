@@ -17,7 +17,7 @@ from magms.errors import MAGMSError
 from magms.targets import PROTOCOLS
 
 from .dicomexport import segmentLabelValues
-from .targets import growTargetSegments
+from .targets import growTargetSegments, targetsProblem
 
 __all__ = ["TargetsController", "TARGETS_REFERENCE_ROLE", "BRAIN_REFERENCE_ROLE", "BARRIER_REFERENCE_ROLE", "PROTOCOL_ITEMS",
            "TARGETS_DEFAULTS"]
@@ -73,7 +73,8 @@ class TargetsController:
             saved = json.loads(self.parameters.get("targetsMargins") or "{}") if self.parameters is not None else {}
         except ValueError:
             saved = {}
-        margins.update({k: float(v) for k, v in saved.items() if k in margins and isinstance(v, (int, float))})
+        if isinstance(saved, dict):
+            margins.update({k: float(v) for k, v in saved.items() if k in margins and isinstance(v, (int, float))})
         return margins
 
     def setProtocol(self, key: str) -> None:
@@ -88,7 +89,11 @@ class TargetsController:
     def setMargin(self, name: str, millimetres: float) -> None:
         if self.parameters is None or name not in self.margins():
             return
-        changed = {**json.loads(self.parameters.get("targetsMargins") or "{}"), name: float(millimetres)}
+        try:
+            saved = json.loads(self.parameters.get("targetsMargins") or "{}")
+        except ValueError:  # not what this panel wrote: start again from the protocol's
+            saved = {}
+        changed = {**(saved if isinstance(saved, dict) else {}), name: float(millimetres)}
         self.parameters.set("targetsMargins", json.dumps(changed, sort_keys=True))
         self.update()
 
@@ -132,7 +137,9 @@ class TargetsController:
         reference = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
         if reference is None or not reference.IsA("vtkMRMLScalarVolumeNode") or reference.GetImageData() is None:
             return f"'{node.GetName()}' has no reference volume: the targets are grown on its grid."
-        return ""
+        masks = [m for m in (self._node(BRAIN_REFERENCE_ROLE, "vtkMRMLScalarVolumeNode"),
+                             self._node(BARRIER_REFERENCE_ROLE, "vtkMRMLScalarVolumeNode")) if m is not None]
+        return targetsProblem(node, reference, masks)
 
     def update(self) -> None:
         problem = self.problem()

@@ -60,7 +60,7 @@ def brats2013_rows(folder: Path) -> list[list[str]]:
     return rows
 
 
-def _write(rows: list[list[str]], target: Path, header: list[str]) -> None:
+def write_manifest(rows: list[list[str]], target: Path, header: list[str]) -> None:
     rows = [list(r) for r in rows]  # the paths become relative to the CSV here, not in the caller's rows
     for row in rows:
         for i in range(1, 6):
@@ -81,9 +81,9 @@ def main(shared: str, more: str, extra: str, out: str) -> None:
     if missing:
         sys.exit(f"validation cases not found: {', '.join(sorted(missing))}")
     header = ["case", *SLOTS, "label", "scheme"]
-    _write([r for r in rows if r[0] not in VALIDATION], Path(out) / "train.csv", header)
-    _write([[*r, VALIDATION[r[0]]] for r in rows if r[0] in VALIDATION], Path(out) / "validation.csv", [*header, "source"])
-    _write(rows, Path(out) / "all.csv", header)
+    write_manifest([r for r in rows if r[0] not in VALIDATION], Path(out) / "train.csv", header)
+    write_manifest([[*r, VALIDATION[r[0]]] for r in rows if r[0] in VALIDATION], Path(out) / "validation.csv", [*header, "source"])
+    write_manifest(rows, Path(out) / "all.csv", header)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@
 #
 # Here, once (from the repository root, with ../shared beside it and the extra cases extracted):
 #   python Resources/Models/brats-glioma-4seq/recipe/cases.py ../shared/data MORE EXTRA runs/cross_site
-#   python Resources/Models/brats-glioma-4seq/recipe/stage_cases.py runs/cross_site/all.csv runs/staged
+#   python Resources/Models/brats-glioma-4seq/recipe/stage_cases.py runs/cross_site/train.csv runs/staged
+# (the 32 training cases: 38 MiB, with the repository's 17 MB under the 64 MiB a call carries)
 # There, each call (carry runs/staged, and runs/previous after the first call):
 #   bash Resources/Models/brats-glioma-4seq/recipe/gpu_train.sh MINUTES [INIT_BUNDLE]
 # INIT_BUNDLE: the bundle the previous call brought back (copy $OUT/bundle to runs/previous here first);
-# default: the built-in model. The run's options are train.json's, on CUDA, validated at its end on the
-# cross-site validation cases (train.json's val_cases). What is lost between calls: the optimiser's state
-# (AdamW's moments; about 55 MB more than 64 MiB allow with the cases), so each call warms up again.
+# default: the built-in model. The run's options are finetune.json's (the recipe's), on CUDA, without validation:
+# validate what comes back here (Testing/benchmarks/bench_cross_site.py on runs/cross_site/validation.csv).
+# What is lost between calls: the optimiser's state (AdamW's moments, 54 MB: more than the 64 MiB a call carries
+# allow beside the cases), so each call warms up again.
 # Needs: a Python ($PYTHON, default python3) with a CUDA build of torch, MONAI and this checkout's
 # dependencies (see KINDS.md of the machine; missing wheels can travel as in the device README).
 set -euo pipefail
@@ -29,6 +31,6 @@ cd "$REPO"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT_DIR.nvidia-smi.csv" 2>/dev/null || true
 rm -rf "$OUT_DIR/bundle"
 mkdir -p "$OUT_DIR"
-"$PY" -m magms train --config Resources/Models/brats-glioma-4seq/recipe/train.json --data runs/staged/cases.csv \
+"$PY" -m magms train --config Resources/Models/brats-glioma-4seq/recipe/finetune.json --data runs/staged/cases.csv \
     --out "$OUT_DIR/bundle" --init "$INIT" --max-minutes "$MINUTES" --device cuda --progress lines 2>&1 | tee "$OUT_DIR/train.log"
 echo "bundle in $OUT_DIR/bundle: carry it back as runs/previous and pass it to the next call"

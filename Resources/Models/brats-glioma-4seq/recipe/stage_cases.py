@@ -1,6 +1,6 @@
 """Stage the training cases small enough to travel to a GPU machine (only the repository travels, 64 MiB a call).
 
-Each case of a manifest (``cases.py``'s ``all.csv``) is brought onto its reference image's grid as training
+Each case of a manifest (``cases.py``'s ``train.csv``) is brought onto its reference image's grid as training
 reads it, resampled to the model's 2 mm working grid, cropped to the box of its foreground (the brain) plus
 4 voxels, and written as int16 NIfTI: each sequence mapped linearly so that its minimum (the background
 fill) becomes 0 and its maximum 32000, which the foreground z-score undoes; the label as uint8 in the

@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# Reproduce the built-in model from a checkout with ../shared beside it:
-#   bash Resources/Models/brats-glioma-4seq/recipe/train.sh GIT_DIR_OF_BioExp
-# GIT_DIR_OF_BioExp: a snapshot of github.com/koriavinash1/BioExp (clone or bare), for the 12 more
-# BraTS 2018 cases. The run writes runs/brats-glioma-4seq/ (checkpoint, metrics.csv, the bundle);
-# it stops after train.json's max_minutes and resumes with --resume.
+# Reproduce the built-in model from a checkout with ../shared beside it, phase by phase:
+#   bash Resources/Models/brats-glioma-4seq/recipe/train.sh MIRRORS [PHASE...]
+# MIRRORS: a folder with git snapshots (clone or bare) of the six public repositories the two extraction
+# scripts name, as OWNER+NAME/repo (koriavinash1+BioExp/repo, indigoYoshimaru+3d-brain-thesis/repo, ...).
+# Phases (default: all three, each continuing from the one before):
+#   1  train.json     2 h from scratch on 25 cases (the version-1 model, 2026-11-29)  -> runs/brats-glioma-4seq/
+#   2  finetune.json  45 min on the 32 training cases of the cross-site split         -> runs/cross_site/ft_light/
+#   3  continue.json  50 min more, validated on the 9 cross-site cases at its end     -> runs/cross_site/ft2_light/
+# A phase stops after its max_minutes and resumes with `magms train --config ... --resume`. To train further
+# (another sitting, another machine): magms train --config recipe/continue.json --init Resources/Models/brats-glioma-4seq
+# --out runs/next (the committed weights); on a GPU machine: recipe/gpu_train.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."
 recipe=Resources/Models/brats-glioma-4seq/recipe
-more=runs/brats18_more
-[ -d "$more" ] || bash ../shared/tools/brats18_more.sh "${1:?usage: train.sh GIT_DIR_OF_BioExp}" "$more"
-.venv/bin/python "$recipe/make_manifest.py" ../shared/data "$more" runs/brats-glioma-4seq/manifest.csv
-.venv/bin/magms train --config "$recipe/train.json" "${@:2}"
+mirrors=${1:?usage: train.sh MIRRORS [PHASE...]}
+shift
+phases=${*:-1 2 3}
+[ -d runs/brats18_more ] || bash ../shared/tools/brats18_more.sh "$mirrors/koriavinash1+BioExp/repo" runs/brats18_more
+[ -d runs/brats_extra ] || bash ../shared/tools/brats_extra.sh "$mirrors" runs/brats_extra
+.venv/bin/python "$recipe/make_manifest.py" ../shared/data runs/brats18_more runs/brats-glioma-4seq/manifest.csv
+.venv/bin/python "$recipe/cases.py" ../shared/data runs/brats18_more runs/brats_extra runs/cross_site
+for phase in $phases; do
+  case $phase in
+    1) .venv/bin/magms train --config "$recipe/train.json" ;;
+    2) .venv/bin/magms train --config "$recipe/finetune.json" ;;
+    3) .venv/bin/magms train --config "$recipe/continue.json" ;;
+    *) echo "unknown phase $phase" >&2; exit 2 ;;
+  esac
+done

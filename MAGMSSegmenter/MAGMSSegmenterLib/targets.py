@@ -2,7 +2,8 @@
 by a protocol of :mod:`magms.targets`, added to the same segmentation as segments of their own, exported with it.
 
 MRML only, no Qt (tested with ``slicer-core``). The growth is :func:`magms.targets.grow_targets` in this
-process (SimpleITK distance maps: about a second on a 1 mm brain), on the segmentation's reference volume grid.
+process (SimpleITK distance maps: 0.05-0.21 s per protocol on a real 1 mm case,
+``Testing/benchmarks/bench_targets.py``), on the segmentation's reference volume grid.
 
 A target segment carries segment tags (``vtkSegment::SetTag``, at v5.8.1 and v5.10.0 in
 ``Libs/vtkSegmentationCore/vtkSegment.h``): :data:`TARGET_TYPE_TAG` (its RT ROI Interpreted Type),

@@ -92,12 +92,17 @@ def segment_id(node, name: str) -> str:
     return node.GetSegmentation().GetSegmentIdBySegmentName(name)
 
 
-@pytest.fixture
-def scene_with_segmentation(dicom_files):
+def scene_with_case(dicom_files, name: str = "3: AX FLAIR MAGMS model (flair)"):
+    """A scene with the case's DICOM volume and its label map imported as a MAGMS segmentation named ``name``."""
     scene = slicer.vtkMRMLScene()
     volume = load_dicom_volume(scene, dicom_files)
-    node = logic.importSegmentation(scene, dicom_files["seg"], volume, SCHEME, "3: AX FLAIR MAGMS model (flair)")
+    node = logic.importSegmentation(scene, dicom_files["seg"], volume, SCHEME, name)
     return scene, volume, node
+
+
+@pytest.fixture
+def scene_with_segmentation(dicom_files):
+    return scene_with_case(dicom_files)
 
 
 def test_export_writes_the_segments_as_they_are_now_as_rtstruct_and_seg(dicom_files, scene_with_segmentation, tmp_path):

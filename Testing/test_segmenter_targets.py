@@ -9,7 +9,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 pydicom = pytest.importorskip("pydicom", reason="pydicom is not installed (pip install 'magms-slicer[dicom]')")
 
-from test_segmenter_export import load_dicom_volume, make_dicom_files, segment_id, set_segment  # noqa: E402
+from test_segmenter_export import make_dicom_files, scene_with_case, segment_id, set_segment  # noqa: E402
 
 from magms.errors import ConfigError, ImageError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
@@ -35,10 +35,7 @@ def dicom_files(tmp_path_factory):
 
 @pytest.fixture
 def scene_case(dicom_files):
-    scene = slicer.vtkMRMLScene()
-    volume = load_dicom_volume(scene, dicom_files)
-    node = logic.importSegmentation(scene, dicom_files["seg"], volume, SCHEME, "case MAGMS")
-    return scene, volume, node
+    return scene_with_case(dicom_files, "case MAGMS")
 
 
 def _mask(node, volume, name):

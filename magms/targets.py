@@ -332,12 +332,13 @@ def planning_structure(name: str, interpreted_type: str, voxels: np.ndarray, des
                      interpreted_type=interpreted_type, algorithm=algorithm, description=description, voxels=voxels)
 
 
-def target_structures(targets: Sequence[Target], brain: np.ndarray | None = None) -> tuple[Structure, ...]:
+def target_structures(targets: Sequence[Target], brain: np.ndarray | None = None,
+                      brain_description: str = "Brain mask the CTVs keep to") -> tuple[Structure, ...]:
     """The targets (and the brain, when given) as exported structures: TG-263 names, RT ROI Interpreted
     Types, generation algorithms, CID 9534 codes, their voxels."""
     found = [planning_structure(t.spec.name, t.spec.kind, t.mask, t.description) for t in targets]
     if brain is not None:
-        found.append(planning_structure("Brain", "ORGAN", brain, "Brain mask the CTVs keep to"))
+        found.append(planning_structure("Brain", "ORGAN", brain, brain_description[:64]))
     return tuple(found)
 
 
@@ -423,9 +424,7 @@ def case_targets(labels: np.ndarray, grid: sitk.Image, scheme: LabelScheme, requ
     """The request's targets of one segmentation, and the brain, as exported structures (``barrier``: the request's
     barrier mask on ``grid``, read by the caller: it may have moved onto the planning CT)."""
     targets = grow_targets(labels, grid, scheme, request.protocol, brain, barrier)
-    found = target_structures(targets, brain)
-    brain_structure = dataclasses.replace(found[-1], description=f"Brain ({brain_source})"[:64])
-    return (*found[:-1], brain_structure)
+    return target_structures(targets, brain, f"Brain ({brain_source})")
 
 
 def volume_ml(structure: Structure, grid: sitk.Image) -> float:

@@ -161,16 +161,16 @@ def growTargetSegments(segmentationNode: slicer.vtkMRMLSegmentationNode, referen
     else:
         source = f"'{brainNode.GetName()}'"
     barrier = _maskOnReference(barrierNode, reference, "barrier mask")
-    structures = target_structures(grow_targets(labels, grid, scheme, protocol, brain, barrier), brain)
+    structures = target_structures(grow_targets(labels, grid, scheme, protocol, brain, barrier), brain,
+                                   f"Brain ({source})".replace("|", "/"))
     segmentation = segmentationNode.GetSegmentation()
     before = targetSegmentIDs(segmentationNode)
     made: list[str] = []
     wasModifying = segmentationNode.StartModify()
     try:  # the new targets first: the old ones go only when all of them are in
-        for structure in structures:
-            description = structure.description if structure.name != "Brain" else f"Brain ({source})"
+        for structure in structures:  # a tag value holding '|' would be cut there on reload (segment tags' separator)
             made.append(_setSegment(segmentationNode, structure.name, structure.voxels, reference, structure.color, {
-                TARGET_TYPE_TAG: structure.interpreted_type, TARGET_DESCRIPTION_TAG: description.replace("|", "/")[:64],
+                TARGET_TYPE_TAG: structure.interpreted_type, TARGET_DESCRIPTION_TAG: structure.description.replace("|", "/"),
                 TARGET_ALGORITHM_TAG: structure.algorithm}))
     except BaseException:
         for segmentID in made:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Say", "COMPARED_SUFFIX", "BATCH_CASES_IN_FLIGHT", "CaseOutputs", "dicom_requests", "prepare_case",
     "compared_names", "segment_compared", "each_subset", "check_target_request", "case_brain_of", "write_case",
-    "write_rt_outputs", "write_dicom", "write_targets", "write_review", "segment_batch",
+    "write_rt_outputs", "write_dicom", "grow_case_targets", "write_review", "segment_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,19 +198,18 @@ def _on_planning_grid(outputs: CaseOutputs, labels: Any, grid: Any, series: Dico
     return _Planned(moved.labels, moved.grid, moved.series, (moved.brain, brain[1]), moved.barrier)
 
 
-def write_targets(request: TargetRequest | None, planned: _Planned, scheme: LabelScheme, overwrite: bool,
-                  say: Say) -> tuple[Structure, ...]:
+def grow_case_targets(request: TargetRequest | None, planned: _Planned, scheme: LabelScheme, overwrite: bool,
+                      say: Say) -> tuple[Structure, ...]:
     """The targets ``request`` asks for, grown on the planned grid; their masks written to ``--targets-dir`` (each path said)."""
     if request is None or planned.brain is None:
         return ()
-    from magms.targets import case_targets, volume_ml
-    from magms.targets import write_targets as write_target_files
+    from magms.targets import case_targets, volume_ml, write_targets
 
     found = case_targets(planned.labels, planned.grid, scheme, request, *planned.brain, barrier=planned.barrier)
     for structure in found:
         say(f"note: {structure.description}: {volume_ml(structure, planned.grid):.1f} ml", True)
     if request.folder is not None:
-        for path in write_target_files(found, planned.grid, request.folder, request.protocol, overwrite):
+        for path in write_targets(found, planned.grid, request.folder, request.protocol, overwrite):
             say(str(path), False)
     return found
 
@@ -219,7 +218,7 @@ def write_rt_outputs(outputs: CaseOutputs, labels: Any, grid: Any, series: Dicom
                      scheme: LabelScheme, model: str, say: Say) -> None:
     """The radiotherapy outputs of a label map: moved onto the planning CT when asked, the targets grown, the DICOM objects."""
     planned = _on_planning_grid(outputs, labels, grid, series, brain, say)
-    targets = write_targets(outputs.targets, planned, scheme, outputs.overwrite, say) + outputs.drawn
+    targets = grow_case_targets(outputs.targets, planned, scheme, outputs.overwrite, say) + outputs.drawn
     write_dicom(outputs.dicom, planned.labels, planned.grid, planned.series, scheme, model, outputs.overwrite, say, targets)
 
 

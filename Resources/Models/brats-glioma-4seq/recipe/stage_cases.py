@@ -24,6 +24,7 @@ from magms.config import PreprocessConfig
 from magms.data.grid import working_grid
 from magms.data.inputs import prepare_inputs
 from magms.data.io import resample_like
+from magms.data.preprocessing import foreground_box, foreground_mask
 
 SLOTS = ("flair", "t1", "t1c", "t2")
 SPACING = (2.0, 2.0, 2.0)
@@ -32,14 +33,11 @@ MARGIN = 4
 
 def _crop_box(images: list[sitk.Image]) -> tuple[list[int], list[int]]:
     """Index and size (x, y, z) of the box of the voxels above the background in any image, plus a margin."""
-    union = np.zeros(sitk.GetArrayViewFromImage(images[0]).shape, bool)
-    for image in images:
-        array = sitk.GetArrayViewFromImage(image)
-        union |= array > array.min()
-    found = np.argwhere(union)
-    low = np.maximum(found.min(axis=0) - MARGIN, 0)[::-1]
-    high = np.minimum(found.max(axis=0) + MARGIN + 1, union.shape)[::-1]
-    return [int(v) for v in low], [int(h - v) for h, v in zip(high, low)]
+    union = foreground_mask(np.stack([sitk.GetArrayViewFromImage(i) for i in images])).any(axis=0)
+    box = foreground_box(union)  # (z, y, x) slices, as inference crops
+    low = [max(b.start - MARGIN, 0) for b in box][::-1]
+    high = [min(b.stop + MARGIN, n) for b, n in zip(box, union.shape)][::-1]
+    return low, [h - v for h, v in zip(high, low)]
 
 
 def _as_int16(image: sitk.Image) -> sitk.Image:

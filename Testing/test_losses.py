@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
-from magms.losses import FeatureMSELoss, MAGMSLoss, PixelwiseKLDivLoss
+from magms.losses import FeatureMSELoss, MAGMSLoss, PixelwiseKLDivLoss, RegionDiceCELoss
 from magms.networks import MAGMSOutput
 
 SHAPE = (2, 3, 8, 8, 8)
@@ -129,3 +129,43 @@ def test_shape_mismatch_names_both_shapes():
     out, _ = _output(same=True)
     with pytest.raises(ValueError, match="target shape"):
         MAGMSLoss()(out, torch.zeros(2, 1, 4, 4, 4))
+
+
+def test_region_loss_with_one_region_per_class_is_monai_dice_ce():
+    """Regions that are the labels themselves give exactly today's Dice+CE over the labels."""
+    torch.manual_seed(1)
+    logits, target = torch.randn(SHAPE), torch.randint(0, 3, (2, 1, 8, 8, 8))
+    expected = DiceCELoss(to_onehot_y=True, softmax=True)(logits, target)
+    torch.testing.assert_close(RegionDiceCELoss([[0], [1], [2]])(logits, target), expected)
+
+
+def test_region_loss_scores_overlapping_regions():
+    """BraTS-like nested regions: near zero for a confident right answer; a wrong inner label costs only
+    the regions it is wrong for (mistaking one core label for the other costs the core nothing)."""
+    target = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
+    target[:, :, 2:6, 2:6, 2:6] = 1
+    target[:, :, 3:5, 3:5, 3:5] = 2
+    regions = [[1, 2], [2]]  # "whole" = 1 and 2; "inner" = 2
+    loss = RegionDiceCELoss(regions)
+    right = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 4, 1, 2, 3).float() * 30
+    assert loss(right, target).item() < 1e-3
+    inner_missed = right.clone()
+    inner_missed[:, :, 3:5, 3:5, 3:5] = torch.tensor([0.0, 30.0, 0.0]).view(1, 3, 1, 1, 1)
+    whole_only = RegionDiceCELoss([[1, 2]], lambda_ce=0.0)
+    assert whole_only(inner_missed, target).item() < 1e-3  # the whole region is still right
+    assert loss(inner_missed, target).item() > 0.3  # the inner region is lost
+
+
+def test_region_loss_trains_each_output_of_magms_loss():
+    output, _ = _output(same=False)
+    target = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    region = RegionDiceCELoss([[1, 2], [2]])
+    terms = MAGMSLoss(distill=False, segmentation_loss=region).terms(output, target)
+    torch.testing.assert_close(terms["seg_fused"], region(output.logits, target))
+    torch.testing.assert_close(terms["seg_t1c"], region(output.modality_logits["t1c"], target))
+
+
+@pytest.mark.parametrize("regions, match", [([], "at least one region"), ([[1], []], "at least one region"), ([[5]], "beyond the 3")])
+def test_region_loss_refuses(regions, match):
+    with pytest.raises(ValueError, match=match):
+        RegionDiceCELoss(regions)(torch.randn(SHAPE), torch.zeros(2, 1, 8, 8, 8, dtype=torch.long))

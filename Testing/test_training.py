@@ -234,11 +234,12 @@ def test_recipe_options_train_and_are_recorded(data, tmp_path):
     out = tmp_path / "model"
     argv = ["train", "--data", str(folder), "--labels", "brats2013", "--out", str(out), "--epochs", "1", "--patch", "16",
             "--spacing", "0", "--channels", "4,8,16", "--val-fraction", "0.25", "--device", "cpu", "--progress", "none",
-            "--singles-per-step", "1", "--lr-schedule", "constant", "--channels-last"]
+            "--singles-per-step", "1", "--lr-schedule", "constant", "--channels-last", "--seg-loss", "regions"]
     assert main(argv) == 0
     net, info = load_bundle(out)
     options = info.training["options"]
     assert (options["singles_per_step"], options["lr_schedule"], options["channels_last"]) == (1, "constant", True)
+    assert options["seg_loss"] == "regions" and info.training["config"]["seg_loss"] == "regions"
     header = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert "feature_flair" in header and "feature_t1c" in header
     bad = ["train", "--data", str(folder), "--labels", "brats2013", "--out", str(tmp_path / "other"), "--singles-per-step", "-1",
@@ -248,3 +249,20 @@ def test_recipe_options_train_and_are_recorded(data, tmp_path):
     except SystemExit as err:
         code = err.code
     assert code == 2 and not (tmp_path / "other").exists()
+
+
+def test_region_loss_needs_a_scheme_with_regions():
+    """The regions are the scheme's (BraTS 2021: WT, TC, ET as class indices); a scheme without any is refused by name."""
+    from types import SimpleNamespace
+
+    from magms.errors import ConfigError
+    from magms.labels import get_scheme
+    from magms.training.trainer import Trainer
+
+    def loss(scheme: str, seg_loss: str = "regions"):
+        return Trainer._segmentation_loss(SimpleNamespace(config=TrainConfig(seg_loss=seg_loss), scheme=get_scheme(scheme)))
+
+    assert loss("brats2021").regions == ((1, 2, 3), (1, 3), (3,))
+    assert loss("brats2021", "labels") is None
+    with pytest.raises(ConfigError, match="label scheme 'brain_tissue' has no regions"):
+        loss("brain_tissue")

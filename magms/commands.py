@@ -265,6 +265,7 @@ class TrainOptions(Options):
     lr_schedule: str = same_as(TrainConfig, "lr_schedule")
     channels_last: bool = same_as(TrainConfig, "channels_last")
     augmentation: str = same_as(TrainConfig, "augmentation")
+    seg_loss: str = same_as(TrainConfig, "seg_loss")
     preprocess: str = option(
         "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT.preprocessed/ beside OUT "
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,

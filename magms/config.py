@@ -22,7 +22,7 @@ from magms.typehints import field_types, split_optional, tuple_item
 if TYPE_CHECKING:  # the schemes build on these records: no import at run time
     from magms.labels import LabelScheme
 
-__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES", "LR_SCHEDULES", "AUGMENTATIONS"]
+__all__ = ["NetConfig", "PreprocessConfig", "TrainConfig", "BACKBONES", "POLICIES", "LR_SCHEDULES", "AUGMENTATIONS", "SEG_LOSSES"]
 
 BACKBONES = ("unet", "unetr")
 
@@ -379,6 +379,8 @@ POLICIES = ("paper", "random_subset")
 LR_SCHEDULES = ("cosine", "constant")
 #: ``--augmentation`` choices (:mod:`magms.data.augment`; kept here so that the config needs no torch import).
 AUGMENTATIONS = ("light", "strong")
+#: ``--seg-loss`` choices: Dice+CE over the labels, or CE over the labels and Dice over the scheme's regions.
+SEG_LOSSES = ("labels", "regions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,6 +413,8 @@ class TrainConfig(_Record):
         lr_schedule: after the warm-up, ``cosine`` to 0 or ``constant``.
         channels_last: channels-last 3-D memory layout (``torch.channels_last_3d``).
         augmentation: the patch augmentation preset, ``"light"`` or ``"strong"`` (:mod:`magms.data.augment`).
+        seg_loss: ``"labels"``: Dice+CE over the labels; ``"regions"``: CE over the labels and Dice over the
+            label scheme's regions (:class:`~magms.losses.RegionDiceCELoss`).
     """
 
     _where: ClassVar[str] = "training config"
@@ -443,6 +447,8 @@ class TrainConfig(_Record):
     channels_last: bool = option(False, "channels-last 3-D memory layout of the network and its inputs")
     augmentation: str = option("light", "patch augmentation: {choices} (light: mirroring and intensity jitter; strong: "
                                "also rotation, scaling, noise, blur, gamma, low resolution, thick slices)", choices=AUGMENTATIONS)
+    seg_loss: str = option("labels", "segmentation loss: {choices} (labels: Dice+CE over the labels; regions: CE over the labels "
+                           "and Dice over the label scheme's scored regions, e.g. BraTS WT, TC, ET)", choices=SEG_LOSSES)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -461,3 +467,5 @@ class TrainConfig(_Record):
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
+        if self.seg_loss not in SEG_LOSSES:
+            raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {self.seg_loss!r}")

@@ -9,7 +9,8 @@ The manifest is the one ``Resources/Models/brats-glioma-4seq/recipe/cases.py`` w
 ``case,flair,t1,t1c,t2,label,scheme,source`` (paths relative to it; ``scheme`` names a label file's
 scheme when it is not the model's; ``source`` where the case was acquired). Every case is segmented
 from every subset of its sequences (``magms.evaluate.evaluate``: the real pipeline, each case's own
-grid, the bundle's post-processing unless ``--no-postprocessing``), then the tables:
+grid, the bundle's post-processing unless ``--no-postprocessing``; with ``--tta`` each model a second
+time with flip test-time augmentation over all three axes, named ``MODEL +TTA``), then the tables:
 
 1. per model: the mean over the 15 subsets, with all four sequences, and with each one alone
    (WT/TC/ET Dice, mean over cases); the BraTS 2023 lesion-wise WT Dice with all four; the
@@ -31,10 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from magms.config import PostprocessConfig  # noqa: E402
+from magms.bundle import open_model  # noqa: E402
 from magms.data.cases import Case  # noqa: E402
 from magms.evaluate import evaluate  # noqa: E402
 from magms.inference import Segmenter  # noqa: E402
+from magms.inference.postprocess import as_requested  # noqa: E402
 
 REGIONS = ("wt", "tc", "et")
 
@@ -50,9 +52,10 @@ def read_manifest(path: Path) -> tuple[list[Case], dict[str, str]]:
     return cases, sources
 
 
-def run_model(model: Path, cases: list[Case], postprocess: bool) -> tuple[list[dict], float]:
+def run_model(model: Path, cases: list[Case], postprocess: bool, tta: bool = False) -> tuple[list[dict], float]:
     """Region rows of every case and subset, and the median seconds per segmentation."""
-    segmenter = Segmenter(model, device="cpu", postprocessing=None if postprocess else PostprocessConfig())
+    opened = open_model(model)
+    segmenter = Segmenter(opened, device="cpu", postprocessing=as_requested(opened.info.postprocessing, postprocess, tta))
     rows, seconds = [], []
 
     def progress(what: str) -> None:
@@ -85,9 +88,12 @@ def main() -> None:
     parser.add_argument("manifest", type=Path, help="validation.csv with a source column")
     parser.add_argument("--model", type=Path, action="append", required=True, help="bundle folder (repeatable)")
     parser.add_argument("--no-postprocessing", action="store_true", help="leave out the bundle's size rules and TTA")
+    parser.add_argument("--tta", action="store_true", help="also each model with flip test-time augmentation over all three axes")
     args = parser.parse_args()
     cases, sources = read_manifest(args.manifest)
-    results = {m: run_model(m, cases, not args.no_postprocessing) for m in args.model}
+    results = {m.name: run_model(m, cases, not args.no_postprocessing) for m in args.model}
+    if args.tta:
+        results |= {f"{m.name} +TTA": run_model(m, cases, not args.no_postprocessing, tta=True) for m in args.model}
     full = "flair+t1+t1c+t2"
     print(f"\n{len(cases)} validation cases; Dice on each case's grid, mean over cases; "
           f"post-processing {'off' if args.no_postprocessing else 'as the bundle says'}\n")
@@ -103,14 +109,14 @@ def main() -> None:
             wt = [r for r in rows if r["subset"] == subset and r["target"] == "wt"]
             fp = statistics.fmean(float(r["false_positives"]) for r in wt)
             lesion = statistics.fmean(float(r["lesion_dice"]) for r in wt)
-            print(f"| {model.name} | {subset} | {cells(table(rows, [subset]))} | {lesion:.3f} | {fp:.1f} |")
+            print(f"| {model} | {subset} | {cells(table(rows, [subset]))} | {lesion:.3f} | {fp:.1f} |")
     print("\n| model | source | cases | 15-subset mean WT | TC | ET | all four WT | TC | ET |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model, (rows, _) in results.items():
         for source in sorted(set(sources.values())):
             mine = [r for r in rows if sources[r["case"]] == source]
             n = len({r["case"] for r in mine})
-            print(f"| {model.name} | {source} | {n} | {cells(table(mine, None))} | {cells(table(mine, [full]))} |")
+            print(f"| {model} | {source} | {n} | {cells(table(mine, None))} | {cells(table(mine, [full]))} |")
 
 
 if __name__ == "__main__":

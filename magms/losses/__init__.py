@@ -1,5 +1,6 @@
 """MAG-MS losses: Dice+CE on every output plus KL and feature self-distillation."""
 
 from magms.losses.distillation import FeatureMSELoss, MAGMSLoss, PixelwiseKLDivLoss
+from magms.losses.regions import RegionDiceCELoss
 
-__all__ = ["FeatureMSELoss", "MAGMSLoss", "PixelwiseKLDivLoss"]
+__all__ = ["FeatureMSELoss", "MAGMSLoss", "PixelwiseKLDivLoss", "RegionDiceCELoss"]

@@ -158,6 +158,8 @@ class MAGMSLoss(_Loss):
         detach_teacher: stop gradients into the fused (teacher) outputs; ``False`` is the reference's choice.
         to_onehot_y: the target holds class indices (B, 1, ...) rather than one-hot (B, C, ...).
         dice_ce_kwargs: further arguments of ``monai.losses.DiceCELoss`` (``softmax=True`` is set).
+        segmentation_loss: instead of Dice+CE over the labels, e.g. a :class:`~magms.losses.RegionDiceCELoss`
+            (``to_onehot_y`` and ``dice_ce_kwargs`` are then unused).
 
     Input and target layouts: logits ``BNHW[D]``; target ``B1HW[D]`` indices or ``BNHW[D]`` one-hot.
 
@@ -177,6 +179,7 @@ class MAGMSLoss(_Loss):
         detach_teacher: bool = True,
         to_onehot_y: bool = True,
         dice_ce_kwargs: dict[str, Any] | None = None,
+        segmentation_loss: _Loss | None = None,
     ) -> None:
         super().__init__()
         for name, w in (("seg_weight", seg_weight), ("kl_weight", kl_weight), ("feature_weight", feature_weight)):
@@ -184,7 +187,7 @@ class MAGMSLoss(_Loss):
                 raise ValueError(f"{name} must be >= 0, got {w}")
         self.distill = distill
         self.seg_weight, self.kl_weight, self.feature_weight = seg_weight, kl_weight, feature_weight
-        self.dice_ce = DiceCELoss(to_onehot_y=to_onehot_y, softmax=True, **(dice_ce_kwargs or {}))
+        self.dice_ce = segmentation_loss or DiceCELoss(to_onehot_y=to_onehot_y, softmax=True, **(dice_ce_kwargs or {}))
         self.kl = PixelwiseKLDivLoss(temperature, detach_teacher)
         self.feature_mse = FeatureMSELoss(feature_levels, level_weights, detach_teacher)
 

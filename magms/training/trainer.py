@@ -36,7 +36,7 @@ from magms.data.dataset import case_transforms, patch_transforms
 from magms.devices import resolve_device
 from magms.errors import ConfigError, MAGMSError
 from magms.labels import get_scheme
-from magms.losses import MAGMSLoss
+from magms.losses import MAGMSLoss, RegionDiceCELoss
 from magms.networks import build_network
 from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE
 from magms.training.checkpoint import read_checkpoint, write_checkpoint
@@ -274,11 +274,23 @@ class Trainer:
         # each rank takes its share of the cases, then batches it
         steps_per_epoch = math.ceil(math.ceil(len(self.train_cases) / self.ranks.world) / config.batch_size)
         self.total_steps = steps_per_epoch * config.epochs
-        loss_fn = MAGMSLoss(distill=config.distill, kl_weight=config.kl_weight, feature_weight=config.feature_weight)
+        loss_fn = MAGMSLoss(
+            distill=config.distill, kl_weight=config.kl_weight, feature_weight=config.feature_weight,
+            segmentation_loss=self._segmentation_loss(),
+        )
         singles = config.singles_per_step or None
         self.step_module = self.ranks.wrap(TrainStep(self.model, loss_fn, config.policy, singles))
         self.amp = config.amp and self.ranks.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def _segmentation_loss(self) -> RegionDiceCELoss | None:
+        """The loss on each output: ``None`` for MAGMSLoss's own Dice+CE over the labels, or one over the scheme's regions."""
+        if self.config.seg_loss != "regions":
+            return None
+        if not self.scheme.regions:
+            raise ConfigError(f"seg_loss 'regions': label scheme '{self.scheme.key}' has no regions to train on; use 'labels'")
+        values = self.scheme.values
+        return RegionDiceCELoss([[values.index(v) for v in self.scheme.region_values(r.key)] for r in self.scheme.regions])
 
     def _load_state(self) -> None:
         """The loop's state: from the checkpoint when resuming (weights, optimiser, RNG too), else a fresh one."""

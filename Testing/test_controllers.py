@@ -19,7 +19,7 @@ from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
 from MAGMSCommonLib.signal import Signal  # noqa: E402
 from MAGMSSegmenterLib.controller import SegmenterController  # noqa: E402
 from MAGMSTrainingLib import logic as training  # noqa: E402
-from MAGMSTrainingLib.controller import PLOT_VIEW_TAG, TrainingController  # noqa: E402
+from MAGMSTrainingLib.controller import DEFAULTS, PLOT_VIEW_TAG, TrainingController  # noqa: E402
 
 SHAPE = (20, 22, 24)
 
@@ -358,7 +358,7 @@ def test_a_loaded_scene_reaches_the_panel(tmp_path):
     panel.logic = type(
         "Logic", (), {"getParameterNode": lambda self: scene.GetSingletonNode("MAGMSTraining", "vtkMRMLScriptedModuleNode")})()
     panel.observeScene(scene)
-    assert view.last("showSettings")[0]["epochs"] == 50
+    assert view.last("showSettings")[0]["epochs"] == DEFAULTS["epochs"] != 200
     scene.SetURL(str(tmp_path / "saved.mrml"))
     assert scene.Import()
     assert view.last("showSettings")[0]["epochs"] == 200

@@ -208,6 +208,20 @@ def test_the_progress_total_follows_the_time_limit(data, tmp_path):
     assert expected_steps({**seen[-1], "max_seconds": None}) == 10_000
 
 
+def test_by_default_the_clock_ends_a_run_and_zero_minutes_is_no_limit():
+    """An hour and 1000 epochs at most: on a few cases the old 50 epochs ended long before any time limit."""
+    from magms.cli import build_parser
+    from magms.commands import TrainOptions
+    from magms.options import from_command_line
+
+    assert (TrainConfig().max_minutes, TrainConfig().epochs) == (60.0, 1000)
+    assert TrainConfig(max_minutes=0).max_minutes is None and TrainConfig(max_minutes=None).max_minutes is None
+    base = ["train", "--data", "d", "--labels", "brats2013", "--out", "o"]
+    assert from_command_line(TrainOptions, build_parser().parse_args(base)).train_config().max_minutes == 60.0
+    no_limit = from_command_line(TrainOptions, build_parser().parse_args([*base, "--max-minutes", "0"])).train_config()
+    assert no_limit.max_minutes is None and TrainConfig.from_dict(no_limit.to_dict()) == no_limit
+
+
 def test_metrics_columns_that_come_later_extend_the_header(tmp_path):
     from magms.training.metrics_log import append_metrics
 

@@ -391,8 +391,11 @@ class TrainConfig(_Record):
     makes its flags and the Training module its defaults.
 
     Args:
-        epochs: passes over the training cases.
-        max_minutes: stop cleanly after this many minutes (``None``: no limit).
+        epochs: passes over the training cases, at most: with a time limit the run ends at whichever comes
+            first, and the learning rate follows whichever is further along.
+        max_minutes: stop cleanly after this many minutes (``None`` or 0: no limit). By default an hour:
+            on a few cases 50 epochs ended long before a time limit and learnt far less in it
+            (``docs/training.md``), so the clock, not the epochs, sets a run's length.
         lr, weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
         batch_size: cases per step; each gives ``samples_per_case`` patches, so a step sees
             ``batch_size * samples_per_case`` patches.
@@ -419,8 +422,10 @@ class TrainConfig(_Record):
 
     _where: ClassVar[str] = "training config"
 
-    epochs: int = option(50, "epochs: passes over the training cases", minimum=1, maximum=100000)
-    max_minutes: float | None = option(None, "stop cleanly and write the bundle after this many minutes", minimum=0, maximum=100000)
+    epochs: int = option(1000, "epochs: passes over the training cases, at most (the time limit usually ends a run first)",
+                         minimum=1, maximum=100000)
+    max_minutes: float | None = option(60.0, "stop cleanly and write the bundle after this many minutes (0: no limit)",
+                                       minimum=0, maximum=100000)
     lr: float = option(1e-3, "AdamW learning rate, cosine schedule", minimum=0)
     weight_decay: float = option(1e-5, "AdamW weight decay", minimum=0)
     batch_size: int = option(2, "cases per step", minimum=1)
@@ -453,6 +458,8 @@ class TrainConfig(_Record):
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_minutes == 0:  # "0: no limit", as the Training module's spin box says it
+            object.__setattr__(self, "max_minutes", None)
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be 'paper' or 'random_subset', got {self.policy!r}")
         if not 0.0 <= self.val_fraction < 1.0:

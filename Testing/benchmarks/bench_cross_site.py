@@ -10,13 +10,14 @@ The manifest is the one ``Resources/Models/brats-glioma-4seq/recipe/cases.py`` w
 scheme when it is not the model's; ``source`` where the case was acquired). Every case is segmented
 from every subset of its sequences (``magms.evaluate.evaluate``: the real pipeline, each case's own
 grid, the bundle's post-processing unless ``--no-postprocessing``; with ``--tta`` each model a second
-time with flip test-time augmentation over all three axes, named ``MODEL +TTA``), then the tables:
+time with flip test-time augmentation over all three axes, named ``MODEL +TTA``; ``--subsets`` to run only
+those), then the tables:
 
-1. per model: the mean over the 15 subsets, with all four sequences, and with each one alone
-   (WT/TC/ET Dice, mean over cases); the BraTS 2023 lesion-wise WT Dice with all four; the
+1. per model: the mean over the subsets (15 for a four-sequence model), with all its sequences, and with
+   each one alone (WT/TC/ET Dice, mean over cases); the BraTS 2023 lesion-wise WT Dice with all; the
    false-positive WT components per case, mean over the cases, for each subset; the median
    seconds per segmentation;
-2. per model and source: the mean over the 15 subsets and with all four sequences.
+2. per model and source: the mean over the subsets and with all the model's sequences.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def read_manifest(path: Path) -> tuple[list[Case], dict[str, str]]:
     return cases, sources
 
 
-def run_model(model: Path, cases: list[Case], postprocess: bool, tta: bool = False) -> tuple[list[dict], float]:
-    """Region rows of every case and subset, and the median seconds per segmentation."""
+def run_model(
+    model: Path, cases: list[Case], postprocess: bool, tta: bool = False, subsets: list[list[str]] | None = None,
+) -> tuple[list[dict], float]:
+    """Region rows of every case and subset (``None``: all the case has), and the median seconds per segmentation."""
     opened = open_model(model)
     segmenter = Segmenter(opened, device="cpu", postprocessing=as_requested(opened.info.postprocessing, postprocess, tta))
     rows, seconds = [], []
@@ -63,7 +66,7 @@ def run_model(model: Path, cases: list[Case], postprocess: bool, tta: bool = Fal
 
     for case in cases:  # one case at a time: each with its own label scheme
         started = time.perf_counter()
-        case_rows = evaluate(segmenter, [case], data_labels=case.scheme, progress=progress)
+        case_rows = evaluate(segmenter, [case], data_labels=case.scheme, subsets=subsets, progress=progress)
         runs = len({r["subset"] for r in case_rows})
         seconds += [(time.perf_counter() - started) / runs] * runs
         rows += [r for r in case_rows if r["kind"] == "region"]
@@ -89,17 +92,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path, action="append", required=True, help="bundle folder (repeatable)")
     parser.add_argument("--no-postprocessing", action="store_true", help="leave out the bundle's size rules and TTA")
     parser.add_argument("--tta", action="store_true", help="also each model with flip test-time augmentation over all three axes")
+    parser.add_argument("--subsets", nargs="+", metavar="A+B", help="only these subsets, e.g. flair t1c flair+t1+t1c+t2 (default: all)")
     args = parser.parse_args()
     cases, sources = read_manifest(args.manifest)
-    results = {m.name: run_model(m, cases, not args.no_postprocessing) for m in args.model}
+    subsets = [s.split("+") for s in args.subsets] if args.subsets else None
+    results = {m.name: run_model(m, cases, not args.no_postprocessing, subsets=subsets) for m in args.model}
     if args.tta:
-        results |= {f"{m.name} +TTA": run_model(m, cases, not args.no_postprocessing, tta=True) for m in args.model}
-    full = "flair+t1+t1c+t2"
+        results |= {f"{m.name} +TTA": run_model(m, cases, not args.no_postprocessing, True, subsets) for m in args.model}
+    # a model's largest subset: all four sequences for the built-in model, FLAIR+T1c for one trained on two
+    largest = {m: max({r["subset"] for r in rows}, key=lambda s: s.count("+")) for m, (rows, _) in results.items()}
     print(f"\n{len(cases)} validation cases; Dice on each case's grid, mean over cases; "
           f"post-processing {'off' if args.no_postprocessing else 'as the bundle says'}\n")
-    print("| model | 15-subset mean WT | TC | ET | all four WT | TC | ET | lesion-wise WT, all four | s per run |")
+    print("| model | mean over subsets WT | TC | ET | all sequences WT | TC | ET | lesion-wise WT, all sequences | s per run |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model, (rows, sec) in results.items():
+        full = largest[model]
         lesion = statistics.fmean(float(r["lesion_dice"]) for r in rows if r["subset"] == full and r["target"] == "wt")
         print(f"| {model} | {cells(table(rows, None))} | {cells(table(rows, [full]))} | {lesion:.3f} | {sec:.1f} |")
     print("\n| model | subset | WT | TC | ET | lesion-wise WT | false-positive WT components per case |")
@@ -110,9 +117,10 @@ def main() -> None:
             fp = statistics.fmean(float(r["false_positives"]) for r in wt)
             lesion = statistics.fmean(float(r["lesion_dice"]) for r in wt)
             print(f"| {model} | {subset} | {cells(table(rows, [subset]))} | {lesion:.3f} | {fp:.1f} |")
-    print("\n| model | source | cases | 15-subset mean WT | TC | ET | all four WT | TC | ET |")
+    print("\n| model | source | cases | mean over subsets WT | TC | ET | all sequences WT | TC | ET |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model, (rows, _) in results.items():
+        full = largest[model]
         for source in sorted(set(sources.values())):
             mine = [r for r in rows if sources[r["case"]] == source]
             n = len({r["case"] for r in mine})

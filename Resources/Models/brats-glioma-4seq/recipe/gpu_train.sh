@@ -12,7 +12,8 @@
 # There, each call (carry runs/staged, and runs/previous after the first call):
 #   bash Resources/Models/brats-glioma-4seq/recipe/gpu_train.sh MINUTES [INIT_BUNDLE]
 # INIT_BUNDLE: the bundle the previous call brought back (copy $OUT/bundle to runs/previous here first);
-# default: the built-in model. The run's options are finetune.json's (the recipe's), on CUDA, without validation:
+# default: the built-in model. The run's options are finetune.json's with the region loss (the recipe's since
+# phase 4), on CUDA, without validation:
 # validate what comes back here (Testing/benchmarks/bench_cross_site.py on runs/cross_site/validation.csv).
 # What is lost between calls: the optimiser's state (AdamW's moments, 54 MB: more than the 64 MiB a call carries
 # allow beside the cases), so each call warms up again.
@@ -32,5 +33,5 @@ nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT_DIR.nvidia-smi.csv
 rm -rf "$OUT_DIR/bundle"
 mkdir -p "$OUT_DIR"
 "$PY" -m magms train --config Resources/Models/brats-glioma-4seq/recipe/finetune.json --data runs/staged/cases.csv \
-    --out "$OUT_DIR/bundle" --init "$INIT" --max-minutes "$MINUTES" --device cuda --progress lines 2>&1 | tee "$OUT_DIR/train.log"
+    --out "$OUT_DIR/bundle" --init "$INIT" --seg-loss regions --max-minutes "$MINUTES" --device cuda --progress lines 2>&1 | tee "$OUT_DIR/train.log"
 echo "bundle in $OUT_DIR/bundle: carry it back as runs/previous and pass it to the next call"

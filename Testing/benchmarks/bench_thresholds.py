@@ -41,15 +41,11 @@ from magms.config import PostprocessConfig  # noqa: E402
 from magms.data.io import read_labelmap  # noqa: E402
 from magms.inference import Segmenter  # noqa: E402
 from magms.labels import get_scheme, map_labels  # noqa: E402
+from magms.metrics import dice  # noqa: E402
 from magms.modalities import subsets_of  # noqa: E402
 
 REGIONS = ("wt", "tc", "et")
 GRID = np.array([0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7], np.float32)
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    p, t = int(pred.sum()), int(truth.sum())
-    return 1.0 if p + t == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / (p + t)
 
 
 def threshold_dice(region_p: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,7 +77,7 @@ def measure(model: Path, manifest: Path) -> dict[str, np.ndarray]:
     cases, _ = read_manifest(manifest)
     segmenter = Segmenter(model, device="cpu", postprocessing=PostprocessConfig())
     scheme = segmenter.info.scheme
-    classes = {r: [scheme.values.index(v) for v in scheme.region_values(r)] for r in REGIONS}
+    classes = {r: list(scheme.region_indices(r)) for r in REGIONS}
     subsets = subsets_of(segmenter.slots)
     n, s, g = len(cases), len(subsets), len(GRID)
     out = {"argmax": np.zeros((n, s, 3)), "wt": np.zeros((n, s, g, g, g)), "tc": np.zeros((n, s, g, g)),

@@ -196,6 +196,10 @@ class LabelScheme(_Record):
         components = set(self.region(key).components)
         return tuple(lab.value for lab in self.labels if lab.key != "background" and set(lab.components) <= components)
 
+    def region_indices(self, key: str) -> tuple[int, ...]:
+        """Class indices (positions in :attr:`values`, as the network's outputs) of the labels inside region ``key``."""
+        return tuple(self.values.index(v) for v in self.region_values(key))
+
     def region_mask(self, labels: np.ndarray, region_key: str) -> np.ndarray:
         """Boolean mask of the voxels inside a region.
 

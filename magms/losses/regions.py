@@ -44,6 +44,11 @@ class RegionDiceCELoss(_Loss):
             raise ValueError(f"lambda_ce and lambda_dice must be >= 0, got {lambda_ce} and {lambda_dice}")
         self.regions = tuple(tuple(int(c) for c in r) for r in regions)
         self.lambda_ce, self.lambda_dice = lambda_ce, lambda_dice
+        # (classes, regions) membership, built once: a region's probability (and truth) is a sum over its classes
+        membership = torch.zeros(max(max(r) for r in self.regions) + 1, len(self.regions))
+        for j, region in enumerate(self.regions):
+            membership[list(region), j] = 1.0
+        self.register_buffer("membership", membership, persistent=False)
         # the same soft Dice as MONAI's DiceCELoss takes per class, here per region on probabilities already made
         self.dice = DiceLoss(include_background=True, softmax=False, sigmoid=False)
 
@@ -51,12 +56,13 @@ class RegionDiceCELoss(_Loss):
         if target.shape[1] != 1:
             raise ValueError(f"target must hold class indices (B, 1, ...), got shape {tuple(target.shape)}")
         classes = logits.shape[1]
-        if max(max(r) for r in self.regions) >= classes:
+        if self.membership.shape[0] > classes:
             raise ValueError(f"regions {self.regions} name a class beyond the {classes} of the logits")
         logits = logits.float()
         indices = target[:, 0].long()
         ce = F.cross_entropy(logits, indices)
-        probs = torch.softmax(logits, 1)
-        region_probs = torch.stack([probs[:, list(r)].sum(1) for r in self.regions], 1)
-        region_truth = torch.stack([torch.isin(indices, torch.tensor(r, device=indices.device)) for r in self.regions], 1)
-        return self.lambda_ce * ce + self.lambda_dice * self.dice(region_probs, region_truth.to(region_probs.dtype))
+        membership = self.membership.to(logits.device)
+        probs = torch.softmax(logits, 1)[:, : membership.shape[0]]
+        region_probs = torch.einsum("bc...,cr->br...", probs, membership)
+        region_truth = membership[indices].movedim(-1, 1)  # (B, R, ...): each voxel's class row
+        return self.lambda_ce * ce + self.lambda_dice * self.dice(region_probs, region_truth)

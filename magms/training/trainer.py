@@ -289,8 +289,7 @@ class Trainer:
             return None
         if not self.scheme.regions:
             raise ConfigError(f"seg_loss 'regions': label scheme '{self.scheme.key}' has no regions to train on; use 'labels'")
-        values = self.scheme.values
-        return RegionDiceCELoss([[values.index(v) for v in self.scheme.region_values(r.key)] for r in self.scheme.regions])
+        return RegionDiceCELoss([self.scheme.region_indices(r.key) for r in self.scheme.regions])
 
     def _load_state(self) -> None:
         """The loop's state: from the checkpoint when resuming (weights, optimiser, RNG too), else a fresh one."""

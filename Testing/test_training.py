@@ -69,6 +69,7 @@ def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
     assert set(info.validation) <= {"flair", "t1c", "flair+t1c"} and info.validation
     rows = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,step,lr,loss")
+    assert json.loads((out / "train_options.json").read_text(encoding="utf-8")) == info.training["options"]
     assert main(argv) == 2  # an existing run is never overwritten
     assert "holds a run already" in capsys.readouterr().err
 
@@ -76,7 +77,8 @@ def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
 @pytest.mark.parametrize("policy", ["paper", "random_subset"])
 def test_resume_mid_epoch_ends_with_identical_weights(data, tmp_path, policy):
     _, cases = data
-    config = TrainConfig(epochs=2, batch_size=1, samples_per_case=2, val_fraction=0.25, policy=policy)
+    # no time limit: with one, the learning rate follows the clock, which no two runs share
+    config = TrainConfig(epochs=2, batch_size=1, samples_per_case=2, val_fraction=0.25, policy=policy, max_minutes=None)
     train(cases, tmp_path / "full", config=config, **KW)
     assert train(cases, tmp_path / "split", config=config, stop=lambda step: step == 4, **KW) is None  # epoch 2, step 1 of 3
     state = json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text(encoding="utf-8"))
@@ -127,6 +129,41 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(data, tmp_path):
     assert load_file(str(out / "checkpoint" / "model.safetensors"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "partial files left behind"
     assert not (out / "magms.json").exists()
+    # another sitting: --out and --resume are enough, the run's own options continue it (a new flag wins)
+    assert main(["train", "--out", str(out), "--resume", "--epochs", str(state["epoch"] + 1)]) == 0
+    options = load_bundle(out)[1].training["options"]
+    assert (options["patch"], options["channels"], options["val_fraction"]) == ([16], [4, 8, 16], 0.0)
+    assert (options["epochs"], options["device"], options["progress"], options["resume"]) == (state["epoch"] + 1, "auto", "bar", True)
+
+
+def test_resume_starts_from_the_options_the_run_started_with(tmp_path):
+    """Recorded options under the config file under the flags; this sitting's device and progress are not taken."""
+    from magms.cli import build_parser
+    from magms.commands import TrainOptions
+    from magms.errors import ConfigError
+    from magms.options import from_command_line
+    from magms.protocol import RUN_OPTIONS_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    started = TrainOptions.from_dict({"data": "d", "labels": "brats2013", "out": str(out), "epochs": 50, "lr": 0.002,
+                                      "device": "cuda", "progress": "lines"})
+    started.save(out / RUN_OPTIONS_FILE)
+
+    def parse(*flags: str) -> TrainOptions:
+        return from_command_line(TrainOptions, build_parser().parse_args(["train", *flags]))
+
+    resumed = parse("--out", str(out), "--resume", "--lr", "0.0005")
+    assert (str(resumed.data), resumed.labels, resumed.epochs, resumed.lr) == ("d", "brats2013", 50, 0.0005)
+    assert (resumed.device, resumed.progress, resumed.resume) == ("auto", "bar", True)
+    config = tmp_path / "more.json"
+    config.write_text(json.dumps({"out": str(out), "max_minutes": 30}), encoding="utf-8")
+    assert parse("--config", str(config), "--resume").max_minutes == 30 and parse("--config", str(config), "--resume").epochs == 50
+    with pytest.raises(ConfigError, match="--data, --labels are required"):  # a new run: no record is read
+        parse("--config", str(config))
+    (out / RUN_OPTIONS_FILE).write_text("{", encoding="utf-8")
+    with pytest.raises(ConfigError, match=RUN_OPTIONS_FILE):
+        parse("--out", str(out), "--resume")
 
 
 def test_two_process_gloo_torchrun_writes_exactly_one_bundle(data, tmp_path):
@@ -144,7 +181,7 @@ def test_two_process_gloo_torchrun_writes_exactly_one_bundle(data, tmp_path):
     net, info = load_bundle(out)
     assert info.training["steps"] == 2  # 4 cases over 2 ranks: 2 per rank, one step of 2 cases per epoch
     assert len((out / "metrics.csv").read_text(encoding="utf-8").splitlines()) == 1 + 2
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "magms.json", "metrics.csv", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "magms.json", "metrics.csv", "model.safetensors", "train_options.json"]
 
 
 def test_cases_of_different_sizes_with_air_train_in_batches(tmp_path):

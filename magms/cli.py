@@ -375,7 +375,7 @@ def _cmd_train(options: TrainOptions) -> int:
     if bundle is None and int(os.environ.get("RANK", "0")) != 0:
         return 0  # torchrun: rank 0 reports
     if bundle is None:
-        print(f"stopped; continue with: magms train ... --out {options.out} --resume", file=sys.stderr)
+        print(f"stopped; continue with: magms train --out {options.out} --resume", file=sys.stderr)
         return 0
     print(bundle)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from magms.config import BACKBONES, NetConfig, PreprocessConfig, TrainConfig, as
 from magms.errors import ConfigError
 from magms.fields import option, same_as
 from magms.labels import SCHEMES
-from magms.options import Options
-from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES, TARGET_PROTOCOLS
+from magms.options import Options, read_config
+from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES, RUN_OPTIONS_FILE, TARGET_PROTOCOLS
 
 __all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "TargetOptions", "target_request", "SegmentOptions",
            "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
@@ -271,7 +272,8 @@ class TrainOptions(Options):
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,
     )
     check_only: bool = option(False, "check every case as training would, report every problem, then stop (nothing is written)")
-    resume: bool = option(False, "continue the run in --out from its checkpoint")
+    resume: bool = option(False, "continue the run in --out from its checkpoint, with the options it started with "
+                                 f"({RUN_OPTIONS_FILE} in --out) but those given again")
     init: Path | None = option(None, "start from this bundle's weights (fine-tuning; same architecture)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     progress: str = option("bar", "progress on stderr", choices=PROGRESS_STYLES)
@@ -284,6 +286,22 @@ class TrainOptions(Options):
         super().__post_init__()
         if len(self.patch) not in (1, 3):
             raise ConfigError(f"patch must be one number or three, got {' '.join(map(str, self.patch))}")
+
+    @classmethod
+    def recorded(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """With ``resume``: the options the run in ``out`` started with (``RUN_OPTIONS_FILE``), but for those that
+        describe this sitting rather than the run (device, progress, check_only), and any a later version dropped.
+
+        Raises:
+            ConfigError: the record exists but cannot be read (named).
+        """
+        if not values.get("resume") or not values.get("out"):
+            return {}
+        file = Path(values["out"]) / RUN_OPTIONS_FILE
+        if not file.is_file():  # a run started before the record, or through the Python API
+            return {}
+        known = {f.name for f in dataclasses.fields(cls)} - {"resume", "check_only", "device", "progress"}
+        return {k: v for k, v in read_config(file).items() if k in known}
 
     def train_config(self) -> TrainConfig:
         """The training loop's record (stored in the bundle)."""

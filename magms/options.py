@@ -5,7 +5,8 @@ A command's options are a frozen dataclass (:class:`Options`) whose fields carry
 
 * the CLI flags are generated (:func:`add_arguments`), with the defaults in their help;
 * a run is described by a JSON file (``magms train --config run.json``), flags given on the
-  command line winning over the file (:func:`from_command_line`);
+  command line winning over the file (:func:`from_command_line`), and a resumed training run
+  starting from the options it was started with (:meth:`Options.recorded`);
 * the Slicer modules take their defaults and spin-box ranges, and write the JSON file they pass to
   the child process (:meth:`Options.save`).
 
@@ -31,7 +32,7 @@ from magms.fields import Option, check_option_ranges, spec_of
 from magms.files import atomic_write_text
 from magms.typehints import field_types, split_optional, tuple_item
 
-__all__ = ["Options", "add_arguments", "from_command_line"]
+__all__ = ["Options", "add_arguments", "from_command_line", "read_config"]
 
 _O = TypeVar("_O", bound="Options")
 
@@ -131,14 +132,15 @@ class Options:
     @classmethod
     def load(cls: type[_O], path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> _O:
         """Read a JSON config file (``--config``); ``overrides`` win over its values."""
-        file = Path(path)
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{file}: cannot be read as a JSON config ({err})") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: a JSON object of options is expected")
-        return cls.from_dict({**data, **(overrides or {})}, where=str(file))
+        return cls.from_dict({**read_config(path), **(overrides or {})}, where=str(path))
+
+    @classmethod
+    def recorded(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Options recorded earlier that ``values`` (config file and flags) build on; none by default.
+
+        ``magms train --resume`` overrides it: the run continues with the options it started with.
+        """
+        return {}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON file that ``magms <command> --config FILE`` reads."""
@@ -217,10 +219,28 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Options]) -> None:
         parser.add_argument(_flag(field), **kwargs)
 
 
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON object of options in ``path``, unchecked (:meth:`Options.from_dict` checks).
+
+    Raises:
+        ConfigError: the file cannot be read, is not JSON, or holds something other than an object (named).
+    """
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{file}: cannot be read as a JSON config ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: a JSON object of options is expected")
+    return data
+
+
 def from_command_line(cls: type[_O], args: argparse.Namespace) -> _O:
-    """The options of a parsed command line: ``--config`` values, overridden by the flags given."""
+    """The options of a parsed command line: what :meth:`Options.recorded` gives, overridden by the
+    ``--config`` values, overridden by the flags given."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     given = {k: v for k, v in vars(args).items() if k in names}
-    if getattr(args, "config", None) is not None:
-        return cls.load(args.config, given)
-    return cls.from_dict(given, where=f"magms {cls.command}")
+    config = getattr(args, "config", None)
+    from_file = read_config(config) if config is not None else {}
+    values = {**from_file, **given}
+    return cls.from_dict({**cls.recorded(values), **values}, where=str(config) if config is not None else f"magms {cls.command}")

@@ -16,6 +16,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_STATE_FILE",
     "STOP_REQUEST_FILE",
+    "RUN_OPTIONS_FILE",
     "MIN_OVERLAP",
     "PREPROCESS_MODES",
     "ENGINES",
@@ -39,6 +40,9 @@ CHECKPOINT_STATE_FILE = "state.json"
 #: looks for it between steps: a request through the file system reaches it through any launcher
 #: (PythonSlicer does not forward signals to python-real) and the same way on every platform.
 STOP_REQUEST_FILE = "stop-requested"
+#: The ``magms train`` options a run was started with, in its output folder, as a ``--config`` file: ``--resume``
+#: continues with them (those given again win), so a default changed in between does not change the run.
+RUN_OPTIONS_FILE = "train_options.json"
 
 #: Smallest fraction of an input's world box that must lie inside the reference input's box.
 MIN_OVERLAP = 0.5

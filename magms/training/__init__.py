@@ -15,12 +15,14 @@ What is written into the output folder:
   ``model.safetensors`` and ``optimizer.safetensors`` hold tensors only; ``state.json`` holds the
   step, epoch, scheduler and RNG states.
 * ``metrics.csv``: one row per epoch, appended and flushed, so a second process can follow it.
+* ``train_options.json``: the ``magms train`` options the run started with, which ``--resume`` starts from.
 * The bundle at the end: ``model.safetensors`` + ``magms.json``, with provenance and the
   validation table.
 
-``--resume`` continues exactly where the run stopped. On a CPU the final weights equal those of an
-uninterrupted run: the data order and augmentation are re-seeded at every epoch, and the batches
-already done in a stopped epoch are replayed without training.
+``--resume`` continues exactly where the run stopped. On a CPU without a time limit the final weights
+equal those of an uninterrupted run: the data order and augmentation are re-seeded at every epoch,
+and the batches already done in a stopped epoch are replayed without training (with a time limit
+the learning rate follows the clock).
 
 The modules, each one job of a run:
 

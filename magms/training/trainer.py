@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import json
 import logging
 import math
 import os
@@ -35,10 +36,11 @@ from magms.data.clinical import preprocess_cases
 from magms.data.dataset import case_transforms, patch_transforms
 from magms.devices import resolve_device
 from magms.errors import ConfigError, MAGMSError
+from magms.files import atomic_write_text
 from magms.labels import get_scheme
 from magms.losses import MAGMSLoss, RegionDiceCELoss
 from magms.networks import build_network
-from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, RUN_OPTIONS_FILE
 from magms.training.checkpoint import read_checkpoint, write_checkpoint
 from magms.training.distributed import Ranks
 from magms.training.metrics_log import EpochLosses, append_metrics
@@ -206,10 +208,13 @@ class Trainer:
         check_cases(self.job.cases, self.job.slots, self.scheme)
 
     def _create_output_folder(self) -> None:
-        """Create the output folder on rank 0, once every rank has checked it."""
+        """Create the output folder on rank 0, once every rank has checked it, with a new run's options in it
+        (``RUN_OPTIONS_FILE``, which ``--resume`` starts from)."""
         self.ranks.barrier()  # every rank has checked the output folder before rank 0 writes
         if self.ranks.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not self.job.resume and self.job.options is not None:
+                atomic_write_text(self.out_dir / RUN_OPTIONS_FILE, json.dumps(dict(self.job.options), indent=1) + "\n")
 
     def _preprocess_cases(self) -> None:
         """``--preprocess``: each case registered and/or skull-stripped once into ``OUT.preprocessed/``, as

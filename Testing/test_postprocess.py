@@ -15,8 +15,9 @@ from magms.commands import SegmentOptions
 from magms.config import PostprocessConfig, PreprocessConfig, SizeRule
 from magms.errors import BundleError, ConfigError
 from magms.inference import Segmenter
-from magms.inference.postprocess import apply_size_rules, as_requested, flip_averaged, flip_combinations
+from magms.inference.postprocess import as_requested, flip_averaged, flip_combinations
 from magms.labels import get_scheme
+from magms.sizerules import apply_size_rules
 
 BRATS = get_scheme("brats2021")  # 0 background, 1 necrotic core, 2 oedema, 4 enhancing
 
@@ -163,3 +164,35 @@ def test_cli_flags_choose_the_postprocessing(bundle, tmp_path):
     all_flips = Segmenter(bundle, device="cpu", postprocessing=as_requested(read_bundle_info(bundle).postprocessing, tta=True),
                           **engine).segment(paths)
     np.testing.assert_array_equal(outputs["tta"], all_flips.labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# the component size a trained bundle removes, chosen on its validation cases
+
+
+def test_validation_scores_the_whole_region_with_each_component_size_removed():
+    from magms.training.postprocessing import whole_dice_by_min_size
+
+    truth = np.zeros((40, 40, 40), np.uint8)
+    truth[5:25, 5:25, 5:25] = 2  # the tumour: 8000 voxels of 8 mm^3, 64 ml
+    truth[30:35, 30:33, 30:32] = 2  # a small true lesion: 30 voxels, 0.24 ml
+    pred = truth.copy()
+    pred[30:33, 5:8, 35:38] = 2  # a spurious speck: 27 voxels, 0.216 ml
+    scores = whole_dice_by_min_size(pred, truth, BRATS, voxel_ml=0.008, sizes=(0.0, 0.22, 0.25, 100.0))
+    assert scores[0.0] == pytest.approx(2 * 8030 / (8057 + 8030))
+    assert scores[0.22] == 1.0  # the speck gone, the small lesion kept
+    assert scores[0.25] == pytest.approx(2 * 8000 / (8000 + 8030))  # the small lesion gone too
+    assert scores[100.0] == 0.0
+    assert whole_dice_by_min_size(pred, truth, get_scheme("brain_tissue"), 0.008) == {}  # no whole region
+
+
+def test_the_best_size_becomes_the_bundles_rule_the_smallest_among_equals_and_none_for_zero():
+    from magms.training.postprocessing import chosen_postprocessing
+
+    assert BRATS.whole_region is not None and BRATS.whole_region.key == "wt"
+    chosen = chosen_postprocessing({0.0: 0.80, 0.5: 0.83, 1.0: 0.83, 2.0: 0.82}, BRATS)
+    assert chosen == PostprocessConfig(size_rules=(SizeRule("wt", 0.5, "background", "component"),))
+    assert chosen_postprocessing({0.0: 0.83, 0.5: 0.83}, BRATS) == PostprocessConfig()  # removing nothing is as good
+    assert chosen_postprocessing({}, BRATS) == PostprocessConfig()  # no validation cases
+    tissue = get_scheme("brain_tissue")
+    assert tissue.whole_region is None and chosen_postprocessing({0.0: 0.5, 1.0: 0.9}, tissue) == PostprocessConfig()

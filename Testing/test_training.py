@@ -70,6 +70,12 @@ def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
     rows = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,step,lr,loss")
     assert json.loads((out / "train_options.json").read_text(encoding="utf-8")) == info.training["options"]
+    # the components removed: the size its validation scored best (the run's own cases, not a guess)
+    from magms.training.postprocessing import COMPONENT_SIZES_ML, chosen_postprocessing
+
+    by_size = {float(k): v for k, v in info.training["whole_dice_by_min_component_ml"].items()}
+    assert sorted(by_size) == list(COMPONENT_SIZES_ML)
+    assert info.postprocessing == chosen_postprocessing(by_size, info.scheme)
     assert main(argv) == 2  # an existing run is never overwritten
     assert "holds a run already" in capsys.readouterr().err
 

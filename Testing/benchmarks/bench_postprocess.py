@@ -33,10 +33,10 @@ from magms.bundle import read_bundle_info  # noqa: E402
 from magms.config import PostprocessConfig, SizeRule  # noqa: E402
 from magms.demo import held_out_cases  # noqa: E402
 from magms.inference import Segmenter  # noqa: E402
-from magms.inference.postprocess import apply_size_rules  # noqa: E402
 from magms.labels import map_labels  # noqa: E402
 from magms.metrics import case_dice  # noqa: E402
 from magms.modalities import subsets_of  # noqa: E402
+from magms.sizerules import apply_size_rules  # noqa: E402
 
 DATA = Path(os.environ.get("MAGMS_TEST_DATA", REPO.parent / "shared" / "data"))
 

@@ -1,8 +1,8 @@
-"""What inference does after the network: size rules on the label map, and flip test-time augmentation.
+"""What inference does after the network: the bundle's post-processing as asked for, and flip test-time augmentation.
 
 Both are recorded in the bundle (:class:`magms.config.PostprocessConfig`) so that every user of a
-model gets what its validation measured. Size rules run on the reference grid, in ml, so they mean
-the same at any working spacing.
+model gets what its validation measured. The size rules themselves are :mod:`magms.sizerules`
+(training chooses them too).
 """
 
 from __future__ import annotations
@@ -13,24 +13,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from magms.config import PostprocessConfig, SizeRule
-from magms.data.preprocessing import foreground_box
-from magms.labels import LabelScheme
+from magms.config import PostprocessConfig
 
-__all__ = [
-    "ALL_FLIPS", "apply_size_rules", "as_requested", "flip_combinations", "flip_averaged", "flip_name",
-    "flips_averaged", "target_mask",
-]
+__all__ = ["ALL_FLIPS", "as_requested", "flip_combinations", "flip_averaged", "flip_name", "flips_averaged"]
 
 #: Flip test-time augmentation over every axis of the working grid.
 ALL_FLIPS = (0, 1, 2)
-
-
-def target_mask(labels: np.ndarray, scheme: LabelScheme, key: str) -> np.ndarray:
-    """The voxels of a region (``wt``) or of a label (``enhancing``), as a bool array of ``labels``' shape."""
-    if key in {r.key for r in scheme.regions}:
-        return scheme.region_mask(labels, key)
-    return np.asarray(labels) == scheme.by_key(key).value
 
 
 def as_requested(recorded: PostprocessConfig, postprocess: bool = True, tta: bool = False) -> PostprocessConfig:
@@ -44,44 +32,6 @@ def as_requested(recorded: PostprocessConfig, postprocess: bool = True, tta: boo
     if not postprocess:
         return PostprocessConfig()
     return dataclasses.replace(recorded, flip_axes=ALL_FLIPS) if tta else recorded
-
-
-def apply_size_rules(labels: np.ndarray, scheme: LabelScheme, rules: Sequence[SizeRule], voxel_ml: float) -> np.ndarray:
-    """The label map after each rule in turn (a copy when there are rules; ``labels`` is not changed).
-
-    Args:
-        labels: (z, y, x) label values of ``scheme``.
-        scheme: the label scheme.
-        rules: see :class:`magms.config.SizeRule`.
-        voxel_ml: the volume of one voxel of ``labels`` in ml.
-    """
-    if not rules:
-        return labels  # nothing to do: no copy of a whole volume on every segmentation
-    out = np.array(labels, copy=True)
-    for rule in rules:
-        mask = target_mask(out, scheme, rule.target)
-        value = scheme.by_key(rule.replace_with).value
-        if rule.scope == "total":
-            if 0 < mask.sum() * voxel_ml < rule.min_ml:
-                out[mask] = value
-            continue
-        if not mask.any():
-            continue
-        box = foreground_box(mask)
-        components = _components(mask[box])
-        small = np.bincount(components.ravel()) * voxel_ml < rule.min_ml
-        small[0] = False  # outside the target
-        out[box][small[components]] = value
-    return out
-
-
-def _components(mask: np.ndarray) -> np.ndarray:
-    """Connected components of a 3-D bool mask, 26-connected (faces, edges and corners), numbered from
-    1 (0: outside the mask). SimpleITK's, which inference has imported already; scipy's would add 0.3 s."""
-    import SimpleITK as sitk
-
-    labelled = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
-    return sitk.GetArrayFromImage(labelled).astype(np.int64)
 
 
 def flip_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:

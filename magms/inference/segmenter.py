@@ -48,10 +48,11 @@ from magms.data.inputs import PreparedInputs, prepare_inputs
 from magms.data.preprocessing import foreground_box, foreground_mask, normalize
 from magms.devices import device_name
 from magms.errors import ConfigError
-from magms.inference.postprocess import ALL_FLIPS, apply_size_rules, flip_combinations, flips_averaged
+from magms.inference.postprocess import ALL_FLIPS, flip_combinations, flips_averaged
 from magms.inference.predictors import WindowPredictor, make_predictor
 from magms.modalities import subsets_of
 from magms.protocol import EngineRan
+from magms.sizerules import apply_size_rules
 from magms.windows import sliding_window, window_count
 
 __all__ = ["Segmentation", "Segmenter"]

@@ -191,6 +191,12 @@ class LabelScheme(_Record):
         known = ", ".join(r.key for r in self.regions) or "none"
         raise ConfigError(f"label scheme '{self.key}' has no region '{key}'; its regions are {known}")
 
+    @property
+    def whole_region(self) -> Region | None:
+        """The region that holds every label but the background (the BraTS whole tumour), or None."""
+        foreground = {lab.value for lab in self.labels if lab.key != "background"}
+        return next((r for r in self.regions if set(self.region_values(r.key)) == foreground), None)
+
     def region_values(self, key: str) -> tuple[int, ...]:
         """Values of the labels inside region ``key``."""
         components = set(self.region(key).components)

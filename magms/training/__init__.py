@@ -31,6 +31,7 @@ The modules, each one job of a run:
   :class:`TrainJob`, what a run is given.
 * :mod:`~magms.training.step`: the loss of one step and the learning-rate schedule.
 * :mod:`~magms.training.validation`: Dice of every modality subset on the validation cases.
+* :mod:`~magms.training.postprocessing`: the size of the spurious components the bundle removes, chosen on them.
 * :mod:`~magms.training.checkpoint`, :mod:`~magms.training.metrics_log`: what the run writes while it goes.
 * :mod:`~magms.training.distributed`: ranks under ``torchrun``.
 * :mod:`~magms.training.split`: :func:`split_cases`.

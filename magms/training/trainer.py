@@ -44,9 +44,11 @@ from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, 
 from magms.training.checkpoint import read_checkpoint, write_checkpoint
 from magms.training.distributed import Ranks
 from magms.training.metrics_log import EpochLosses, append_metrics
+from magms.training.postprocessing import chosen_postprocessing
 from magms.training.provenance import run_environment, utc_now
 from magms.training.split import split_cases
 from magms.training.step import TrainStep, lr_factor
+from magms.training.validation import Validation
 from magms.training.validation import validate as validate_cases
 
 __all__ = ["TrainJob", "Trainer"]
@@ -151,6 +153,7 @@ class Trainer:
         self.pre = job.preprocessing or PreprocessConfig()
         self.stop_requested = False  # set by SIGINT/SIGTERM while run() runs
         self.last_validation: dict[str, float] = {}  # the "val_dice:" columns of the last validated epoch
+        self.whole_dice_by_min_size: dict[float, float] = {}  # of the last validation: chooses the post-processing
 
     # ----------------------------------------------------------------------------------------
     # the run
@@ -385,7 +388,9 @@ class Trainer:
         last = epoch == self.config.epochs or time_up or self._time_up()
         if self.ranks.is_main and self.val_ds and (last or (epoch % self.config.val_every == 0 and self._within_validation_budget())):
             started = time.monotonic()
-            self.last_validation = {f"{_VAL_PREFIX}{k}": v for k, v in self.validate().items()}
+            validation = self.validate()
+            self.last_validation = {f"{_VAL_PREFIX}{k}": v for k, v in validation.dice.items()}
+            self.whole_dice_by_min_size = validation.whole_dice_by_min_size
             row.update(self.last_validation)
             self.state["val_seconds"] += time.monotonic() - started
         self.state.update(epoch=epoch, step_in_epoch=0, seconds=self._seconds())
@@ -400,8 +405,9 @@ class Trainer:
         """Whether the time spent validating so far is within ``val_share`` of the run's time."""
         return self.state["val_seconds"] <= self.config.val_share * self._seconds()
 
-    def validate(self) -> dict[str, float]:
-        """Mean Dice per subset and region on the validation cases (see :func:`magms.training.validation.validate`)."""
+    def validate(self) -> Validation:
+        """Mean Dice per subset and region on the validation cases, and the whole region's with small components
+        removed (see :func:`magms.training.validation.validate`)."""
         return validate_cases(self.model, self.val_ds, self.job.slots, self.scheme, self.pre, self.ranks.device)
 
     # ----------------------------------------------------------------------------------------
@@ -464,7 +470,8 @@ class Trainer:
     # the end
 
     def finalize(self) -> Path | None:
-        """Write the bundle with its provenance and last validation (rank 0), then leave the process group.
+        """Write the bundle with its provenance, last validation and the post-processing that validation chose
+        (rank 0), then leave the process group.
 
         Returns:
             The bundle folder on rank 0, else None.
@@ -474,6 +481,7 @@ class Trainer:
         save_bundle(
             self.out_dir, self.model, self.net_cfg, self.scheme, self.pre,
             training=self._provenance(), validation=self._validation_table(), overwrite=True,
+            postprocessing=chosen_postprocessing(self.whole_dice_by_min_size, self.scheme),
         )
         self.ranks.close()
         return self.out_dir
@@ -487,6 +495,7 @@ class Trainer:
             "init": str(self.job.init) if self.job.init else None,
             "case_schemes": {c.name: c.scheme for c in self.train_cases + self.val_cases if c.scheme},
             "options": dict(self.job.options) if self.job.options is not None else None,
+            "whole_dice_by_min_component_ml": {str(k): round(v, 4) for k, v in self.whole_dice_by_min_size.items()},
             **self.environment, "finished_utc": utc_now(),
         }
 

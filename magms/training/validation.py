@@ -1,7 +1,8 @@
-"""Validation during training: Dice of every modality subset on the held-out cases."""
+"""Validation during training: Dice of every modality subset on the held-out cases, and the size of the components to remove."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -13,9 +14,25 @@ from magms.data.preprocessing import run_in_foreground
 from magms.labels import LabelScheme
 from magms.metrics import case_dice
 from magms.modalities import subsets_of
+from magms.training.postprocessing import whole_dice_by_min_size
 from magms.windows import sliding_window
 
-__all__ = ["validate"]
+__all__ = ["Validation", "validate"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """What one validation measured.
+
+    Args:
+        dice: ``"<slot>+<slot>:<region or label>"`` -> mean Dice over the cases that have the subset.
+        whole_dice_by_min_size: smallest component volume kept (ml) -> the whole region's Dice with the
+            smaller components removed, mean over every case and subset (see :mod:`magms.training.postprocessing`);
+            empty for a scheme without a whole region.
+    """
+
+    dice: dict[str, float]
+    whole_dice_by_min_size: dict[float, float]
 
 
 def validate(
@@ -25,8 +42,9 @@ def validate(
     scheme: LabelScheme,
     pre: PreprocessConfig,
     device: torch.device,
-) -> dict[str, float]:
-    """Mean Dice per subset and region (labels for schemes without regions) on the working grid.
+) -> Validation:
+    """Mean Dice per subset and region (labels for schemes without regions) on the working grid, and
+    the whole region's Dice with its small components removed.
 
     Every subset of the modalities a case has is segmented as inference would: sliding windows
     over the foreground's box only.
@@ -38,24 +56,26 @@ def validate(
         scheme: label scheme of the labels.
         pre: patch size, overlap and blend mode of the sliding windows.
         device: where the network runs.
-    Returns:
-        ``"<slot>+<slot>:<region or label>"`` -> mean Dice over the cases that have the subset.
     """
     model.eval()
     sums: dict[str, list[float]] = {}
+    by_size: dict[float, list[float]] = {}
     with torch.inference_mode():
         for item in val_ds:
             present = [s for s, p in zip(slots, item["present"].tolist()) if p]
             truth = scheme.decode(item["label"][0].numpy().astype(np.int64))
             x = item["image"].as_tensor().numpy()
             foreground = item["foreground"].as_tensor()[0].numpy() > 0.5
+            voxel_ml = float(np.prod(item["image"].pixdim.numpy())) / 1000.0
             for subset in subsets_of(present):
                 probs = _segment_subset(model, x, foreground, list(subset), pre, len(scheme.labels), device)
                 pred = scheme.decode(probs.argmax(0))
                 for target, value in case_dice(pred, truth, scheme).items():
                     sums.setdefault(f"{'+'.join(subset)}:{target}", []).append(value)
+                for size, value in whole_dice_by_min_size(pred, truth, scheme, voxel_ml).items():
+                    by_size.setdefault(size, []).append(value)
     model.train()
-    return {k: float(np.mean(v)) for k, v in sums.items()}
+    return Validation({k: float(np.mean(v)) for k, v in sums.items()}, {k: float(np.mean(v)) for k, v in by_size.items()})
 
 
 def _segment_subset(

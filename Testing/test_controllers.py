@@ -15,6 +15,7 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
 from conftest import DATA, REPO, load_scene_volume, make_bundle, needs_data, scene_volume  # noqa: E402
+from magms.protocol import RUN_OPTIONS_FILE  # noqa: E402
 from MAGMSCommonLib.runner import ProcessRunner, RunState  # noqa: E402
 from MAGMSCommonLib.signal import Signal  # noqa: E402
 from MAGMSSegmenterLib.controller import SegmenterController  # noqa: E402
@@ -204,7 +205,7 @@ def test_the_curves_chart_and_table_reach_the_views_scene(tmp_path):
     chart = scene.GetNodeByID(plot_view.GetPlotChartNodeID())
     assert chart is controller.job.chart and scene.GetNodeByID(controller.job.table.GetID()) is controller.job.table
     assert layout_view.GetPlotChartNodeID() is None
-    assert runner.commands[0][-2:] == ["--config", str(tmp_path / "out" / training.TRAIN_OPTIONS_FILE)]
+    assert runner.commands[0][-2:] == ["--config", str(tmp_path / "out" / RUN_OPTIONS_FILE)]
 
 
 def test_check_the_data_runs_in_a_child_with_the_checks_of_magms_train(tiny_data, tmp_path):
@@ -450,7 +451,7 @@ def test_training_offers_the_builtin_model_to_start_from_and_takes_its_network(b
     assert view.last("showStatus")[0].startswith("Fine-tuning from tiny-4seq: slots flair,t1,t1c,t2, backbone unet, labels brats2021")
     controller.set("data", str(tmp_path)), controller.set("out", str(tmp_path / "out"))
     controller.start()
-    options = json.loads((tmp_path / "out" / training.TRAIN_OPTIONS_FILE).read_text(encoding="utf-8"))
+    options = json.loads((tmp_path / "out" / RUN_OPTIONS_FILE).read_text(encoding="utf-8"))
     assert (options["init"], options["slots"], options["patch"]) == (
         str(builtin_models_folder / "tiny-4seq"), ["flair", "t1", "t1c", "t2"], [16])
     controller.chooseInitFolder(str(tmp_path / "mine"))  # a folder typed in the path field

@@ -170,20 +170,18 @@ def test_cli_flags_choose_the_postprocessing(bundle, tmp_path):
 # the component size a trained bundle removes, chosen on its validation cases
 
 
-def test_validation_scores_the_whole_region_with_each_component_size_removed():
-    from magms.training.postprocessing import whole_dice_by_min_size
+def test_validation_scores_the_whole_region_lesion_wise_with_each_component_size_removed():
+    """A speck removed gains what a small true lesion removed loses (a metastasis is not a speck)."""
+    from magms.training.postprocessing import whole_lesion_dice_by_min_size
 
     truth = np.zeros((40, 40, 40), np.uint8)
     truth[5:25, 5:25, 5:25] = 2  # the tumour: 8000 voxels of 8 mm^3, 64 ml
-    truth[30:35, 30:33, 30:32] = 2  # a small true lesion: 30 voxels, 0.24 ml
+    truth[32:37, 32:35, 32:34] = 2  # a small true lesion, apart: 30 voxels, 0.24 ml
     pred = truth.copy()
     pred[30:33, 5:8, 35:38] = 2  # a spurious speck: 27 voxels, 0.216 ml
-    scores = whole_dice_by_min_size(pred, truth, BRATS, voxel_ml=0.008, sizes=(0.0, 0.22, 0.25, 100.0))
-    assert scores[0.0] == pytest.approx(2 * 8030 / (8057 + 8030))
-    assert scores[0.22] == 1.0  # the speck gone, the small lesion kept
-    assert scores[0.25] == pytest.approx(2 * 8000 / (8000 + 8030))  # the small lesion gone too
-    assert scores[100.0] == 0.0
-    assert whole_dice_by_min_size(pred, truth, get_scheme("brain_tissue"), 0.008) == {}  # no whole region
+    scores = whole_lesion_dice_by_min_size(pred, truth, BRATS, (2.0, 2.0, 2.0), sizes=(0.0, 0.22, 0.25, 100.0))
+    assert scores == {0.0: pytest.approx(2 / 3), 0.22: 1.0, 0.25: 0.5, 100.0: 0.0}  # lesions + false positives, each 0 or its Dice
+    assert whole_lesion_dice_by_min_size(pred, truth, get_scheme("brain_tissue"), (2.0, 2.0, 2.0)) == {}  # no whole region
 
 
 def test_the_best_size_becomes_the_bundles_rule_the_smallest_among_equals_and_none_for_zero():

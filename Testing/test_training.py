@@ -73,9 +73,11 @@ def test_two_epoch_cli_run_writes_a_bundle_that_loads(data, tmp_path, capsys):
     # the components removed: the size its validation scored best (the run's own cases, not a guess)
     from magms.training.postprocessing import COMPONENT_SIZES_ML, chosen_postprocessing
 
-    by_size = {float(k): v for k, v in info.training["whole_dice_by_min_component_ml"].items()}
+    by_size = {float(k): v for k, v in info.training["lesion_dice_by_min_component_ml"].items()}
     assert sorted(by_size) == list(COMPONENT_SIZES_ML)
     assert info.postprocessing == chosen_postprocessing(by_size, info.scheme)
+    state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))  # kept for a later resume
+    assert state["lesion_dice_by_min_component_ml"] == info.training["lesion_dice_by_min_component_ml"] and state["last_validation"]
     assert main(argv) == 2  # an existing run is never overwritten
     assert "holds a run already" in capsys.readouterr().err
 
@@ -140,6 +142,21 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(data, tmp_path):
     options = load_bundle(out)[1].training["options"]
     assert (options["patch"], options["channels"], options["val_fraction"]) == ([16], [4, 8, 16], 0.0)
     assert (options["epochs"], options["device"], options["progress"], options["resume"]) == (state["epoch"] + 1, "auto", "bar", True)
+    assert json.loads((out / "train_options.json").read_text(encoding="utf-8"))["epochs"] == state["epoch"] + 1  # the last sitting's
+
+
+def test_the_record_holds_absolute_data_and_a_resume_does_not_need_the_starting_bundle(data, tmp_path, monkeypatch):
+    folder, cases = data
+    monkeypatch.chdir(folder.parent)
+    config = TrainConfig(epochs=2, batch_size=1, samples_per_case=1, val_fraction=0.25, max_minutes=None)
+    train(cases, tmp_path / "start", config=config, **KW)
+    run = tmp_path / "run"
+    options = {"data": folder.name, "init": "start", "out": str(run)}
+    assert train(cases, run, config=config, init=tmp_path / "start", stop=lambda step: step == 2, options=options, **KW) is None
+    recorded = json.loads((run / "train_options.json").read_text(encoding="utf-8"))
+    assert (recorded["data"], recorded["init"]) == (str(folder), str(tmp_path / "start"))
+    (tmp_path / "start" / "model.safetensors").unlink()  # moved away after the start: the checkpoint has the weights
+    assert train(cases, run, config=config, init=tmp_path / "start", resume=True, **KW) == run
 
 
 def test_resume_starts_from_the_options_the_run_started_with(tmp_path):

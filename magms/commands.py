@@ -289,19 +289,22 @@ class TrainOptions(Options):
 
     @classmethod
     def recorded(cls, values: Mapping[str, Any]) -> dict[str, Any]:
-        """With ``resume``: the options the run in ``out`` started with (``RUN_OPTIONS_FILE``), but for those that
-        describe this sitting rather than the run (device, progress, check_only), and any a later version dropped.
+        """With ``resume``: the options of the last sitting of the run in ``out`` (``RUN_OPTIONS_FILE``), but for
+        those that describe a sitting rather than the run (device, progress, check_only), and any a later version dropped.
 
         Raises:
-            ConfigError: the record exists but cannot be read (named).
+            ConfigError: the record exists but cannot be read, or holds a value this version refuses (named).
         """
-        if not values.get("resume") or not values.get("out"):
+        out = values.get("out")
+        if not values.get("resume") or not isinstance(out, (str, os.PathLike)):
             return {}
-        file = Path(values["out"]) / RUN_OPTIONS_FILE
+        file = Path(out) / RUN_OPTIONS_FILE
         if not file.is_file():  # a run started before the record, or through the Python API
             return {}
         known = {f.name for f in dataclasses.fields(cls)} - {"resume", "check_only", "device", "progress"}
-        return {k: v for k, v in read_config(file).items() if k in known}
+        record = {k: v for k, v in read_config(file).items() if k in known}
+        cls.from_dict(record, where=str(file))  # a bad value is named in the file it comes from
+        return record
 
     def train_config(self) -> TrainConfig:
         """The training loop's record (stored in the bundle)."""

@@ -30,7 +30,7 @@ from magms.commands import TrainOptions
 from magms.errors import ConfigError, MAGMSError
 from magms.labels import LabelScheme, get_scheme
 from magms.modalities import default_slots
-from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP, STOP_REQUEST_FILE
+from magms.protocol import CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, METRICS_FILE, MIN_OVERLAP, RUN_OPTIONS_FILE, STOP_REQUEST_FILE
 from MAGMSCommonLib import models
 from MAGMSCommonLib.child import configCommand
 from MAGMSCommonLib.childjob import ChildJob
@@ -60,10 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The options of a run started here, written into its output folder and passed as ``--config``.
-TRAIN_OPTIONS_FILE = "train_options.json"
-
 
 @dataclasses.dataclass(frozen=True)
 class SceneCase:
@@ -298,7 +294,7 @@ class TrainingJob(ChildJob):
         return manifest
 
     def resume(self, data: str | os.PathLike[str], out: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
-        """Continue the run in ``out`` from its checkpoint (the same data and settings)."""
+        """Continue the run in ``out`` from its checkpoint with the panel's data and settings (which become the run's record)."""
         out = Path(out)
         if not (out / CHECKPOINT_DIR / CHECKPOINT_STATE_FILE).is_file():
             raise ConfigError(f"{out}: no checkpoint to resume from")
@@ -311,8 +307,8 @@ class TrainingJob(ChildJob):
         self._ensurePlots(options.out.name)
         self._readMetrics()
         options.out.mkdir(parents=True, exist_ok=True)
-        # the run's options stay beside its results: what was trained, and how to do it again
-        self._startChild(options, options.out / TRAIN_OPTIONS_FILE)
+        # the run's options stay beside its results, in the file a later `magms train --out ... --resume` reads
+        self._startChild(options, options.out / RUN_OPTIONS_FILE)
 
     def stop(self) -> None:
         """Ask ``magms train`` to write its checkpoint and exit (a request file it looks for between

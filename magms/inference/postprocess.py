@@ -1,7 +1,7 @@
 """What inference does after the network: the bundle's post-processing as asked for, and flip test-time augmentation.
 
 Both are recorded in the bundle (:class:`magms.config.PostprocessConfig`) so that every user of a
-model gets what its validation measured. The size rules themselves are :mod:`magms.sizerules`
+model gets what its validation chose. The size rules themselves are :mod:`magms.sizerules`
 (training chooses them too).
 """
 

@@ -17,7 +17,7 @@ The steps, each of which can refuse its input with a message naming the file or 
    is averaged over its flips.
 4. **Output.** The probabilities of the box are resampled back onto the reference input's own
    grid (linearly, as MONAI's inverse does), followed by an argmax, the bundle's label values and
-   its size rules (:mod:`magms.inference.postprocess`).
+   its size rules (:mod:`magms.sizerules`).
 
 Nothing here imports torch or MONAI: a run on exported graphs that are already cached starts in
 a fraction of a second (``Testing/test_engines.py`` keeps it so); the eager engine imports torch

@@ -15,9 +15,9 @@ What is written into the output folder:
   ``model.safetensors`` and ``optimizer.safetensors`` hold tensors only; ``state.json`` holds the
   step, epoch, scheduler and RNG states.
 * ``metrics.csv``: one row per epoch, appended and flushed, so a second process can follow it.
-* ``train_options.json``: the ``magms train`` options the run started with, which ``--resume`` starts from.
-* The bundle at the end: ``model.safetensors`` + ``magms.json``, with provenance and the
-  validation table.
+* ``train_options.json``: the ``magms train`` options of the last sitting, which ``--resume`` starts from.
+* The bundle at the end: ``model.safetensors`` + ``magms.json``, with provenance, the
+  validation table and the size of the spurious components to remove, chosen on the validation cases.
 
 ``--resume`` continues exactly where the run stopped. On a CPU without a time limit the final weights
 equal those of an uninterrupted run: the data order and augmentation are re-seeded at every epoch,

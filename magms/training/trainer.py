@@ -105,6 +105,13 @@ class TrainJob:
     preprocess: str = "none"  # ``--preprocess``: registration and brain extraction of raw cases, once, into OUT.preprocessed
 
 
+def _recorded_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options as ``RUN_OPTIONS_FILE`` records them: the data and the starting bundle as absolute paths,
+    so that a resume from another working folder reads the same cases."""
+    absolute = {k: os.path.abspath(options[k]) for k in ("data", "init") if options.get(k) is not None}
+    return {**options, **absolute}
+
+
 #: Where ``--preprocess`` puts the preprocessed cases: beside the output folder, not in it, so that a bundle
 #: passed on never carries patient images (reused by ``--resume``).
 PREPROCESSED_SUFFIX = ".preprocessed"
@@ -152,8 +159,6 @@ class Trainer:
         self.scheme = get_scheme(job.labels)
         self.pre = job.preprocessing or PreprocessConfig()
         self.stop_requested = False  # set by SIGINT/SIGTERM while run() runs
-        self.last_validation: dict[str, float] = {}  # the "val_dice:" columns of the last validated epoch
-        self.whole_dice_by_min_size: dict[float, float] = {}  # of the last validation: chooses the post-processing
 
     # ----------------------------------------------------------------------------------------
     # the run
@@ -211,13 +216,13 @@ class Trainer:
         check_cases(self.job.cases, self.job.slots, self.scheme)
 
     def _create_output_folder(self) -> None:
-        """Create the output folder on rank 0, once every rank has checked it, with a new run's options in it
-        (``RUN_OPTIONS_FILE``, which ``--resume`` starts from)."""
+        """Create the output folder on rank 0, once every rank has checked it, with this sitting's options in it
+        (``RUN_OPTIONS_FILE``, which the next ``--resume`` starts from)."""
         self.ranks.barrier()  # every rank has checked the output folder before rank 0 writes
         if self.ranks.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            if not self.job.resume and self.job.options is not None:
-                atomic_write_text(self.out_dir / RUN_OPTIONS_FILE, json.dumps(dict(self.job.options), indent=1) + "\n")
+            if self.job.options is not None:
+                atomic_write_text(self.out_dir / RUN_OPTIONS_FILE, json.dumps(_recorded_options(self.job.options), indent=1) + "\n")
 
     def _preprocess_cases(self) -> None:
         """``--preprocess``: each case registered and/or skull-stripped once into ``OUT.preprocessed/``, as
@@ -249,7 +254,7 @@ class Trainer:
         self.net_cfg = NetConfig(slots=tuple(self.job.slots), out_channels=classes, img_size=self.pre.patch_size, **overrides)
         self.model = build_network(self.net_cfg)
         init = self.job.init
-        if init is not None:
+        if init is not None and not self.job.resume:  # a resume takes the checkpoint's weights
             source, info = load_bundle(init)
             if info.network != self.net_cfg:
                 raise ConfigError(f"{init}: its network config differs from this run's; fine-tuning needs the same architecture")
@@ -388,10 +393,10 @@ class Trainer:
         last = epoch == self.config.epochs or time_up or self._time_up()
         if self.ranks.is_main and self.val_ds and (last or (epoch % self.config.val_every == 0 and self._within_validation_budget())):
             started = time.monotonic()
-            validation = self.validate()
-            self.last_validation = {f"{_VAL_PREFIX}{k}": v for k, v in validation.dice.items()}
-            self.whole_dice_by_min_size = validation.whole_dice_by_min_size
-            row.update(self.last_validation)
+            validation = self.validate(component_sizes=last)
+            self.state["last_validation"] = {f"{_VAL_PREFIX}{k}": v for k, v in validation.dice.items()}
+            self.state["lesion_dice_by_min_component_ml"] = {str(k): v for k, v in validation.lesion_dice_by_min_size.items()}
+            row.update(self.state["last_validation"])
             self.state["val_seconds"] += time.monotonic() - started
         self.state.update(epoch=epoch, step_in_epoch=0, seconds=self._seconds())
         row["seconds"] = round(self.state["seconds"], 1)
@@ -405,10 +410,10 @@ class Trainer:
         """Whether the time spent validating so far is within ``val_share`` of the run's time."""
         return self.state["val_seconds"] <= self.config.val_share * self._seconds()
 
-    def validate(self) -> Validation:
-        """Mean Dice per subset and region on the validation cases, and the whole region's with small components
-        removed (see :func:`magms.training.validation.validate`)."""
-        return validate_cases(self.model, self.val_ds, self.job.slots, self.scheme, self.pre, self.ranks.device)
+    def validate(self, component_sizes: bool = False) -> Validation:
+        """Mean Dice per subset and region on the validation cases, and with ``component_sizes`` the whole region's
+        lesion-wise Dice with small components removed (see :func:`magms.training.validation.validate`)."""
+        return validate_cases(self.model, self.val_ds, self.job.slots, self.scheme, self.pre, self.ranks.device, component_sizes)
 
     # ----------------------------------------------------------------------------------------
     # stopping: signals, the stop callback, the time limit
@@ -481,7 +486,7 @@ class Trainer:
         save_bundle(
             self.out_dir, self.model, self.net_cfg, self.scheme, self.pre,
             training=self._provenance(), validation=self._validation_table(), overwrite=True,
-            postprocessing=chosen_postprocessing(self.whole_dice_by_min_size, self.scheme),
+            postprocessing=chosen_postprocessing(self._lesion_dice_by_min_size(), self.scheme),
         )
         self.ranks.close()
         return self.out_dir
@@ -495,14 +500,18 @@ class Trainer:
             "init": str(self.job.init) if self.job.init else None,
             "case_schemes": {c.name: c.scheme for c in self.train_cases + self.val_cases if c.scheme},
             "options": dict(self.job.options) if self.job.options is not None else None,
-            "whole_dice_by_min_component_ml": {str(k): round(v, 4) for k, v in self.whole_dice_by_min_size.items()},
+            "lesion_dice_by_min_component_ml": self.state.get("lesion_dice_by_min_component_ml", {}),
             **self.environment, "finished_utc": utc_now(),
         }
 
+    def _lesion_dice_by_min_size(self) -> dict[float, float]:
+        """The last validation's whole-region lesion-wise Dice per smallest component kept (ml): chooses the size rule."""
+        return {float(k): v for k, v in self.state.get("lesion_dice_by_min_component_ml", {}).items()}
+
     def _validation_table(self) -> dict[str, dict[str, float]]:
-        """The last validation as subset -> ``<region>_dice`` -> Dice."""
+        """The last validation as subset -> ``<region>_dice`` -> Dice (before any post-processing)."""
         table: dict[str, dict[str, float]] = {}
-        for key, value in self.last_validation.items():
+        for key, value in self.state.get("last_validation", {}).items():
             subset, target = key[len(_VAL_PREFIX):].split(":")
             table.setdefault(subset, {})[f"{target}_dice"] = value
         return table

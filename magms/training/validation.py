@@ -14,7 +14,7 @@ from magms.data.preprocessing import run_in_foreground
 from magms.labels import LabelScheme
 from magms.metrics import case_dice
 from magms.modalities import subsets_of
-from magms.training.postprocessing import whole_dice_by_min_size
+from magms.training.postprocessing import whole_lesion_dice_by_min_size
 from magms.windows import sliding_window
 
 __all__ = ["Validation", "validate"]
@@ -26,13 +26,13 @@ class Validation:
 
     Args:
         dice: ``"<slot>+<slot>:<region or label>"`` -> mean Dice over the cases that have the subset.
-        whole_dice_by_min_size: smallest component volume kept (ml) -> the whole region's Dice with the
-            smaller components removed, mean over every case and subset (see :mod:`magms.training.postprocessing`);
-            empty for a scheme without a whole region.
+        lesion_dice_by_min_size: smallest component volume kept (ml) -> the whole region's lesion-wise Dice
+            with the smaller components removed, mean over every case and subset (see
+            :mod:`magms.training.postprocessing`); empty unless asked for, or for a scheme without a whole region.
     """
 
     dice: dict[str, float]
-    whole_dice_by_min_size: dict[float, float]
+    lesion_dice_by_min_size: dict[float, float]
 
 
 def validate(
@@ -42,9 +42,10 @@ def validate(
     scheme: LabelScheme,
     pre: PreprocessConfig,
     device: torch.device,
+    component_sizes: bool = False,
 ) -> Validation:
     """Mean Dice per subset and region (labels for schemes without regions) on the working grid, and
-    the whole region's Dice with its small components removed.
+    with ``component_sizes`` the whole region's lesion-wise Dice with its small components removed.
 
     Every subset of the modalities a case has is segmented as inference would: sliding windows
     over the foreground's box only.
@@ -56,6 +57,7 @@ def validate(
         scheme: label scheme of the labels.
         pre: patch size, overlap and blend mode of the sliding windows.
         device: where the network runs.
+        component_sizes: also score the component sizes a bundle may remove (a run's last validation).
     """
     model.eval()
     sums: dict[str, list[float]] = {}
@@ -66,14 +68,15 @@ def validate(
             truth = scheme.decode(item["label"][0].numpy().astype(np.int64))
             x = item["image"].as_tensor().numpy()
             foreground = item["foreground"].as_tensor()[0].numpy() > 0.5
-            voxel_ml = float(np.prod(item["image"].pixdim.numpy())) / 1000.0
+            spacing = [float(v) for v in item["image"].pixdim]
             for subset in subsets_of(present):
                 probs = _segment_subset(model, x, foreground, list(subset), pre, len(scheme.labels), device)
                 pred = scheme.decode(probs.argmax(0))
                 for target, value in case_dice(pred, truth, scheme).items():
                     sums.setdefault(f"{'+'.join(subset)}:{target}", []).append(value)
-                for size, value in whole_dice_by_min_size(pred, truth, scheme, voxel_ml).items():
-                    by_size.setdefault(size, []).append(value)
+                if component_sizes:
+                    for size, value in whole_lesion_dice_by_min_size(pred, truth, scheme, spacing).items():
+                        by_size.setdefault(size, []).append(value)
     model.train()
     return Validation({k: float(np.mean(v)) for k, v in sums.items()}, {k: float(np.mean(v)) for k, v in by_size.items()})
 

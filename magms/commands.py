@@ -272,7 +272,7 @@ class TrainOptions(Options):
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,
     )
     check_only: bool = option(False, "check every case as training would, report every problem, then stop (nothing is written)")
-    resume: bool = option(False, "continue the run in --out from its checkpoint, with the options it started with "
+    resume: bool = option(False, "continue the run in --out from its checkpoint, with the options of its last sitting "
                                  f"({RUN_OPTIONS_FILE} in --out) but those given again")
     init: Path | None = option(None, "start from this bundle's weights (fine-tuning; same architecture)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")

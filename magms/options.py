@@ -6,7 +6,7 @@ A command's options are a frozen dataclass (:class:`Options`) whose fields carry
 * the CLI flags are generated (:func:`add_arguments`), with the defaults in their help;
 * a run is described by a JSON file (``magms train --config run.json``), flags given on the
   command line winning over the file (:func:`from_command_line`), and a resumed training run
-  starting from the options it was started with (:meth:`Options.recorded`);
+  starting from the options of its last sitting (:meth:`Options.recorded`);
 * the Slicer modules take their defaults and spin-box ranges, and write the JSON file they pass to
   the child process (:meth:`Options.save`).
 
@@ -138,7 +138,7 @@ class Options:
     def recorded(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         """Options recorded earlier that ``values`` (config file and flags) build on; none by default.
 
-        ``magms train --resume`` overrides it: the run continues with the options it started with.
+        ``magms train --resume`` overrides it: the run continues with the options of its last sitting.
         """
         return {}
 

@@ -48,11 +48,14 @@ def whole_lesion_dice_by_min_size(
     truth_mask = scheme.region_mask(truth, whole.key)
     components = connected_components(scheme.region_mask(pred, whole.key))
     volumes_ml = np.bincount(components.ravel()) * float(np.prod(spacing)) / 1000.0
-    scores = {}
+    scores, by_kept = {}, {}
     for size in sizes:
         kept = volumes_ml >= size
         kept[0] = False  # component 0: outside the region
-        scores[float(size)] = lesion_wise_metrics(kept[components], truth_mask, spacing).dice
+        key = kept.tobytes()  # sizes that keep the same components score the same: scored once
+        if key not in by_kept:
+            by_kept[key] = lesion_wise_metrics(kept[components], truth_mask, spacing).dice
+        scores[float(size)] = by_kept[key]
     return scores
 
 

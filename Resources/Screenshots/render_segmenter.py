@@ -25,8 +25,11 @@ import vtk  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "MAGMSSegmenter"))
+# as in Slicer: the shared library (MAGMSCommon/) and the module folder on sys.path
+sys.path[:0] = [str(REPO / "MAGMSCommon"), str(REPO / "MAGMSSegmenter")]
 from magms.bundle import read_bundle_info  # noqa: E402
+from magms.protocol import EngineChoice  # noqa: E402
+from MAGMSCommonLib import volumes  # noqa: E402
 from MAGMSSegmenterLib import logic  # noqa: E402
 
 DATA = Path(os.environ.get("MAGMS_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -52,12 +55,12 @@ def main() -> None:
     for path in sorted(args.case.glob("*.nii.gz")):
         load(scene, path)
     info = read_bundle_info(args.model)
-    mapping, guesses = logic.guessMapping(scene, info.slots)
+    mapping, guesses = volumes.guessMapping(scene, info.slots)
     job = logic.SegmentationJob(scene)
     created, failed = [], []
     job.finished.connect(created.extend)
     job.failed.connect(failed.append)
-    job.start(mapping, args.model, device="cpu", modelName=args.model.name)
+    job.start(mapping, args.model, EngineChoice(device="cpu"), modelName=args.model.name)
     job.wait()
     if failed:
         sys.exit(failed[0])

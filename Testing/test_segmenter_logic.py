@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import vtk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[test]')")
 
 from conftest import DATA, load_scene_volume, needs_data, scene_volume  # noqa: E402
+from magms.data.io import write_labelmap  # noqa: E402
 from magms.errors import ConfigError  # noqa: E402
 from magms.labels import get_scheme  # noqa: E402
 from magms.protocol import EngineChoice  # noqa: E402
@@ -518,3 +520,24 @@ def test_the_runner_is_not_running_when_its_child_cannot_start(tmp_path):
     runner.cancel()  # nothing to cancel, nothing raised
     runner.start(_python("import sys; sys.exit(0)"))
     assert runner.wait(timeout=30) is RunState.SUCCEEDED
+
+
+def test_a_result_is_read_inside_the_scene_without_an_error_and_a_bad_file_adds_nothing(tmp_path, capfd):
+    """Reading a .seg.nrrd into a node outside any scene makes Slicer's storage node log "Scene is invalid"
+    (vtkMRMLSegmentationStorageNode::ReadDataInternal creates the display node): one red error per Apply."""
+    scheme = get_scheme("brats2021")
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[3:9, 3:9, 3:9], labels[5:7, 5:7, 5:7] = 2, 4
+    path = tmp_path / "result.seg.nrrd"
+    write_labelmap(labels, sitk.GetImageFromArray(np.zeros(labels.shape, np.float32)), path, scheme)
+    scene = slicer.vtkMRMLScene()
+    reference = scene_volume(scene, "flair", np.zeros(labels.shape))
+    capfd.readouterr()
+    node = logic.importSegmentation(scene, path, reference, scheme, "flair MAGMS")
+    assert "ERR" not in capfd.readouterr().err
+    assert node.GetScene() is scene and node.GetDisplayNode() is not None
+    before = scene.GetNumberOfNodes()
+    (tmp_path / "bad.seg.nrrd").write_bytes(b"not a segmentation")
+    with pytest.raises(ConfigError, match="bad.seg.nrrd"):
+        logic.importSegmentation(scene, tmp_path / "bad.seg.nrrd", reference, scheme, "bad")
+    assert scene.GetNumberOfNodes() == before

@@ -33,9 +33,14 @@ def importSegmentation(
     """
     ensureSegmentationConverters()
     node = slicer.vtkMRMLSegmentationNode()
+    node.SetName(scene.GenerateUniqueName(name))
+    # read inside the scene: the storage node creates the display node after reading, which outside a
+    # scene logs "Scene is invalid" (vtkMRMLSegmentationStorageNode.cxx ReadDataInternal, v5.8.1:297-301)
+    scene.AddNode(node)
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.ReadData(node):
+        scene.RemoveNode(node)
         raise ConfigError(f"{path}: cannot be read as a segmentation")
     segmentation = node.GetSegmentation()
     by_value = {}
@@ -52,9 +57,6 @@ def importSegmentation(
         segment.SetName(label.name)
         segment.SetColor(*(c / 255.0 for c in label.color))
         setSegmentTerminology(segment, scheme.slicer_terminology(label.value))
-    node.SetName(scene.GenerateUniqueName(name))
-    scene.AddNode(node)
-    node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     return node
 

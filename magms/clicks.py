@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from magms.sizerules import connected_components
+
 __all__ = ["Click", "next_click"]
 
 
@@ -39,10 +41,10 @@ class Click:
 def _deepest_point(error: np.ndarray, spacing: Sequence[float]) -> tuple[tuple[int, int, int], float] | None:
     """The voxel of ``error``'s largest connected component farthest from the component's border (the volume's
     edge counts as border), and that distance; None for an empty mask."""
-    components, count = ndimage.label(error, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
-        return None
+    components = connected_components(error)
     sizes = np.bincount(components.ravel())[1:]
+    if sizes.size == 0:
+        return None
     largest = components == (int(np.argmax(sizes)) + 1)
     # padded with background so that an error touching the volume's edge is not infinitely deep there
     distance = ndimage.distance_transform_edt(np.pad(largest, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]

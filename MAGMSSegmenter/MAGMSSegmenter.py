@@ -14,6 +14,7 @@ from pathlib import Path
 
 import qt
 import slicer
+import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
@@ -94,6 +95,7 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._buildRefineSection(uiWidget)  # before the controller, which shows its state at once
         self.logic = MAGMSSegmenterLogic()
         self.controller = SegmenterController(
             slicer.mrmlScene, self.logic.getParameterNode(), self, self.logic.newJob, registry=self.logic.registry(),
@@ -128,7 +130,123 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
         self.ui.targetsBarrierNodeComboBox.connect(
             "currentNodeChanged(vtkMRMLNode*)", lambda node: targets.setBarrier(node.GetID() if node else None))
         self.ui.targetsGrowButton.connect("clicked(bool)", lambda: targets.grow())
+        self._connectRefineSection()
         self.startControllerPanel(pollMilliseconds=200)
+
+    # --- the Refine section ----------------------------------------------------------------------
+    # built in code: the click lists and place mode are the markups module's (vtkSlicerMarkupsLogic.h, v5.8.1:97,226)
+
+    #: place a positive / negative click, undo the last one. No Slicer 5.8 or 5.10 shortcut uses these (Base/, Libs/,
+    #: Modules/, Applications/ at both tags; Markups' own are Ctrl+Shift+A/T/Space, qMRMLMarkupsToolBar.cxx:84-86), and
+    #: not Ctrl+Alt: on Windows that is AltGr, which types characters on many keyboard layouts.
+    REFINE_SHORTCUTS = (("Ctrl+Shift+P", "add"), ("Ctrl+Shift+N", "remove"), ("Ctrl+Shift+U", "undo"))
+
+    def _buildRefineSection(self, uiWidget) -> None:
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = _("Refine with clicks")
+        section.collapsed = True
+        panel = uiWidget.layout()
+        panel.insertWidget(panel.count() - 1, section)  # above the .ui's closing spacer, below its other sections
+        form = qt.QFormLayout(section)
+        self.refineSegmentationSelector = slicer.qMRMLNodeComboBox()
+        self.refineSegmentationSelector.nodeTypes = ["vtkMRMLSegmentationNode"]
+        self.refineSegmentationSelector.noneEnabled = True
+        self.refineSegmentationSelector.addEnabled = False
+        self.refineSegmentationSelector.removeEnabled = False
+        self.refineSegmentationSelector.setMRMLScene(slicer.mrmlScene)
+        form.addRow(_("Segmentation:"), self.refineSegmentationSelector)
+        self.refineRegionComboBox = qt.QComboBox()
+        form.addRow(_("Region:"), self.refineRegionComboBox)
+        buttons = qt.QHBoxLayout()
+        self.refineButtons = {}
+        for key, text, tip in (("add", _("Add"), _("Place points that belong to the region (Ctrl+Shift+P); right-click ends")),
+                               ("remove", _("Remove"), _("Place points that do not belong to the region (Ctrl+Shift+N); "
+                                                         "right-click ends")),
+                               ("undo", _("Undo click"), _("Take the last click back (Ctrl+Shift+U)")),
+                               ("clear", _("Clear clicks"), _("Take every click back"))):
+            button = qt.QPushButton(text)
+            button.toolTip = tip
+            buttons.addWidget(button)
+            self.refineButtons[key] = button
+        form.addRow(buttons)
+        self.refineHintLabel = qt.QLabel()
+        self.refineHintLabel.wordWrap = True
+        form.addRow(self.refineHintLabel)
+        self.refineStatusLabel = qt.QLabel()
+        self.refineStatusLabel.wordWrap = True
+        form.addRow(self.refineStatusLabel)
+        self._shortcuts: list = []
+
+    def _connectRefineSection(self) -> None:
+        refine = self.controller.refine
+        self.refineSegmentationSelector.connect(
+            "currentNodeChanged(vtkMRMLNode*)", lambda node: refine.setSegmentation(node.GetID() if node else None))
+        self.refineRegionComboBox.connect("activated(int)", lambda i: refine.setRegion(self.refineRegionComboBox.itemData(i)))
+        self.refineButtons["add"].connect("clicked(bool)", lambda: self.placeClicks(True))
+        self.refineButtons["remove"].connect("clicked(bool)", lambda: self.placeClicks(False))
+        self.refineButtons["undo"].connect("clicked(bool)", lambda: refine.undo())
+        self.refineButtons["clear"].connect("clicked(bool)", lambda: refine.clear())
+
+    def placeClicks(self, positive: bool) -> None:
+        """Persistent place mode on the click list of this sign; each point placed goes to the controller."""
+        if not self.refineButtons["add" if positive else "remove"].enabled:  # a shortcut while the section says why not
+            return
+        pointList = self.controller.refine.clickLists()[positive]
+        event = slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent
+        if not self.hasObserver(pointList, event, self._onClickDefined):
+            self.addObserver(pointList, event, self._onClickDefined)
+        markupsLogic = slicer.modules.markups.logic()
+        markupsLogic.SetActiveList(pointList)  # StartPlaceMode does not choose the list itself
+        markupsLogic.StartPlaceMode(True)
+
+    @vtk.calldata_type(vtk.VTK_INT)
+    def _onClickDefined(self, caller, event, index=None) -> None:
+        # PointPositionDefinedEvent, not PointAddedEvent: place mode adds a preview point under the mouse
+        # (vtkSlicerMarkupsWidget.cxx, v5.8.1:139-160, 1218); the call data is the point's index (int*), or none.
+        # Only the point's ID is taken here: the markups node still reads the point after this event
+        # (vtkMRMLMarkupsNode.cxx AddControlPoint, v5.8.1:670-674), so it is handled once the event is over.
+        if not self.parent.isEntered:
+            return
+        pointID = caller.GetNthControlPointID(caller.GetNumberOfControlPoints() - 1 if index is None else index)
+        listID = caller.GetID()
+        qt.QTimer.singleShot(0, lambda: self.controller.refine.pointPlaced(listID, pointID))
+
+    def enter(self) -> None:
+        ControllerPanel.enter(self)
+        self._removeShortcuts()  # enter and exit come in pairs, but a reload may skip one
+        actions = {"add": lambda: self.placeClicks(True), "remove": lambda: self.placeClicks(False),
+                   "undo": lambda: self.controller.refine.undo()}
+        for key, action in self.REFINE_SHORTCUTS:
+            shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+            shortcut.connect("activated()", actions[action])
+            self._shortcuts.append(shortcut)
+
+    def exit(self) -> None:
+        self._removeShortcuts()
+        self._stopPlacingClicks()
+
+    def cleanup(self) -> None:
+        self._removeShortcuts()
+        self._stopPlacingClicks()
+        ControllerPanel.cleanup(self)
+
+    def _stopPlacingClicks(self) -> None:
+        """Leave place mode if it places clicks: SetActiveList(None) also switches to view transform
+        (vtkSlicerMarkupsLogic.cxx, v5.8.1:594-611), so a click in another module adds no point to a click list."""
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        placing = selection.GetActivePlaceNodeID() if selection is not None else None
+        if self.controller is not None and placing in self.controller.refine.clickListIDs():
+            slicer.modules.markups.logic().SetActiveList(None)
+
+    def _removeShortcuts(self) -> None:
+        # as the Segment Editor removes its own (qMRMLSegmentEditorWidget::uninstallKeyboardShortcuts, v5.8.1:3245-3255)
+        for shortcut in getattr(self, "_shortcuts", []):
+            shortcut.disconnect("activated()")
+            shortcut.setParent(None)
+            shortcut.deleteLater()
+        self._shortcuts = []
 
     # --- the view ------------------------------------------------------------------------------
 
@@ -244,6 +362,18 @@ class MAGMSSegmenterWidget(ControllerPanel, ScriptedLoadableModuleWidget, VTKObs
     def showTargets(self, enabled, hint) -> None:
         self.ui.targetsGrowButton.enabled = enabled
         self.ui.targetsHintLabel.text = hint
+
+    def showRefine(self, segmentationID, regions, region, enabled, hint) -> None:
+        wasBlocked = self.refineSegmentationSelector.blockSignals(True)  # a value shown is no user's change
+        self.refineSegmentationSelector.setCurrentNodeID(segmentationID or "")
+        self.refineSegmentationSelector.blockSignals(wasBlocked)
+        fillComboBox(self.refineRegionComboBox, regions, region)
+        for button in self.refineButtons.values():
+            button.enabled = enabled
+        self.refineHintLabel.text = hint
+
+    def showRefineStatus(self, text) -> None:
+        self.refineStatusLabel.text = text
 
 
 class MAGMSSegmenterLogic(ScriptedLoadableModuleLogic):

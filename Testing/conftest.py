@@ -94,6 +94,27 @@ def random_unet_bundle(folder: Path, scheme: str = "brats2023") -> Path:
                        preprocessing=PreprocessConfig(spacing=(3.0, 3.0, 3.0), patch_size=(32, 32, 32), overlap=0.25))
 
 
+def click_bundle(folder: Path, seed: int = 0) -> Path:
+    """The built-in model's weights with a click guidance of seeded random weights, written to ``folder``: every click
+    changes the labels (what tests of the refinement path need; the trained guidance is benchmarked, not tested)."""
+    import dataclasses
+
+    import torch
+
+    from magms.bundle import load_bundle, save_bundle
+    from magms.networks import build_network
+
+    source, info = load_bundle(REPO / "Resources" / "Models" / "brats-glioma-4seq")
+    config = dataclasses.replace(info.network, click_regions=len(info.scheme.regions))
+    torch.manual_seed(seed)
+    net = build_network(config)
+    net.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("guidance.")}, strict=False)
+    for projection in net.guidance.projections:
+        torch.nn.init.normal_(projection.weight, std=0.05)
+    save_bundle(folder, net, config, info.scheme, info.preprocessing, postprocessing=info.postprocessing)
+    return folder
+
+
 @pytest.fixture
 def builtin_models_folder(tmp_path, monkeypatch):
     """A models folder as Resources/Models: a tiny real bundle ``tiny-4seq`` and the index naming it

@@ -52,3 +52,29 @@ def test_a_perfect_prediction_needs_no_click_and_bad_arrays_are_named():
         next_click(truth[0], truth[0])
     with pytest.raises(ValueError, match="one shape"):
         next_click(truth, truth[:8])
+
+
+# ------------------------------------------------------------------------------------------------
+# the network's view of the clicks
+
+
+def test_click_maps_put_each_click_in_its_region_and_sign_channel_and_are_zero_without_clicks():
+    from magms.clicks import ClickPoint, click_maps
+
+    assert not click_maps([], (8, 9, 10), 3).any() and click_maps([], (8, 9, 10), 3).shape == (6, 8, 9, 10)
+    maps = click_maps([ClickPoint((4.0, 4.0, 4.0), True, 1), ClickPoint((2.0, 3.0, 4.0), False, 2)], (8, 9, 10), 3)
+    assert maps[2, 4, 4, 4] == 1.0 and maps[5, 2, 3, 4] == 1.0  # region 1 positive: channel 2; region 2 negative: 5
+    assert not maps[[0, 1, 3, 4]].any()
+    assert np.unravel_index(maps[2].argmax(), maps[2].shape) == (4, 4, 4) and 0 < maps[2, 4, 4, 7] < 1  # a Gaussian
+
+
+def test_a_click_beyond_the_window_marks_the_window_edge_near_it_and_a_far_one_nothing():
+    from magms.clicks import CLICK_SIGMA, ClickPoint, click_maps
+
+    near = click_maps([ClickPoint((10.0, 2.0, 2.0), True, 0)], (5, 5, 5), 1, origin=(7, 0, 0))
+    assert near[0, 3, 2, 2] == 1.0  # index 10 is voxel 3 of a window starting at 7
+    beyond = click_maps([ClickPoint((-2.0, 2.0, 2.0), True, 0)], (5, 5, 5), 1)
+    assert 0 < beyond[0, 0, 2, 2] < 1 and beyond[0, 0, 2, 2] == pytest.approx(np.exp(-4 / (2 * CLICK_SIGMA**2)))
+    assert not click_maps([ClickPoint((-40.0, 2.0, 2.0), True, 0)], (5, 5, 5), 1).any()
+    with pytest.raises(ValueError, match="region 3"):
+        click_maps([ClickPoint((1.0, 1.0, 1.0), True, 3)], (5, 5, 5), 3)

@@ -213,3 +213,51 @@ def test_singles_decodes_that_many_single_outputs_and_the_loss_distils_every_fea
     assert {k for k in terms if k.startswith("feature_")} == {f"feature_{s}" for s in SLOTS4}
     with torch.no_grad():
         assert len(net(x, present, singles=9).modality_logits) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# click guidance
+
+
+def _guided(seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_network(tiny_config("unet", click_regions=3)).eval()
+    for projection in net.guidance.projections:  # as after training: the guidance is not zero any more
+        torch.nn.init.normal_(projection.weight, std=0.5)
+    return net
+
+
+def test_with_no_click_the_guided_network_is_the_automatic_one_bit_for_bit():
+    net = _guided()
+    automatic = build_network(tiny_config("unet")).eval()
+    automatic.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("guidance.")})
+    x = torch.randn(2, 4, 16, 16, 16)
+    with torch.no_grad():
+        expected = automatic(x, ["flair", "t1c"])
+        assert torch.equal(net(x, ["flair", "t1c"]), expected)
+        assert torch.equal(net(x, ["flair", "t1c"], clicks=torch.zeros(2, 6, 16, 16, 16)), expected)
+        clicks = torch.zeros(2, 6, 16, 16, 16)
+        clicks[1, 0, 8, 8, 8] = 1.0
+        changed = net(x, ["flair", "t1c"], clicks=clicks)
+    assert torch.equal(changed[0], expected[0]) and not torch.equal(changed[1], expected[1])  # per sample
+
+
+def test_a_fresh_guidance_changes_nothing_and_fuse_then_decode_is_the_forward():
+    torch.manual_seed(0)
+    net = build_network(tiny_config("unet", click_regions=2)).eval()
+    x, clicks = torch.randn(1, 4, 16, 16, 16), torch.rand(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x, ["t2"], clicks=clicks), net(x, ["t2"]))  # zero-initialised: training starts from the model
+        assert torch.equal(net.decode(net.fuse(x, ["t2"]), clicks), net(x, ["t2"], clicks=clicks))
+
+
+def test_clicks_are_refused_by_a_network_without_guidance_and_in_the_wrong_shape():
+    x = torch.randn(1, 4, 16, 16, 16)
+    with pytest.raises(ValueError, match="takes no clicks"):
+        build_network(tiny_config("unet")).eval()(x, ["flair"], clicks=torch.zeros(1, 6, 16, 16, 16))
+    with pytest.raises(ValueError, match="click maps must be"):
+        _guided()(x, ["flair"], clicks=torch.zeros(1, 6, 8, 16, 16))
+    with pytest.raises(ValueError, match="click_regions"):
+        tiny_config("unetr", click_regions=3)
+    with pytest.raises(ValueError, match="click_regions"):
+        tiny_config("unet", click_regions=-1)

@@ -57,7 +57,7 @@ def _cli_flags(command: str) -> list[str]:
 
 #: Where each command's options are documented (the README is the short path; the reference is in docs/).
 COMMAND_DOCS = {"demo": "demo.md", "segment": "segment.md", "export": "dicom.md", "evaluate": "evaluate.md", "train": "training.md",
-                "devices": "speed.md"}
+                "devices": "speed.md", "serve": "refine.md"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_DOCS))

@@ -340,3 +340,49 @@ def test_region_loss_needs_a_scheme_with_regions():
     assert loss("brats2021", "labels") is None
     with pytest.raises(ConfigError, match="label scheme 'brain_tissue' has no regions"):
         loss("brain_tissue")
+
+
+def test_click_training_trains_the_guidance_alone_and_its_bundle_is_the_automatic_model_without_clicks(data, tmp_path):
+    """--max-clicks: the --init model's weights come out unchanged, a click guidance beside them has learnt; without
+    --init it is refused by name."""
+    from magms.errors import ConfigError
+
+    _, cases = data
+    config = TrainConfig(epochs=1, batch_size=2, val_fraction=0.25, max_minutes=None)
+    train(cases, tmp_path / "auto", config=config, **KW)
+    clicked = TrainConfig(epochs=2, batch_size=2, val_fraction=0.25, max_minutes=None, max_clicks=2, lr=1e-2)
+    train(cases, tmp_path / "clicks", config=clicked, init=tmp_path / "auto", **KW)
+    auto, auto_info = load_bundle(tmp_path / "auto")
+    guided, info = load_bundle(tmp_path / "clicks")
+    assert info.network.click_regions == len(info.scheme.regions) == 3 and auto_info.network.click_regions == 0
+    weights = guided.state_dict()
+    for name, value in auto.state_dict().items():
+        assert torch.equal(weights[name], value), name
+    assert any(weights[f"guidance.projections.{i}.weight"].abs().sum() > 0 for i in range(3))  # zero at the start
+    assert info.training["config"]["max_clicks"] == 2
+    with pytest.raises(ConfigError, match="--init"):
+        train(cases, tmp_path / "none", config=clicked, **KW)
+
+
+def test_a_click_step_sends_gradient_to_the_guidance_only():
+    from magms.config import NetConfig
+    from magms.losses import RegionDiceCELoss
+    from magms.networks import build_network
+    from magms.training.step import ClickTrainStep
+
+    torch.manual_seed(0)
+    net = build_network(NetConfig(slots=("flair", "t1c"), out_channels=4, img_size=(16, 16, 16), channels=(4, 8, 16),
+                                  click_regions=3))
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad_(name.startswith("guidance."))
+    regions = ((1, 2, 3), (1, 3), (3,))
+    y = torch.zeros(2, 1, 16, 16, 16, dtype=torch.long)
+    y[:, :, 4:12, 4:12, 4:12] = 2
+    y[:, :, 6:9, 6:9, 6:9] = 3
+    loss, terms = ClickTrainStep(net, RegionDiceCELoss(regions), regions, max_clicks=3)(
+        torch.randn(2, 2, 16, 16, 16), torch.tensor([[True, False], [True, True]]), y)
+    loss.backward()
+    assert set(terms) == {"seg_clicks"} and torch.isfinite(loss)
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    assert all(g is None for n, g in grads.items() if not n.startswith("guidance."))
+    assert grads["guidance.projections.0.weight"].abs().sum() > 0  # zero weights, yet a gradient: the clicks reach them

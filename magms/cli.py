@@ -23,6 +23,7 @@ from magms.commands import (
     EvaluateOptions,
     ExportOptions,
     SegmentOptions,
+    ServeOptions,
     TrainOptions,
     target_request,
 )
@@ -98,7 +99,7 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
     return inputs
 
 
-def _open_model(options: SegmentOptions | EvaluateOptions | ExportOptions) -> OpenedModel:
+def _open_model(options: SegmentOptions | EvaluateOptions | ExportOptions | ServeOptions) -> OpenedModel:
     """``--model``, else the default built-in model, opened once: ``magms.json`` read and the weights hashed
     here, and nowhere below (:class:`~magms.bundle.OpenedModel`)."""
     if options.model is not None:
@@ -165,6 +166,7 @@ def _cmd_segment(options: SegmentOptions) -> int:
     dicom = usecases.dicom_requests(options.rtstruct, options.dicom_seg, options.overwrite)
     targets = target_request(options)
     usecases.check_target_request(targets, dicom, options.planning_ct)
+    clicks = _read_clicks(options)
     _check_review_options(options)
     model = _open_model(options)
     info = model.info
@@ -177,8 +179,11 @@ def _cmd_segment(options: SegmentOptions) -> int:
     segmenter = _segmenter(options, model)
     progress = ProgressReporter(options.progress, "window", _progress_label(options, info.slots, inputs))
     try:
-        result, compared = usecases.segment_compared(segmenter, prepared.images, options.compare, options.probabilities is not None,
-                                                     progress)
+        if clicks is not None:
+            result, compared = usecases.segment_with_clicks(segmenter, prepared.images, clicks, _say)
+        else:
+            result, compared = usecases.segment_compared(segmenter, prepared.images, options.compare,
+                                                         options.probabilities is not None, progress)
     finally:
         progress.close()
     outputs = usecases.CaseOutputs(options.output, options.probabilities, dicom, options.overwrite, targets, options.planning_ct)
@@ -186,6 +191,32 @@ def _cmd_segment(options: SegmentOptions) -> int:
     usecases.write_review(segmenter, inputs, result, compared, prepared.notes + result.notes, _say, options.compare, options.output,
                           options.disagreement, options.report, options.compared_outputs, options.overwrite)
     return 0
+
+
+def _read_clicks(options: SegmentOptions) -> list | None:
+    """``--clicks``, read and checked before anything runs; None without it."""
+    if options.clicks is None:
+        return None
+    if options.compare != "none" or options.probabilities is not None:
+        raise ConfigError("--clicks corrects one segmentation: not with --compare or --probabilities")
+    from magms.inference.refine import read_clicks
+
+    return read_clicks(options.clicks)
+
+
+def _cmd_serve(options: ServeOptions) -> int:
+    from magms.inference.refine import Refiner
+    from magms.inference.worker import serve
+
+    # the replies keep standard output to themselves: anything else written there (a library's print, a native
+    # log line on file descriptor 1) goes to stderr instead of breaking the protocol
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    model = _open_model(options)
+    with replies:
+        return serve(Refiner(model, device=options.device, engine=options.engine), sys.stdin, replies, options.preprocess)
 
 
 def _segment_batch(options: SegmentOptions) -> int:
@@ -457,6 +488,13 @@ _COMMANDS: tuple[tuple[type[Options], Callable[[Any], int], str, str], ...] = (
      "manifest: see --data). Every case is checked first and all problems are reported at once. Writes "
      "OUT/checkpoint every epoch, OUT/metrics.csv, and the model bundle into OUT at the end. Ctrl-C or SIGTERM "
      "saves a checkpoint and exits; --resume continues exactly there. --check-only checks the data and stops."),
+    (ServeOptions, _cmd_serve,
+     "the refinement worker: the model stays loaded, clicks correct a case within a second (for the Slicer module)",
+     "Load a model that takes clicks and answer requests on standard input, one JSON object per line, each with "
+     "one JSON line on standard output: open a case, click (a physical point in RAS or LPS, a region, a sign), undo, "
+     "clear, stop. A click re-runs the network on the window around it only and answers with the labels of the box "
+     "that changed. A bad request is answered with an error and the worker goes on. The protocol is in "
+     "magms.protocol; docs/refine.md shows it."),
     (DevicesOptions, _cmd_devices,
      "the devices (CUDA GPUs, CPU) and package versions this Python would run with, as JSON",
      "List the CUDA devices and the CPU that --device can name, and the installed versions of magms, torch and "

@@ -24,7 +24,7 @@ from magms.options import Options, read_config
 from magms.protocol import ENGINES, PRECISIONS, PREPROCESS_MODES, RUN_OPTIONS_FILE, TARGET_PROTOCOLS
 
 __all__ = ["DATA_HELP", "BUILTIN_DEFAULT_HELP", "default_sample_data", "TargetOptions", "target_request", "SegmentOptions",
-           "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "DevicesOptions"]
+           "ExportOptions", "EvaluateOptions", "TrainOptions", "DemoOptions", "ServeOptions", "DevicesOptions"]
 
 DATA_HELP = (
     "the cases: an MSD task folder (dataset.json with 'modality', 4-D imagesTr/, labelsTr/), an nnU-Net v2 raw "
@@ -151,6 +151,11 @@ class SegmentOptions(InferenceOptions):
         None, "with --compare: also write every compared output into this folder (made if missing), one <name>.seg.nrrd "
         "each on the output's grid, named as in the report (flair.seg.nrrd, t1c.seg.nrrd; no flip.seg.nrrd, flip LR.seg.nrrd)"
     )
+    clicks: Path | None = option(
+        None, "correct the segmentation with clicks, in their order: a JSON file {\"frame\": \"RAS\" or \"LPS\", \"clicks\": "
+        "[{\"point\": [x, y, z], \"region\": \"wt\", \"positive\": true}, ...]} with points in that physical frame "
+        "(RAS: Slicer's; LPS: DICOM's and ITK's); the model must take clicks (docs/refine.md)"
+    )
     overwrite: bool = option(False, "replace existing output files (default: refuse)")
     batch: Path | None = option(
         None, "many cases: a CSV manifest (case,<slot>,...) or a folder of case folders; goes on past a bad case and "
@@ -267,6 +272,7 @@ class TrainOptions(Options):
     channels_last: bool = same_as(TrainConfig, "channels_last")
     augmentation: str = same_as(TrainConfig, "augmentation")
     seg_loss: str = same_as(TrainConfig, "seg_loss")
+    max_clicks: int = same_as(TrainConfig, "max_clicks")
     preprocess: str = option(
         "none", "raw training images: register, strip, full or auto as for magms segment, once per case into OUT.preprocessed/ beside OUT "
         "(reused by --resume); the label stays with the reference input", choices=PREPROCESS_MODES,
@@ -349,6 +355,18 @@ class DemoOptions(Options):
     engine: str = same_as(InferenceOptions, "engine")
     precision: str = same_as(InferenceOptions, "precision")
     progress: str = option("bar", "with --train: training progress on stderr", choices=PROGRESS_STYLES)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions(Options):
+    """``magms serve``: the refinement worker, one JSON request per line on stdin, one reply per line on stdout."""
+
+    command = "serve"
+
+    model: Path | None = option(None, f"model bundle folder whose network takes clicks (default: {BUILTIN_DEFAULT_HELP})")
+    device: str = option("cpu", "auto, cpu, cuda or cuda:N (the clicks' windows are small: the CPU answers within a second)")
+    engine: str = same_as(InferenceOptions, "engine")
+    preprocess: str = same_as(SegmentOptions, "preprocess")
 
 
 @dataclasses.dataclass(frozen=True)

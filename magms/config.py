@@ -192,6 +192,8 @@ class NetConfig(_Record):
         dropout_rate: dropout inside the transformer.
         checkpointing: recompute encoder and decoder activations in the backward pass (less
             memory, about one more forward pass of time).
+        click_regions: regions the user's clicks can name (:class:`~magms.networks.guidance.ClickGuidance`);
+            0: a network that takes no clicks. U-Net backbone only.
     """
 
     _where: ClassVar[str] = "network config"
@@ -215,6 +217,7 @@ class NetConfig(_Record):
     norm: str = "instance"
     dropout_rate: float = 0.0
     checkpointing: bool = False
+    click_regions: int = 0
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -227,6 +230,8 @@ class NetConfig(_Record):
             raise ValueError(f"img_size must be three positive ints, got {self.img_size}")
         if not 0.0 <= self.dropout_rate <= 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1], got {self.dropout_rate}")
+        if self.click_regions < 0 or (self.click_regions and self.backbone != "unet"):
+            raise ValueError(f"click_regions must be 0, or positive with the unet backbone, got {self.click_regions} ({self.backbone})")
         if self.backbone == "unetr":
             if self.hidden_size % self.num_heads:
                 raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -416,6 +421,8 @@ class TrainConfig(_Record):
         lr_schedule: after the warm-up, ``cosine`` to 0 or ``constant``.
         channels_last: channels-last 3-D memory layout (``torch.channels_last_3d``).
         augmentation: the patch augmentation preset, ``"light"`` or ``"strong"`` (:mod:`magms.data.augment`).
+        max_clicks: above 0, click training (:class:`~magms.training.step.ClickTrainStep`): the ``init`` model is
+            frozen and a click guidance trained for it with up to this many simulated clicks per patch.
         seg_loss: ``"labels"``: Dice+CE over the labels; ``"regions"``: CE over the labels and Dice over the
             label scheme's regions (:class:`~magms.losses.RegionDiceCELoss`).
     """
@@ -454,6 +461,10 @@ class TrainConfig(_Record):
                                "also rotation, scaling, noise, blur, gamma, low resolution, thick slices)", choices=AUGMENTATIONS)
     seg_loss: str = option("labels", "segmentation loss: {choices} (labels: Dice+CE over the labels; regions: CE over the labels "
                            "and Dice over the label scheme's scored regions, e.g. BraTS WT, TC, ET)", choices=SEG_LOSSES)
+    max_clicks: int = option(
+        0, "click training: freeze the --init model and train a click guidance for it, with up to N simulated "
+        "correction clicks per patch (0: automatic training)", minimum=0, maximum=20,
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -1,14 +1,21 @@
 """What the ``magms`` child process and the Slicer modules agree on, without importing torch.
 
 The Slicer side runs ``magms segment`` and ``magms train`` as child processes and follows them
-through their stderr and their output folder. Both sides import the line format, the file names
-and the shared constants from here, so they cannot drift apart.
+through their stderr and their output folder, and ``magms serve`` (the refinement worker) through
+its standard input and output. Both sides import the line format, the file names, the worker's
+messages and the shared constants from here, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 __all__ = [
     "TARGET_PROTOCOLS",
@@ -29,6 +36,13 @@ __all__ = [
     "ProgressLine",
     "format_progress",
     "parse_progress",
+    "WORKER_OPS",
+    "LabelPatch",
+    "worker_request",
+    "worker_reply",
+    "read_message",
+    "encode_patch",
+    "decode_patch",
 ]
 
 #: One row per epoch, appended and flushed, so another process can follow a training run.
@@ -131,3 +145,95 @@ def parse_progress(line: str) -> ProgressLine | None:
     if match is None:
         return None
     return ProgressLine(int(match["done"]), int(match["total"]), match["detail"] or "")
+
+
+# ------------------------------------------------------------------------------------------------
+# the refinement worker, ``magms serve``: one JSON object per line each way. The worker first writes
+# {"ok": true, "ready": ..., "regions": [...]} once its model is loaded; then each request gets one
+# reply with the request's "id". A request it cannot carry out gets {"ok": false, "error": "..."}
+# and the worker goes on; "stop" ends it.
+#
+#   {"id": 1, "op": "open", "inputs": {"flair": "/path/flair.nii.gz", ...}}
+#       -> {"id": 1, "ok": true, "present": [...], "reference": "flair", "seconds": 2.9}
+#   {"id": 2, "op": "click", "point": [x, y, z], "frame": "RAS", "region": "wt", "positive": true}
+#       -> {"id": 2, "ok": true, "patch": <encode_patch>, "seconds": 0.4}
+#   {"id": 3, "op": "undo"} / {"id": 4, "op": "clear"} -> {"id": 3, "ok": true, "patch": <encode_patch> or null}
+#   {"id": 5, "op": "stop"} -> {"id": 5, "ok": true}, then the worker exits
+
+#: What the worker does on request.
+WORKER_OPS = ("open", "click", "undo", "clear", "stop")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelPatch:
+    """Labels of a box of the reference image: what a click changed.
+
+    Attributes:
+        start: the box's first voxel, an (i, j, k) index of the reference image (ITK and Slicer IJK order).
+        labels: (k, j, i) label values (numpy's order of an ITK or Slicer image array).
+    """
+
+    start: tuple[int, int, int]
+    labels: np.ndarray
+
+    @property
+    def region(self) -> tuple[slice, slice, slice]:
+        """The box as (k, j, i) slices of the reference image's array."""
+        return tuple(slice(s, s + n) for s, n in zip(self.start[::-1], self.labels.shape))  # type: ignore[return-value]
+
+    @classmethod
+    def of(cls, labels: np.ndarray, region: Sequence[slice]) -> LabelPatch:
+        """A copy of ``labels`` (k, j, i) over ``region`` ((k, j, i) slices)."""
+        return cls(tuple(int(r.start) for r in region[::-1]), labels[tuple(region)].copy())  # type: ignore[arg-type]
+
+
+def encode_patch(patch: LabelPatch) -> dict[str, Any]:
+    """A patch as JSON: start, size (i, j, k), dtype and the C-order bytes in base64."""
+    labels = np.ascontiguousarray(patch.labels)
+    return {"start": [int(v) for v in patch.start], "size": [int(v) for v in labels.shape[::-1]],
+            "dtype": labels.dtype.str, "data": base64.b64encode(labels.tobytes()).decode("ascii")}
+
+
+def decode_patch(data: Mapping[str, Any]) -> LabelPatch:
+    """The inverse of :func:`encode_patch`.
+
+    Raises:
+        ValueError: a field missing or malformed, or the bytes do not fill the size.
+    """
+    try:
+        size = [int(v) for v in data["size"]]
+        raw = base64.b64decode(data["data"], validate=True)
+        labels = np.frombuffer(raw, np.dtype(data["dtype"])).reshape(size[::-1]).copy()
+        start = tuple(int(v) for v in data["start"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"malformed label patch: {err}") from None
+    if len(start) != 3 or len(size) != 3:
+        raise ValueError(f"malformed label patch: start {start} and size {size} need three values each")
+    return LabelPatch(start, labels)  # type: ignore[arg-type]
+
+
+def worker_request(op: str, request_id: int, **fields: Any) -> str:
+    """One request line for the worker (ends with a newline)."""
+    if op not in WORKER_OPS:
+        raise ValueError(f"op: expected one of {', '.join(WORKER_OPS)}, got {op!r}")
+    return json.dumps({"id": request_id, "op": op, **fields}) + "\n"
+
+
+def worker_reply(request_id: Any, ok: bool, **fields: Any) -> str:
+    """One reply line of the worker (ends with a newline)."""
+    return json.dumps({"id": request_id, "ok": ok, **fields}) + "\n"
+
+
+def read_message(line: str, where: str = "message") -> dict[str, Any]:
+    """A request or reply line as a dict.
+
+    Raises:
+        ValueError: not one JSON object (the message says what was read).
+    """
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not JSON ({err.msg}): {line.strip()[:80]!r}") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"{where} is not a JSON object: {line.strip()[:80]!r}")
+    return message

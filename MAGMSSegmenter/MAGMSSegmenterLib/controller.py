@@ -35,6 +35,7 @@ from .logic import (
     volumeSkullCheck,
     writeSlotMapping,
 )
+from .refinecontroller import REFINE_DEFAULTS, RefineController
 from .targetscontroller import TARGETS_DEFAULTS, TargetsController
 
 __all__ = ["SegmenterView", "SegmenterController", "DEFAULTS", "ENGINE_ITEMS", "PRECISION_ITEMS"]
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 #: ``imagesPrepared``: the user says the images are skull-stripped and aligned (``--preprocess none``);
 #: unchecked, the default, ``magms segment`` prepares them as they need (``--preprocess auto``).
 DEFAULTS = {"bundlePath": "", "device": "auto", "engine": "auto", "precision": "auto", "compareSubsets": False,
-            "imagesPrepared": False, "exportFormat": "both", "exportFolder": "", **TARGETS_DEFAULTS}
+            "imagesPrepared": False, "exportFormat": "both", "exportFolder": "", **TARGETS_DEFAULTS, **REFINE_DEFAULTS}
 #: The engine and precision choices (``magms segment --engine/--precision``) as the panel lists them.
 ENGINE_ITEMS = (("auto", "auto: OpenVINO on the CPU when installed, else PyTorch"), ("eager", "PyTorch (the reference)"),
                 ("openvino", "OpenVINO (CPU)"), ("onnxruntime", "ONNX Runtime (CPU)"))
@@ -78,6 +79,8 @@ class SegmenterView(Protocol):
     def showTargetsSettings(self, protocols: Sequence[tuple[str, str]], current: str, margins: Sequence[tuple[str, float]]) -> None: ...
     def showTargetsNodes(self, segmentationID: str, brainID: str, barrierID: str) -> None: ...
     def showTargets(self, enabled: bool, hint: str) -> None: ...
+    def showRefine(self, segmentationID: str, regions: Sequence[tuple[str, str]], region: str, enabled: bool, hint: str) -> None: ...
+    def showRefineStatus(self, text: str) -> None: ...
 
 
 class SegmenterController:
@@ -116,6 +119,9 @@ class SegmenterController:
         self.export = ExportController(scene, view, lambda: (self.folder, self.info), self.pip, newExportJob, dicomFiles, dicomPositions)
         #: the Targets section
         self.targets = TargetsController(scene, view, lambda: (self.folder, self.info))
+        #: the Refine section; its worker runs on the CPU (a click re-runs one window)
+        self.refine = RefineController(scene, view, lambda: (self.folder, self.info), lambda: self.mapping,
+                                       lambda: self.engineChoice("cpu"), lambda: self.preprocess)
         self.pip.refreshers.append(self._updateApply)
         self.registry, self.localBundles, self.describeVolume = list(registry), localBundles, describeVolume
         self.builtinModels, self.builtinFolder = list(builtinModels), builtinFolder
@@ -138,6 +144,7 @@ class SegmenterController:
         if self.parameters is None:
             self.export.setParameterNode(None)
             self.targets.setParameterNode(None)
+            self.refine.setParameterNode(None)
             return
         self.view.showSettings(self.parameters.get("device"), self.parameters.get("compareSubsets"))
         self._showEngine()
@@ -145,6 +152,7 @@ class SegmenterController:
         self.info = None
         self.export.setParameterNode(self.parameters)
         self.targets.setParameterNode(self.parameters)
+        self.refine.setParameterNode(self.parameters)
         self._updatePreprocess()
         self.chooseBundle(self.parameters.get("bundlePath") or self.defaultChoice(), force=True)
 
@@ -156,6 +164,7 @@ class SegmenterController:
             self.deviceQuery.startOnce()
         self.export.enter()
         self.targets.update()
+        self.refine.update()
 
     def sceneClosing(self) -> None:
         """The scene closes: its volumes and parameter node go; nothing refers to them any more."""
@@ -163,6 +172,7 @@ class SegmenterController:
         self.export.close()
         self.export.setParameterNode(None)
         self.targets.setParameterNode(None)
+        self.refine.setParameterNode(None)
         self._skullChecks = {}
         self.parameters, self.info, self.folder, self.mapping, self._seenVolumes = None, None, None, {}, None
 
@@ -171,6 +181,7 @@ class SegmenterController:
         parameter node, which a new panel takes over (an old selector left alive must not write to it)."""
         self.cancel()
         self.export.close()
+        self.refine.stop()
         self.setParameterNode(None)
         if self.deviceQuery is not None:
             self.deviceQuery.cancel()
@@ -214,6 +225,7 @@ class SegmenterController:
             self._updateApply()
             self.export.update()
             self.targets.update()
+            self.refine.update()
             return
         try:
             # a built-in model's weights are checked against the sha256 its index records
@@ -224,11 +236,13 @@ class SegmenterController:
             self._updateApply()
             self.export.update()
             self.targets.update()
+            self.refine.update()
             return
         self.folder = folder
         self.view.showBundle(str(folder), describeBundle(self.info), self.info.slots)
         self.export.update()
         self.targets.update()
+        self.refine.update()
         saved = readSlotMapping(self.parameters.node, self.info.slots)
         if any(saved.values()):
             self._seenVolumes = self._volumeIDs()
@@ -312,6 +326,7 @@ class SegmenterController:
             writeSlotMapping(self.parameters.node, mapping)
         self._updateApply()
         self._updatePreprocess()
+        self.refine.update()
 
     def setDevice(self, key: str) -> None:
         if self.parameters is not None:
@@ -491,6 +506,7 @@ class SegmenterController:
             if self.job.running:
                 self.view.showStatus(f"{self.statusText} ({time.monotonic() - self.started:.0f} s)")
         self.export.poll()
+        self.refine.poll()
 
     def _onProgress(self, fraction: float, text: str) -> None:
         self.view.showProgress(fraction)
@@ -518,6 +534,7 @@ class SegmenterController:
             self.view.showExportSegmentation(nodes[-1].GetID())
             self.targets.setSegmentation(nodes[-1].GetID())
             self.view.showTargetsNodes(nodes[-1].GetID(), *self.targets.maskIDs())
+            self.refine.setSegmentation(nodes[-1].GetID())
 
     def _onFailed(self, message: str) -> None:
         self.view.showProgress(0.0)

@@ -201,14 +201,9 @@ def dicomSeriesFiles(volume: slicer.vtkMRMLScalarVolumeNode, lookup: InstanceFil
     return list(dict.fromkeys(files))  # a multi-frame file holds several slices
 
 
-def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme,
-                       model: str = "the model") -> list[tuple[str, int]]:
-    """(segment ID, label value) of every segment but the targets: its name is a label's name or key in ``scheme``
-    (any case), as :func:`importSegmentation` names them.
-
-    Raises:
-        ConfigError: segments whose names are not labels of ``scheme`` (each named), or no segment.
-    """
+def matchLabelSegments(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme) -> tuple[list[tuple[str, int]], list[str]]:
+    """(segment ID, label value) of every segment but the targets whose name is a label's name or key in ``scheme`` (any
+    case), as :func:`importSegmentation` names them; and the names of the other segments."""
     by_name = {}
     for label in scheme.labels:
         if label.value != 0:
@@ -224,6 +219,17 @@ def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme:
             unknown.append(name)
         else:
             values.append((segmentation.GetNthSegmentID(index), value))
+    return values, unknown
+
+
+def segmentLabelValues(segmentationNode: slicer.vtkMRMLSegmentationNode, scheme: LabelScheme,
+                       model: str = "the model") -> list[tuple[str, int]]:
+    """:func:`matchLabelSegments`, for an export: every segment but the targets must be a label.
+
+    Raises:
+        ConfigError: segments whose names are not labels of ``scheme`` (each named), or no segment.
+    """
+    values, unknown = matchLabelSegments(segmentationNode, scheme)
     if unknown:
         names = ", ".join(label.name for label in scheme.labels if label.value != 0)
         raise ConfigError(f"segment(s) {', '.join(repr(n) for n in unknown)} of '{segmentationNode.GetName()}' are not labels of "

@@ -15,7 +15,7 @@ from vtk.util import numpy_support
 
 from magms.errors import ConfigError
 
-__all__ = ["referenceGeometry", "imageArray", "mergedLabelmap", "labelArray", "writeArray"]
+__all__ = ["referenceGeometry", "imageArray", "mergedLabelmap", "labelArray", "setSegmentMask", "writeArray"]
 
 
 def referenceGeometry(reference: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkOrientedImageData:
@@ -57,6 +57,26 @@ def mergedLabelmap(segmentationNode: slicer.vtkMRMLSegmentationNode, reference: 
 def labelArray(segmentationNode, reference, values: Sequence[tuple[str, int]]) -> np.ndarray:
     """:func:`mergedLabelmap` as a (z, y, x) array."""
     return imageArray(mergedLabelmap(segmentationNode, reference, values))
+
+
+def setSegmentMask(segmentationNode, segmentID: str, mask: np.ndarray, reference: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Make segment ``segmentID`` exactly ``mask`` ((z, y, x) bool on ``reference``'s grid): the whole segment is replaced
+    (``SetBinaryLabelmapToSegment`` with ``MODE_REPLACE`` and no extent; vtkSegmentationModifier.cxx, v5.8.1).
+
+    Raises:
+        ConfigError: the segment could not be written.
+    """
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, np.uint8).ravel(), deep=True,
+                                                               array_type=vtk.VTK_UNSIGNED_CHAR))
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            image, segmentationNode, segmentID, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
+        name = segmentationNode.GetSegmentation().GetSegment(segmentID).GetName()
+        raise ConfigError(f"'{segmentationNode.GetName()}': segment {name!r} could not be written")
 
 
 def writeArray(array: np.ndarray, reference: slicer.vtkMRMLScalarVolumeNode, path: Path, what: str) -> None:

@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
-from vtk.util import numpy_support
 
 from magms.errors import ConfigError
 from magms.labels import LabelScheme
 from magms.targets import TARGETS_FILE, TargetProtocol, case_brain, grow_targets, target_structures
 from MAGMSCommonLib.volumes import notAnImage
 
-from .labelmaps import imageArray, labelArray, writeArray
+from .labelmaps import imageArray, labelArray, setSegmentMask, writeArray
 
 __all__ = ["TARGET_TYPE_TAG", "TARGET_DESCRIPTION_TAG", "TARGET_ALGORITHM_TAG", "segmentTag", "isTargetSegment",
            "targetSegmentIDs", "volumeArray", "targetsProblem", "growTargetSegments", "writeTargetsForExport"]
@@ -114,16 +113,7 @@ def _maskOnReference(node: slicer.vtkMRMLScalarVolumeNode | None, reference: sli
 def _setSegment(segmentationNode, name: str, mask: np.ndarray, reference, colour, tags: Mapping[str, str]) -> str:
     segmentation = segmentationNode.GetSegmentation()
     segmentID = segmentation.AddEmptySegment("", name, [c / 255.0 for c in colour])
-    image = slicer.vtkOrientedImageData()
-    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True,
-                                                               array_type=vtk.VTK_UNSIGNED_CHAR))
-    matrix = vtk.vtkMatrix4x4()
-    reference.GetIJKToRASMatrix(matrix)
-    image.SetImageToWorldMatrix(matrix)
-    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            image, segmentationNode, segmentID, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
-        raise ConfigError(f"'{segmentationNode.GetName()}': segment {name!r} could not be written")
+    setSegmentMask(segmentationNode, segmentID, mask, reference)
     segment = segmentation.GetSegment(segmentID)
     for key, value in tags.items():
         segment.SetTag(key, value)

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 
 from magms.config import PreprocessConfig
 
-__all__ = ["ras_affine", "working_grid", "to_working", "to_reference"]
+__all__ = ["ras_affine", "working_grid", "to_working", "to_reference", "reference_region"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 # MONAI axis code -> (world axis in RAS, direction)
@@ -123,7 +123,7 @@ def _box_images(probabilities: np.ndarray, box: Sequence[slice], grid: sitk.Imag
     return images
 
 
-def _reference_region(box: Sequence[slice], grid: sitk.Image, reference: sitk.Image) -> tuple[slice, slice, slice] | None:
+def reference_region(box: Sequence[slice], grid: sitk.Image, reference: sitk.Image) -> tuple[slice, slice, slice] | None:
     """The (z, y, x) part of the reference grid that the box (and its margin) covers, or None."""
     corners = [
         grid.TransformContinuousIndexToPhysicalPoint([float(b.start - 1.5 if high == 0 else b.stop + 0.5) for b, high in zip(box, bits)])
@@ -163,7 +163,7 @@ def to_reference(
     if keep:
         full = np.zeros((classes, *size), np.float32)
         full[0] = 1.0
-    region = _reference_region(box, grid, reference)
+    region = reference_region(box, grid, reference)
     if region is None:
         return indices, full
     resample = sitk.ResampleImageFilter()  # onto the region only: no copy of the reference's pixels

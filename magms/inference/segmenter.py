@@ -55,12 +55,29 @@ from magms.protocol import EngineRan
 from magms.sizerules import apply_size_rules
 from magms.windows import sliding_window, window_count
 
-__all__ = ["Segmentation", "Segmenter"]
+__all__ = ["Segmentation", "Segmenter", "WorkingCase"]
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 Flip = tuple[int, ...]
+
+
+@dataclasses.dataclass
+class WorkingCase:
+    """A segmented case as the network saw it, for refinement (:mod:`magms.inference.refine`).
+
+    Attributes:
+        grid: the working grid (:func:`magms.data.grid.working_grid`).
+        box: the foreground box on it (three slices, X Y Z): what the network ran on.
+        image: (M, x, y, z) float32 network input over the box, one channel per bundle slot (absent ones 0).
+        probabilities: (C, x, y, z) float32 class probabilities over the box.
+    """
+
+    grid: sitk.Image
+    box: tuple[slice, slice, slice]
+    image: np.ndarray
+    probabilities: np.ndarray
 
 
 @dataclasses.dataclass
@@ -76,6 +93,7 @@ class Segmentation:
         notes: what was done that the user should know (resampling, fallbacks).
         seconds: wall time of the network part (not counting waits for another thread's network calls).
         engine: what ran the network, e.g. ``eager``, ``openvino fp32`` (:mod:`magms.inference.predictors`).
+        working: the case on the working grid, when asked for (refinement starts from it).
     """
 
     labels: np.ndarray
@@ -86,6 +104,7 @@ class Segmentation:
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     engine: str = "eager"
+    working: WorkingCase | None = None
 
 
 @dataclasses.dataclass
@@ -178,6 +197,7 @@ class Segmenter:
         inputs: Mapping[str, str | os.PathLike[str] | sitk.Image],
         probabilities: bool = False,
         progress: ProgressCallback | None = None,
+        working: bool = False,
     ) -> Segmentation:
         """Segment one case.
 
@@ -185,9 +205,10 @@ class Segmenter:
             inputs: slot -> image path or SimpleITK image; any non-empty subset of :attr:`slots`.
             probabilities: also return the class probabilities.
             progress: called with (windows done, windows in all) as the network runs.
+            working: also return the case on the working grid (:class:`WorkingCase`).
         """
         prepared = self._prepare(inputs)
-        return self._runs(prepared, [(prepared.present, self._own_flips(), probabilities)], progress)[0]
+        return self._runs(prepared, [(prepared.present, self._own_flips(), probabilities)], progress, working)[0]
 
     def segment_subsets(
         self,
@@ -274,6 +295,7 @@ class Segmenter:
 
     def _runs(
         self, prepared: _Prepared, variants: Sequence[tuple[tuple[str, ...], list[Flip], bool]], progress: ProgressCallback | None,
+        working: bool = False,
     ) -> list[Segmentation]:
         """Steps 2 (intensities) to 4 for each (subset, flips averaged, probabilities kept), with one progress over all."""
         pre = self.info.preprocessing
@@ -285,11 +307,12 @@ class Segmenter:
         results = []
         for (subset, flips, probabilities), offset in zip(variants, np.cumsum([0, *totals[:-1]])):
             step = None if progress is None else _shifted(progress, int(offset), sum(totals))
-            results.append(self._segment_prepared(prepared, subset, flips, probabilities, step))
+            results.append(self._segment_prepared(prepared, subset, flips, probabilities, step, working))
         return results
 
     def _segment_prepared(
         self, prepared: _Prepared, subset: tuple[str, ...], flips: list[Flip], probabilities: bool, progress: ProgressCallback | None,
+        working: bool = False,
     ) -> Segmentation:
         """Segment the ``subset`` of a prepared case, averaging the network over ``flips``."""
         pre = self.info.preprocessing
@@ -329,6 +352,7 @@ class Segmenter:
             notes=notes,
             seconds=seconds,
             engine=self.predictor.engine,
+            working=WorkingCase(prepared.grid, box, full, inside) if working else None,
         )
 
 

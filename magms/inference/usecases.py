@@ -128,6 +128,24 @@ def segment_compared(segmenter: Segmenter, images: Mapping[str, Any], compare: s
     return result, {"+".join(result.present): result}
 
 
+def segment_with_clicks(segmenter: Segmenter, images: Mapping[str, Any], clicks: Sequence[Any], say: Say
+                        ) -> tuple[Segmentation, dict[str, Segmentation]]:
+    """The case's segmentation corrected by ``clicks`` (:class:`~magms.inference.refine.ClickRequest`, in order),
+    with a note per click; the model must take clicks."""
+    from magms.inference.refine import Refiner
+
+    refiner = Refiner(segmenter)
+    result = refiner.open(images)
+    for number, click in enumerate(clicks, 1):
+        try:
+            patch = refiner.click(click.point, click.region, click.positive)
+        except ConfigError as err:
+            raise ConfigError(f"--clicks: click {number}: {err}") from None
+        say(f"click {number}: {'+' if click.positive else '-'}{click.region} at LPS {tuple(round(v, 1) for v in click.point)}: "
+            f"labels of a {'x'.join(map(str, patch.labels.shape[::-1]))}-voxel box recomputed", True)
+    return result, {"+".join(result.present): result}
+
+
 def each_subset(segmenter: Segmenter, images: Mapping[str, Any], subsets: Sequence[Sequence[str]] | None = None,
                 announce: Callable[[str], None] | None = None) -> Iterator[tuple[str, Segmentation]]:
     """Segment a case from each subset of its images, one at a time: every non-empty subset of the model's slots

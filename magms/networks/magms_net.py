@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from magms.config import NetConfig
 from magms.networks.decoders import UNetDecoder, UNETRDecoder
 from magms.networks.encoders import UNetEncoder, UNETREncoder
+from magms.networks.guidance import ClickGuidance
 
 __all__ = ["MAGMSNet", "MAGMSOutput", "MeanFusion", "present_mask", "build_network"]
 
@@ -120,6 +121,8 @@ class MAGMSNet(nn.Module):
         decoder: shared decoder taking a tuple of features.
         checkpointing: recompute encoder and decoder activations during backward: less memory
             for about one more forward pass of time.
+        guidance: click guidance added to the fused features (:class:`~magms.networks.guidance.ClickGuidance`),
+            or None for a network that takes no clicks.
 
     Examples::
 
@@ -128,7 +131,10 @@ class MAGMSNet(nn.Module):
         torch.Size([1, 4, 32, 32, 32])
     """
 
-    def __init__(self, slots: Sequence[str], encoders: Sequence[nn.Module], decoder: nn.Module, checkpointing: bool = False) -> None:
+    def __init__(
+        self, slots: Sequence[str], encoders: Sequence[nn.Module], decoder: nn.Module, checkpointing: bool = False,
+        guidance: ClickGuidance | None = None,
+    ) -> None:
         super().__init__()
         if len(slots) != len(encoders) or not slots:
             raise ValueError(f"need one encoder per slot, got {len(encoders)} encoders for slots {tuple(slots)}")
@@ -137,6 +143,7 @@ class MAGMSNet(nn.Module):
         self.fusion = MeanFusion()
         self.decoder = decoder
         self.checkpointing = checkpointing
+        self.guidance = guidance
 
     def _recompute(self) -> bool:
         return self.checkpointing and self.training and torch.is_grad_enabled()
@@ -150,20 +157,10 @@ class MAGMSNet(nn.Module):
         # full-resolution activations are alive at a time
         return checkpoint(self.decoder, features, use_reentrant=False) if self._recompute() else self.decoder(features)
 
-    def forward(self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int], singles: int | None = None) -> Tensor | MAGMSOutput:
-        """
-        Args:
-            x: (B, M, D, H, W); channel m is slot m, absent ones ignored.
-            present: (B, M) or (M,) bool mask, or the present slots' names or indices.
-            singles: train mode: decode the single-modality outputs of only this many of the batch's
-                present slots, drawn at random (torch's generator); the others are still encoded, fused
-                and their features distilled. None: every present slot's (the paper).
-        Returns:
-            eval mode: (B, C, D, H, W) logits of the fused prediction.
-            train mode: :class:`MAGMSOutput` with the fused and per-modality logits and features.
-        Raises:
-            ValueError: ``x`` is not 5-D with one channel per slot, or a sample has no slot present.
-        """
+    def _encode_present(
+        self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int]
+    ) -> tuple[dict[int, Features], dict[int, Tensor | None], Tensor]:
+        """Each present slot's features, the batch rows that have it (None: all) and the count per sample."""
         if x.dim() != 5 or x.shape[1] != len(self.slots):
             raise ValueError(
                 f"x must be (B, {len(self.slots)}, D, H, W) for slots {self.slots}, got shape {tuple(x.shape)}"
@@ -183,9 +180,54 @@ class MAGMSNet(nn.Module):
                 idx = rows.nonzero().flatten().to(x.device)
                 batch[m] = idx
                 features[m] = self._encode(slot, x.index_select(0, idx)[:, m : m + 1])
+        return features, batch, counts
+
+    def fuse(self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int]) -> Features:
+        """The fused features of the present slots, each (B, C_l, ...): what :meth:`decode` reads.
+
+        A caller that decodes one window several times with different clicks encodes it once.
+        """
+        features, batch, counts = self._encode_present(x, present)
+        return self.fusion(features, batch, counts)
+
+    def decode(self, fused: Features, clicks: Tensor | None = None) -> Tensor:
+        """Logits (B, C, D, H, W) from fused features, corrected by the click maps when given.
+
+        Args:
+            fused: :meth:`fuse`'s features.
+            clicks: (B, 2R, D, H, W) click maps (:func:`magms.clicks.click_maps`) at the input's size, or None.
+        Raises:
+            ValueError: clicks for a network without guidance, or maps of the wrong shape.
+        """
+        if clicks is not None:
+            if self.guidance is None:
+                raise ValueError("this network takes no clicks (its bundle has no click guidance)")
+            if clicks.dim() != 5 or clicks.shape[0] != fused[0].shape[0] or clicks.shape[2:] != fused[0].shape[2:]:
+                raise ValueError(f"click maps must be (B, 2R, {tuple(fused[0].shape[2:])}), got {tuple(clicks.shape)}")
+            fused = tuple(f + g for f, g in zip(fused, self.guidance(clicks.to(fused[0].dtype), fused)))
+        return self._decode(fused)
+
+    def forward(
+        self, x: Tensor, present: Tensor | Sequence[str] | Sequence[int], singles: int | None = None, clicks: Tensor | None = None
+    ) -> Tensor | MAGMSOutput:
+        """
+        Args:
+            x: (B, M, D, H, W); channel m is slot m, absent ones ignored.
+            present: (B, M) or (M,) bool mask, or the present slots' names or indices.
+            singles: train mode: decode the single-modality outputs of only this many of the batch's
+                present slots, drawn at random (torch's generator); the others are still encoded, fused
+                and their features distilled. None: every present slot's (the paper).
+            clicks: eval mode: (B, 2R, D, H, W) click maps for a network with guidance (see :meth:`decode`).
+        Returns:
+            eval mode: (B, C, D, H, W) logits of the fused prediction.
+            train mode: :class:`MAGMSOutput` with the fused and per-modality logits and features.
+        Raises:
+            ValueError: ``x`` is not 5-D with one channel per slot, or a sample has no slot present.
+        """
+        features, batch, counts = self._encode_present(x, present)
         fused = self.fusion(features, batch, counts)
         if not self.training:
-            return self.decoder(fused)
+            return self.decode(fused, clicks)
         # one decoder pass per output: measured faster on the CPU than one pass over the
         # concatenated batch, and it keeps the memory peak of checkpointing to one pass
         all_rows = torch.arange(x.shape[0], device=x.device)
@@ -262,4 +304,5 @@ def build_network(config: NetConfig) -> MAGMSNet:
     else:
         encoders = [UNetEncoder(config.channels, config.norm, config.fuse_projection) for _ in config.slots]
         decoder = UNetDecoder(config.out_channels, config.channels, config.norm)
-    return MAGMSNet(config.slots, encoders, decoder, checkpointing=config.checkpointing)
+    guidance = ClickGuidance(config.click_regions, config.channels) if config.click_regions else None
+    return MAGMSNet(config.slots, encoders, decoder, checkpointing=config.checkpointing, guidance=guidance)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from magms.clicks import ClickPoint, click_maps, next_click
 from magms.config import LR_SCHEDULES
-from magms.losses import MAGMSLoss
+from magms.losses import MAGMSLoss, RegionDiceCELoss
 
-__all__ = ["TrainStep", "lr_factor"]
+__all__ = ["ClickTrainStep", "TrainStep", "lr_factor"]
 
 
 def lr_factor(step: int, total: int, time_fraction: float = 0.0, schedule: str = "cosine") -> float:
@@ -70,3 +73,55 @@ class TrainStep(torch.nn.Module):
             # the subset's fusion reuses the encoders' features: one more decoder pass, no re-encoding
             terms["seg_subset"] = self.loss_fn.dice_ce(self.net.decode_subset(output, subset), y)
         return torch.stack(list(terms.values())).sum(), terms
+
+
+class ClickTrainStep(torch.nn.Module):
+    """The loss of a batch after simulated correction clicks: what trains the click guidance.
+
+    Per sample a region is drawn, then 1 to ``max_clicks`` clicks are placed one after the other, each in
+    the largest error of the prediction made with the clicks before it (:func:`magms.clicks.next_click`),
+    as the interactive-segmentation literature simulates a user (Sakinis et al. 2019; DeepEdit). The loss
+    is the segmentation loss of the prediction with all of them. The encoders and the decoder are frozen
+    (the guidance alone learns), so each patch is encoded once and only the decoder runs per click.
+
+    Args:
+        net: a network with click guidance (``NetConfig.click_regions``).
+        loss_fn: the segmentation loss over the scheme's regions.
+        regions: for each region, its label indices (as :class:`~magms.losses.RegionDiceCELoss` takes them).
+        max_clicks: the most clicks simulated per sample.
+    """
+
+    def __init__(self, net: torch.nn.Module, loss_fn: RegionDiceCELoss, regions: Sequence[Sequence[int]], max_clicks: int) -> None:
+        super().__init__()
+        if max_clicks < 1:
+            raise ValueError(f"max_clicks must be at least 1, got {max_clicks}")
+        self.net, self.loss_fn, self.max_clicks = net, loss_fn, max_clicks
+        self.regions = [np.asarray(r) for r in regions]
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """
+        Args:
+            x: (B, M, H, W, D); present: (B, M) bool; y: (B, 1, H, W, D) label indices.
+        Returns:
+            The loss after the clicks, and it as the one named term.
+        """
+        with torch.no_grad():
+            fused = self.net.fuse(x, present)
+        labels = y[:, 0].cpu().numpy()
+        batch = x.shape[0]
+        region = torch.randint(len(self.regions), (batch,)).tolist()
+        truth = [np.isin(labels[b], self.regions[region[b]]) for b in range(batch)]
+        points: list[list[ClickPoint]] = [[] for _ in range(batch)]
+        maps = None
+        for _ in range(int(torch.randint(1, self.max_clicks + 1, ()).item())):
+            with torch.no_grad():
+                predicted = self.net.decode(fused, maps).argmax(dim=1).cpu().numpy()
+            for b in range(batch):
+                click = next_click(np.isin(predicted[b], self.regions[region[b]]), truth[b])
+                if click is not None:
+                    points[b].append(ClickPoint(tuple(map(float, click.index)), click.positive, region[b]))
+            maps = torch.from_numpy(
+                np.stack([click_maps(points[b], labels.shape[1:], len(self.regions)) for b in range(batch)])
+            ).to(x.device)
+        loss = self.loss_fn(self.net.decode(fused, maps), y)
+        return loss, {"seg_clicks": loss}

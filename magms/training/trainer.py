@@ -47,7 +47,7 @@ from magms.training.metrics_log import EpochLosses, append_metrics
 from magms.training.postprocessing import chosen_postprocessing
 from magms.training.provenance import run_environment, utc_now
 from magms.training.split import split_cases
-from magms.training.step import TrainStep, lr_factor
+from magms.training.step import ClickTrainStep, TrainStep, lr_factor
 from magms.training.validation import Validation
 from magms.training.validation import validate as validate_cases
 
@@ -251,17 +251,35 @@ class Trainer:
         """The network, with the weights of ``init`` when fine-tuning, in train mode on the device."""
         overrides = dict(self.job.net_overrides or {})
         classes = len(self.scheme.labels)
+        clicking = self.config.max_clicks > 0
+        if clicking:
+            self._check_click_training()
+            overrides["click_regions"] = len(self.scheme.regions)
         self.net_cfg = NetConfig(slots=tuple(self.job.slots), out_channels=classes, img_size=self.pre.patch_size, **overrides)
         self.model = build_network(self.net_cfg)
         init = self.job.init
         if init is not None and not self.job.resume:  # a resume takes the checkpoint's weights
             source, info = load_bundle(init)
-            if info.network != self.net_cfg:
+            # click training may start from an automatic model: the same network, guidance aside
+            regions = self.net_cfg.click_regions if clicking else info.network.click_regions
+            if dataclasses.replace(info.network, click_regions=regions) != self.net_cfg:
                 raise ConfigError(f"{init}: its network config differs from this run's; fine-tuning needs the same architecture")
-            self.model.load_state_dict(source.state_dict())
+            missing, _ = self.model.load_state_dict(source.state_dict(), strict=not clicking)
+            if any(not key.startswith("guidance.") for key in missing):
+                raise ConfigError(f"{init}: weights missing for {[k for k in missing if not k.startswith('guidance.')][:3]}")
+        if clicking:  # the automatic model stays as it is: with no click the result is its result
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(name.startswith("guidance."))
         self.model.to(self.ranks.device).train()
         if self.config.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
+
+    def _check_click_training(self) -> None:
+        """Click training needs a model to guide and regions to click on."""
+        if self.job.init is None and not self.job.resume:
+            raise ConfigError("--max-clicks trains the click guidance of a model: give that model with --init")
+        if not self.scheme.regions:
+            raise ConfigError(f"--max-clicks: label scheme '{self.scheme.key}' has no regions to click on")
 
     def _build_datasets(self) -> None:
         """Cached prepared cases; training draws augmented patches from them, validation reads them whole."""
@@ -283,7 +301,8 @@ class Trainer:
     def _build_optimisation(self) -> None:
         """Optimiser, step count, loss, the train step (under DDP when distributed) and the AMP scaler."""
         config = self.config
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
         # each rank takes its share of the cases, then batches it
         steps_per_epoch = math.ceil(math.ceil(len(self.train_cases) / self.ranks.world) / config.batch_size)
         self.total_steps = steps_per_epoch * config.epochs
@@ -292,7 +311,12 @@ class Trainer:
             segmentation_loss=self._segmentation_loss(),
         )
         singles = config.singles_per_step or None
-        self.step_module = self.ranks.wrap(TrainStep(self.model, loss_fn, config.policy, singles))
+        if config.max_clicks:
+            regions = [self.scheme.region_indices(r.key) for r in self.scheme.regions]
+            step: torch.nn.Module = ClickTrainStep(self.model, RegionDiceCELoss(regions), regions, config.max_clicks)
+        else:
+            step = TrainStep(self.model, loss_fn, config.policy, singles)
+        self.step_module = self.ranks.wrap(step)
         self.amp = config.amp and self.ranks.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 

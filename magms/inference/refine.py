@@ -156,7 +156,8 @@ class Refiner:
         Args:
             inputs: slot -> image path or SimpleITK image, any subset of the bundle's slots.
         Returns:
-            The automatic segmentation (what a click with no effect would leave).
+            The automatic segmentation. It is the case the clicks then correct: its ``labels`` are :attr:`labels`,
+            changed in place by every click, undo and clear.
         """
         result = self.segmenter.segment(inputs, working=True)
         self._result, self._case, self._steps = result, result.working, []

@@ -306,16 +306,15 @@ class Trainer:
         # each rank takes its share of the cases, then batches it
         steps_per_epoch = math.ceil(math.ceil(len(self.train_cases) / self.ranks.world) / config.batch_size)
         self.total_steps = steps_per_epoch * config.epochs
-        loss_fn = MAGMSLoss(
-            distill=config.distill, kl_weight=config.kl_weight, feature_weight=config.feature_weight,
-            segmentation_loss=self._segmentation_loss(),
-        )
-        singles = config.singles_per_step or None
-        if config.max_clicks:
+        if config.max_clicks:  # the frozen model's own loss terms have nothing to train: the regions' loss after the clicks
             regions = [self.scheme.region_indices(r.key) for r in self.scheme.regions]
             step: torch.nn.Module = ClickTrainStep(self.model, RegionDiceCELoss(regions), regions, config.max_clicks)
         else:
-            step = TrainStep(self.model, loss_fn, config.policy, singles)
+            loss_fn = MAGMSLoss(
+                distill=config.distill, kl_weight=config.kl_weight, feature_weight=config.feature_weight,
+                segmentation_loss=self._segmentation_loss(),
+            )
+            step = TrainStep(self.model, loss_fn, config.policy, config.singles_per_step or None)
         self.step_module = self.ranks.wrap(step)
         self.amp = config.amp and self.ranks.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)

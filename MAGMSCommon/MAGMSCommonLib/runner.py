@@ -23,7 +23,7 @@ from magms.protocol import parse_progress
 
 from .signal import Signal
 
-__all__ = ["RunState", "ProcessRunner"]
+__all__ = ["RunState", "ProcessRunner", "processGroupOptions", "killProcessTree"]
 
 
 class RunState(enum.Enum):
@@ -77,10 +77,7 @@ class ProcessRunner:
             raise RuntimeError("a process is still running")
         self.lines, self._cancelled = [], False
         self._queue = queue.Queue()
-        # A new process group (session) so that cancel reaches every process the child starts.
-        # On Windows also no console window (Slicer has none; launchConsoleProcess hides it too).
-        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
-                 if sys.platform == "win32" else {"start_new_session": True})
+        group = processGroupOptions()
         out = open(stdout, "w", encoding="utf-8") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
         try:
             self._process = subprocess.Popen(
@@ -148,16 +145,13 @@ class ProcessRunner:
             return
         self._cancelled = True
         process = self._process
-        if sys.platform == "win32":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
-                           creationflags=subprocess.CREATE_NO_WINDOW)
-        else:
+        if sys.platform != "win32":
             _signal_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(process.pid, signal.SIGKILL)  # also children that outlived the parent
+        killProcessTree(process)  # also children that outlived the parent
         process.wait()
         self.wait(timeout=grace + 5)
 
@@ -167,6 +161,23 @@ def _errorMessage(lines: Sequence[str]) -> str:
     spans several lines), else its last line."""
     starts = [i for i, line in enumerate(lines) if ": error: " in line]
     return "\n".join(lines[starts[-1]:]) if starts else (lines[-1] if lines else "")
+
+
+def processGroupOptions() -> dict:
+    """``Popen`` options for a child in a new process group (session), so that ending it reaches every process it
+    starts (through a launcher too); on Windows also no console window (Slicer has none; launchConsoleProcess hides it)."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def killProcessTree(process: subprocess.Popen) -> None:
+    """End a child started with :func:`processGroupOptions` and everything it started, at once."""
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
+                       creationflags=subprocess.CREATE_NO_WINDOW)
+    else:
+        _signal_group(process.pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:

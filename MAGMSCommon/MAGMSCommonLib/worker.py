@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from magms.protocol import read_message, worker_request
+from MAGMSCommonLib.runner import killProcessTree, processGroupOptions
 
 __all__ = ["WorkerProcess"]
 
@@ -57,8 +55,7 @@ class WorkerProcess:
         """
         if self.running:
             raise RuntimeError("the refinement worker is running already")
-        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
-                 if sys.platform == "win32" else {"start_new_session": True})
+        group = processGroupOptions()
         self._process = subprocess.Popen(
             list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             encoding="utf-8", errors="replace", env=dict(env) if env is not None else None, **group,
@@ -152,14 +149,7 @@ class WorkerProcess:
             except (RuntimeError, OSError, subprocess.TimeoutExpired):
                 pass
         if process.poll() is None:
-            if sys.platform == "win32":
-                subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
-                               creationflags=subprocess.CREATE_NO_WINDOW)
-            else:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            killProcessTree(process)
             process.wait()
         self._process = None
 

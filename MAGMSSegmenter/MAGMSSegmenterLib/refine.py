@@ -209,28 +209,25 @@ class RefineSession:
     def _write(self, patch: LabelPatch) -> dict[str, np.ndarray]:
         """Each label segment takes the patch's box; returns what each held there before."""
         dims = self.reference.GetImageData().GetDimensions()[::-1]
-        region = patch.region
-        if any(r.stop > n for r, n in zip(region, dims)):
+        if any(r.stop > n for r, n in zip(patch.region, dims)):
             raise ConfigError(f"the worker's box {patch.start} + {patch.labels.shape[::-1]} lies outside '{self.reference.GetName()}'")
-        saved = {}
-        wasModifying = self.segmentationNode.StartModify()
-        try:
-            for segmentID, value in self.segments:
-                mask = labelArray(self.segmentationNode, self.reference, [(segmentID, 1)]) > 0
-                saved[segmentID] = mask[region].copy()
-                mask[region] = patch.labels == value
-                setSegmentMask(self.segmentationNode, segmentID, mask, self.reference)
-        finally:
-            self.segmentationNode.EndModify(wasModifying)
-        return saved
+        return self._setBox(patch.region, {segmentID: patch.labels == value for segmentID, value in self.segments})
 
     def _restore(self, click: _Click) -> None:
         assert click.patch is not None and click.saved is not None
+        self._setBox(click.patch.region, click.saved)
+
+    def _setBox(self, region, contents: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each segment of ``contents`` takes its mask in ``region`` ((z, y, x) slices of the reference), the rest of it
+        as it is; returns what each held there before."""
+        before = {}
         wasModifying = self.segmentationNode.StartModify()
         try:
-            for segmentID, before in click.saved.items():
+            for segmentID, inside in contents.items():
                 mask = labelArray(self.segmentationNode, self.reference, [(segmentID, 1)]) > 0
-                mask[click.patch.region] = before
+                before[segmentID] = mask[region].copy()
+                mask[region] = inside
                 setSegmentMask(self.segmentationNode, segmentID, mask, self.reference)
         finally:
             self.segmentationNode.EndModify(wasModifying)
+        return before

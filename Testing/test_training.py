@@ -386,3 +386,32 @@ def test_a_click_step_sends_gradient_to_the_guidance_only():
     grads = {name: p.grad for name, p in net.named_parameters()}
     assert all(g is None for n, g in grads.items() if not n.startswith("guidance."))
     assert grads["guidance.projections.0.weight"].abs().sum() > 0  # zero weights, yet a gradient: the clicks reach them
+
+
+def test_click_training_fuses_random_subsets_of_each_samples_sequences():
+    """Clicks are trained on one sequence as on four: the step fuses a random non-empty subset of what is present."""
+    from magms.config import NetConfig
+    from magms.losses import RegionDiceCELoss
+    from magms.networks import build_network
+    from magms.training.step import ClickTrainStep, random_subsets
+
+    torch.manual_seed(0)
+    present = torch.tensor([[True, True, True, True], [True, False, True, False]])
+    drawn = torch.stack([random_subsets(present) for _ in range(2000)])
+    assert not (drawn & ~present).any() and drawn.any(dim=2).all()
+    full = drawn[:, 0].all(dim=1).float().mean().item()
+    single = (drawn[:, 0].sum(dim=1) == 1).float().mean().item()
+    assert abs(full - 2 / 16) < 0.03 and abs(single - 4 / 16) < 0.03
+
+    net = build_network(NetConfig(slots=("flair", "t1c"), out_channels=4, img_size=(16, 16, 16), channels=(4, 8, 16),
+                                  click_regions=3))
+    fused_with = []
+    fuse = net.fuse
+    net.fuse = lambda x, subset: fused_with.append(subset.clone()) or fuse(x, subset)
+    regions = ((1, 2, 3), (1, 3), (3,))
+    y = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    y[:, :, 4:12, 4:12, 4:12] = 2
+    step = ClickTrainStep(net, RegionDiceCELoss(regions), regions, max_clicks=1)
+    for _ in range(12):
+        step(torch.randn(1, 2, 16, 16, 16), torch.tensor([[True, True]]), y)
+    assert {tuple(s[0].tolist()) for s in fused_with} == {(True, True), (True, False), (False, True)}

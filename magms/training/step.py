@@ -12,7 +12,7 @@ from magms.clicks import ClickPoint, click_maps, next_click
 from magms.config import LR_SCHEDULES
 from magms.losses import MAGMSLoss, RegionDiceCELoss
 
-__all__ = ["ClickTrainStep", "TrainStep", "lr_factor"]
+__all__ = ["ClickTrainStep", "TrainStep", "lr_factor", "random_subsets"]
 
 
 def lr_factor(step: int, total: int, time_fraction: float = 0.0, schedule: str = "cosine") -> float:
@@ -38,6 +38,21 @@ def lr_factor(step: int, total: int, time_fraction: float = 0.0, schedule: str =
         return 1.0
     progress = max((step - warmup) / max(1, total - warmup), time_fraction)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def random_subsets(present: torch.Tensor) -> torch.Tensor:
+    """A random non-empty subset of each sample's present modalities: each kept with probability 1/2, all of them
+    where none was kept, so every subset of four is drawn 1 in 16 and the full set 2 in 16.
+
+    Args:
+        present: (B, M) bool, at least one True per row.
+    Returns:
+        (B, M) bool, within ``present``, at least one True per row.
+    """
+    subset = present & (torch.rand(present.shape) < 0.5)
+    empty = ~subset.any(dim=1)
+    subset[empty] = present[empty]
+    return subset
 
 
 class TrainStep(torch.nn.Module):
@@ -67,9 +82,7 @@ class TrainStep(torch.nn.Module):
         output = self.net(x, present, singles=self.singles)
         terms = self.loss_fn.terms(output, y)
         if self.policy == "random_subset":
-            subset = present & (torch.rand(present.shape) < 0.5)
-            empty = ~subset.any(dim=1)
-            subset[empty] = present[empty]
+            subset = random_subsets(present)
             # the subset's fusion reuses the encoders' features: one more decoder pass, no re-encoding
             terms["seg_subset"] = self.loss_fn.dice_ce(self.net.decode_subset(output, subset), y)
         return torch.stack(list(terms.values())).sum(), terms
@@ -78,7 +91,8 @@ class TrainStep(torch.nn.Module):
 class ClickTrainStep(torch.nn.Module):
     """The loss of a batch after simulated correction clicks: what trains the click guidance.
 
-    Per sample a region is drawn, then 1 to ``max_clicks`` clicks are placed one after the other, each in
+    Per sample a subset of its sequences is drawn (:func:`random_subsets`: clicks must help with one sequence
+    as with four), a region is drawn, then 1 to ``max_clicks`` clicks are placed one after the other, each in
     the largest error of the prediction made with the clicks before it (:func:`magms.clicks.next_click`),
     as the interactive-segmentation literature simulates a user (Sakinis et al. 2019; DeepEdit). The loss
     is the segmentation loss of the prediction with all of them. The encoders and the decoder are frozen
@@ -106,7 +120,7 @@ class ClickTrainStep(torch.nn.Module):
             The loss after the clicks, and it as the one named term.
         """
         with torch.no_grad():
-            fused = self.net.fuse(x, present)
+            fused = self.net.fuse(x, random_subsets(present))
         labels = y[:, 0].cpu().numpy()
         batch = x.shape[0]
         region = torch.randint(len(self.regions), (batch,)).tolist()

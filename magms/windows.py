@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["BLEND_MODES", "SIGMA_SCALE", "window_starts", "window_count", "blend_weights", "sliding_window"]
+__all__ = ["BLEND_MODES", "SIGMA_SCALE", "window_starts", "window_count", "blend_weights", "sliding_window", "window_padding"]
 
 #: Blending of overlapping windows.
 BLEND_MODES = ("constant", "gaussian")
@@ -70,6 +70,11 @@ def blend_weights(window: Sequence[int], mode: str) -> np.ndarray:
     return np.maximum(weights, max(float(weights.min()), 1e-3)).astype(np.float32)
 
 
+def window_padding(shape: Sequence[int], window: Sequence[int]) -> list[tuple[int, int]]:
+    """Zeros (before, after) per axis that bring a volume smaller than the window up to it: half before, half after."""
+    return [((max(w - s, 0)) // 2, max(w - s, 0) - max(w - s, 0) // 2) for s, w in zip(shape, window)]
+
+
 def sliding_window(
     x: np.ndarray,
     window: Sequence[int],
@@ -94,7 +99,7 @@ def sliding_window(
     """
     window = tuple(int(w) for w in window)
     shape = x.shape[1:]
-    pad = [(0, 0)] + [((max(w - s, 0)) // 2, max(w - s, 0) - max(w - s, 0) // 2) for s, w in zip(shape, window)]
+    pad = [(0, 0), *window_padding(shape, window)]
     padded = np.pad(x, pad) if any(p for pair in pad for p in pair) else x
     starts = window_starts(shape, window, overlap)
     weights = blend_weights(window, mode)

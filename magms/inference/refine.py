@@ -32,6 +32,7 @@ from magms.errors import ConfigError
 from magms.inference.predictors import EagerPredictor
 from magms.inference.segmenter import Segmentation, Segmenter, WorkingCase, _softmax
 from magms.protocol import LabelPatch
+from magms.windows import window_padding
 
 __all__ = ["FRAMES", "ClickRequest", "Refiner", "read_clicks", "to_lps"]
 
@@ -256,7 +257,7 @@ class Refiner:
         assert case is not None
         patch = self.info.preprocessing.patch_size
         sizes = [w.stop - w.start for w in window]
-        before = [(p - n) // 2 for p, n in zip(patch, sizes)]
+        before = [b for b, _ in window_padding(sizes, patch)]
         x = np.zeros((1, case.image.shape[0], *patch), np.float32)
         inner = tuple(slice(b, b + n) for b, n in zip(before, sizes))
         x[(0, slice(None), *inner)] = case.image[(slice(None), *window)]

@@ -30,7 +30,7 @@ from magms.clicks import ClickPoint, click_maps
 from magms.data.grid import reference_region, to_reference
 from magms.errors import ConfigError
 from magms.inference.predictors import EagerPredictor
-from magms.inference.segmenter import Segmentation, Segmenter, WorkingCase, _softmax
+from magms.inference.segmenter import Segmentation, Segmenter, WorkingCase, softmax
 from magms.protocol import LabelPatch
 from magms.windows import window_padding
 
@@ -269,7 +269,7 @@ class Refiner:
             fused = self.net.fuse(torch.from_numpy(x).to(self.device), present)
             both = tuple(f.expand(2, *f.shape[1:]) for f in fused)  # one decoder run for the two
             logits = self.net.decode(both, torch.from_numpy(maps).to(self.device)).float().cpu().numpy()
-        probabilities = _softmax(logits)
+        probabilities = softmax(logits)
         return (probabilities[0] - probabilities[1])[(slice(None), *inner)]
 
     def _paste(self, window: tuple[slice, slice, slice]) -> LabelPatch:

@@ -55,7 +55,7 @@ from magms.protocol import EngineRan
 from magms.sizerules import apply_size_rules
 from magms.windows import sliding_window, window_count
 
-__all__ = ["Segmentation", "Segmenter", "WorkingCase"]
+__all__ = ["Segmentation", "Segmenter", "WorkingCase", "softmax"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class _Prepared:
         return [self.present.index(s) for s in subset]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 1 of (B, C, ...) float32 logits."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -330,7 +330,7 @@ class Segmenter:
             with self._network:
                 waited[0] += time.perf_counter() - asked
                 logits = self.predictor(windows, subset)
-            return _softmax(logits)
+            return softmax(logits)
 
         inside = sliding_window(
             full, pre.patch_size, flips_averaged(probabilities_of, flips), pre.overlap, pre.blend_mode,

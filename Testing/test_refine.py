@@ -87,6 +87,58 @@ def test_a_point_in_ras_is_the_same_click_as_its_mirror_in_lps(guided_bundle, tu
     assert patches[0].start == patches[1].start and np.array_equal(patches[0].labels, patches[1].labels)
 
 
+def test_a_window_fades_only_towards_sides_inside_the_box():
+    from magms.inference.refine import blend_weight
+
+    inside = blend_weight((slice(10, 58), slice(10, 58), slice(10, 58)), (100, 100, 100), fade=8)
+    assert inside.shape == (48, 48, 48) and inside[24, 24, 24] == 1.0 and inside[0, 24, 24] < 0.1 and inside[47, 24, 24] < 0.1
+    # a window on the box's low x border and high z border: no fade there, a fade towards the other sides
+    edge = blend_weight((slice(0, 48), slice(10, 58), slice(52, 100)), (100, 100, 100), fade=8)
+    assert edge[0, 24, 24] == 1.0 and edge[24, 24, 47] == 1.0
+    assert edge[47, 24, 24] < 0.1 and edge[24, 0, 24] < 0.1 and edge[24, 24, 0] < 0.1
+
+
+def test_the_clicked_spot_is_what_the_click_says():
+    from magms.inference.refine import settle_clicked_spot
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((4, 20, 20, 20)).astype(np.float32)
+    probabilities[0] += 3.0  # background everywhere
+    settle_clicked_spot(probabilities, (10.0, 10.0, 10.0), (1, 3), positive=True, radius=2.0)
+    best = probabilities.argmax(axis=0)
+    assert np.isin(best[9:12, 9:12, 9:12], (1, 3)).all() and best[10, 10, 13] == 0  # the spot only, 2 voxels round
+    assert (probabilities[2, 10, 10, 10] == 0) and probabilities[1, 10, 10, 10] > 0
+    settle_clicked_spot(probabilities, (10.0, 10.0, 10.0), (1, 2, 3), positive=False, radius=2.0)
+    assert (probabilities.argmax(axis=0)[9:12, 9:12, 9:12] == 0).all()
+    settle_clicked_spot(probabilities, (-10.0, 10.0, 10.0), (1,), positive=True)  # outside the window: nothing
+    assert (probabilities.argmax(axis=0)[9:12, 9:12, 9:12] == 0).all()
+
+
+def test_a_click_keeps_its_spot_and_relabels_only_the_voxels_whose_class_it_changed(refiner, tumour_centre):
+    from magms.inference.refine import settle_clicked_spot  # noqa: F401  (the rule under test)
+
+    from scipy import ndimage
+
+    # a point off the tumour and 6 mm or more inside the brain: a click at the brain's edge lies half outside
+    flair = sitk.ReadImage(str(FLAIR))
+    deep = ndimage.binary_erosion(sitk.GetArrayFromImage(flair) > 0, iterations=6) & (refiner.labels == 0)
+    healthy = next(p for dx in (-40.0, 40.0, -30.0, 30.0, -50.0, 50.0) for p in [(tumour_centre[0] + dx, *tumour_centre[1:])]
+                   if deep[flair.TransformPhysicalPointToIndex(p)[::-1]])
+    index = flair.TransformPhysicalPointToIndex(healthy)[::-1]
+    region = refiner.click(healthy, "wt", positive=True).region
+    assert refiner.labels[index] != 0  # a positive click's spot is in the region
+    refiner.click(healthy, "wt", positive=False)
+    assert refiner.labels[index] == 0  # and a negative one's never
+    refiner.clear()
+    # a label the network's argmax would not give (as a size rule or an earlier decision leaves one), far from
+    # the click in the window's corner, is kept: the click did not change that voxel's class
+    corner = tuple(r.start + 2 for r in region)
+    refiner.labels[corner] = 2 if refiner.labels[corner] != 2 else 1
+    marked = refiner.labels[corner]
+    refiner.click(healthy, "wt", positive=True)
+    assert refiner.labels[corner] == marked
+
+
 def test_bad_clicks_are_refused_by_name_and_change_nothing(guided_bundle, refiner, tumour_centre, tmp_path):
     from magms.inference.refine import Refiner
 
@@ -171,9 +223,16 @@ def test_label_patches_survive_the_protocol_and_malformed_ones_are_refused():
     labels = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     patch = decode_patch(json.loads(json.dumps(encode_patch(LabelPatch((5, 6, 7), labels)))))
     assert patch.start == (5, 6, 7) and np.array_equal(patch.labels, labels)
-    assert patch.region == (slice(7, 9), slice(6, 9), slice(5, 9))
+    assert patch.region == (slice(7, 9), slice(6, 9), slice(5, 9)) and patch.changed is None
+    before = labels.copy()
+    before[1, 2, ::2] = 0
+    whole = np.pad(labels, ((7, 0), (6, 0), (5, 0)))  # the patch's box in a larger image
+    changed = decode_patch(json.loads(json.dumps(encode_patch(LabelPatch.of(whole, patch.region, before)))))
+    assert np.array_equal(changed.labels, labels) and np.array_equal(changed.changed, labels != before)
     with pytest.raises(ValueError, match="malformed label patch"):
         decode_patch({**encode_patch(patch), "size": [9, 9, 9]})
+    with pytest.raises(ValueError, match="'changed' holds 1 bytes, the size needs 3"):
+        decode_patch({**encode_patch(changed), "changed": "AA=="})
     with pytest.raises(ValueError, match="not a JSON object"):
         read_message("[1, 2]")
 

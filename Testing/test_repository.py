@@ -75,6 +75,18 @@ def test_the_readme_is_short_and_every_link_resolves():
             assert (path.parent / target).exists(), f"{path.name}: link to {target}"
 
 
+def test_the_docs_give_the_refine_shortcuts_the_module_binds():
+    module = (REPO / "MAGMSSegmenter" / "MAGMSSegmenter.py").read_text(encoding="utf-8")
+    bound = re.search(r"REFINE_SHORTCUTS = \((.*)\)\n", module)
+    assert bound, "MAGMSSegmenter.py: REFINE_SHORTCUTS not found"
+    keys = set(re.findall(r'"(Ctrl\+[^"]+)"', bound.group(1)))
+    assert len(keys) == 3
+    for name in ("README.md", "docs/refine.md", "docs/slicer.md"):
+        text = (REPO / name).read_text(encoding="utf-8")
+        named = set(re.findall(r"\bCtrl\+(?:Shift\+|Alt\+)?[A-Z]\b", text))
+        assert named == keys, f"{name} names the shortcuts {sorted(named)}; the module binds {sorted(keys)}"
+
+
 def test_training_defaults_are_one_in_the_core_the_cli_and_the_module():
     import ast
 

@@ -115,6 +115,24 @@ def test_a_click_updates_the_segments_around_it_keeps_edits_elsewhere_and_undo_r
     assert np.array_equal(_labels(segmentation, flair), before)
     assert controller.refine.clickLists()[False].GetNumberOfControlPoints() == 0
 
+    # an edit inside the click's box, where the click changes nothing, stays too; undo gives back the box as it was
+    assert not controller.refine.session.history
+    _place(controller, False, _tumour_centre_ras())
+    _poll_until(controller, view, "applied")
+    patch = controller.refine.session.history[-1].patch
+    assert patch.changed is not None and patch.changed.any() and not patch.changed.all()
+    controller.refine.undo()
+    corner = tuple(int(np.argwhere(~patch.changed)[0][a]) + patch.region[a].start for a in range(3))
+    edema = labelArray(segmentation, flair, [(edemaID, 1)]) > 0
+    edema[corner] = not edema[corner]
+    setSegmentMask(segmentation, edemaID, edema, flair)
+    edited = _labels(segmentation, flair)
+    _place(controller, False, _tumour_centre_ras())
+    _poll_until(controller, view, "applied")
+    assert _labels(segmentation, flair)[corner] == edited[corner]
+    controller.refine.undo()
+    assert np.array_equal(_labels(segmentation, flair), edited)
+
 
 def test_undo_takes_the_right_point_after_a_refused_click_and_waits_for_a_click_in_flight(panel):
     scene, view, controller, segmentation, flair = panel

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from magms.sizerules import connected_components
 
-__all__ = ["Click", "ClickPoint", "CLICK_SIGMA", "click_maps", "next_click"]
+__all__ = ["Click", "ClickPoint", "CLICK_SIGMA", "click_maps", "neighbourhood", "next_click"]
 
 #: Width (standard deviation, in voxels of the working grid) of the Gaussian that marks a click.
 CLICK_SIGMA = 2.0
@@ -123,17 +123,27 @@ def click_maps(points: Sequence[ClickPoint], shape: Sequence[int], regions: int,
         ValueError: a click names a region outside ``0 .. regions - 1``.
     """
     maps = np.zeros((2 * regions, *shape), np.float32)
-    reach = int(np.ceil(3 * sigma))
     for point in points:
         if not 0 <= point.region < regions:
             raise ValueError(f"click region {point.region} is not one of the {regions} regions")
-        centre = np.asarray(point.index, float) - np.asarray(origin, float)
-        lo = np.maximum(np.floor(centre).astype(int) - reach, 0)
-        hi = np.minimum(np.floor(centre).astype(int) + reach + 1, shape)
-        if np.any(hi <= lo):
+        near = neighbourhood(np.asarray(point.index, float) - np.asarray(origin, float), 3 * sigma, shape)
+        if near is None:
             continue
-        axes = [np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)]
-        d2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
-        box = maps[2 * point.region + (0 if point.positive else 1), lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        box += np.exp(-d2 / (2 * sigma**2)).astype(np.float32)
+        box, d2 = near
+        maps[(2 * point.region + (0 if point.positive else 1), *box)] += np.exp(-d2 / (2 * sigma**2)).astype(np.float32)
     return maps
+
+
+def neighbourhood(centre: Sequence[float], reach: float, shape: Sequence[int]) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The box of an array of ``shape`` within ``reach`` voxels of a (fractional) point, and each of its voxels'
+    squared distance to the point; None when the box misses the array.
+    """
+    centre = np.asarray(centre, float)
+    steps = int(np.ceil(reach))
+    lo = np.maximum(np.floor(centre).astype(int) - steps, 0)
+    hi = np.minimum(np.floor(centre).astype(int) + steps + 1, np.asarray(shape))
+    if np.any(hi <= lo):
+        return None
+    axes = [np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)]
+    d2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), d2

@@ -156,7 +156,7 @@ def parse_progress(line: str) -> ProgressLine | None:
 #   {"id": 1, "op": "open", "inputs": {"flair": "/path/flair.nii.gz", ...}}
 #       -> {"id": 1, "ok": true, "present": [...], "reference": "flair", "seconds": 2.9}
 #   {"id": 2, "op": "click", "point": [x, y, z], "frame": "RAS", "region": "wt", "positive": true}
-#       -> {"id": 2, "ok": true, "patch": <encode_patch>, "seconds": 0.4}
+#       -> {"id": 2, "ok": true, "patch": <encode_patch, with "changed">, "seconds": 0.4}
 #   {"id": 3, "op": "undo"} / {"id": 4, "op": "clear"} -> {"id": 3, "ok": true, "patch": <encode_patch> or null}
 #   {"id": 5, "op": "stop"} -> {"id": 5, "ok": true}, then the worker exits
 
@@ -171,10 +171,13 @@ class LabelPatch:
     Attributes:
         start: the box's first voxel, an (i, j, k) index of the reference image (ITK and Slicer IJK order).
         labels: (k, j, i) label values (numpy's order of an ITK or Slicer image array).
+        changed: (k, j, i) bool, the voxels whose label the click changed, so that a segmentation edited since
+            takes only those; None when the whole box is news (an undo's, a clear's).
     """
 
     start: tuple[int, int, int]
     labels: np.ndarray
+    changed: np.ndarray | None = None
 
     @property
     def region(self) -> tuple[slice, slice, slice]:
@@ -182,16 +185,22 @@ class LabelPatch:
         return tuple(slice(s, s + n) for s, n in zip(self.start[::-1], self.labels.shape))  # type: ignore[return-value]
 
     @classmethod
-    def of(cls, labels: np.ndarray, region: Sequence[slice]) -> LabelPatch:
-        """A copy of ``labels`` (k, j, i) over ``region`` ((k, j, i) slices)."""
-        return cls(tuple(int(r.start) for r in region[::-1]), labels[tuple(region)].copy())  # type: ignore[arg-type]
+    def of(cls, labels: np.ndarray, region: Sequence[slice], before: np.ndarray | None = None) -> LabelPatch:
+        """A copy of ``labels`` (k, j, i) over ``region`` ((k, j, i) slices); with ``before``, the region's labels
+        before the change, the voxels that differ from them are :attr:`changed`."""
+        box = labels[tuple(region)].copy()
+        changed = None if before is None else box != before
+        return cls(tuple(int(r.start) for r in region[::-1]), box, changed)  # type: ignore[arg-type]
 
 
 def encode_patch(patch: LabelPatch) -> dict[str, Any]:
     """A patch as JSON: start, size (i, j, k), dtype and the C-order bytes in base64."""
     labels = np.ascontiguousarray(patch.labels)
-    return {"start": [int(v) for v in patch.start], "size": [int(v) for v in labels.shape[::-1]],
+    data = {"start": [int(v) for v in patch.start], "size": [int(v) for v in labels.shape[::-1]],
             "dtype": labels.dtype.str, "data": base64.b64encode(labels.tobytes()).decode("ascii")}
+    if patch.changed is not None:
+        data["changed"] = base64.b64encode(np.packbits(patch.changed, axis=None).tobytes()).decode("ascii")
+    return data
 
 
 def decode_patch(data: Mapping[str, Any]) -> LabelPatch:
@@ -205,11 +214,17 @@ def decode_patch(data: Mapping[str, Any]) -> LabelPatch:
         raw = base64.b64decode(data["data"], validate=True)
         labels = np.frombuffer(raw, np.dtype(data["dtype"])).reshape(size[::-1]).copy()
         start = tuple(int(v) for v in data["start"])
+        changed = None
+        if data.get("changed") is not None:
+            bits = np.frombuffer(base64.b64decode(data["changed"], validate=True), np.uint8)
+            if bits.size != (labels.size + 7) // 8:
+                raise ValueError(f"'changed' holds {bits.size} bytes, the size needs {(labels.size + 7) // 8}")
+            changed = np.unpackbits(bits, count=labels.size).astype(bool).reshape(labels.shape)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"malformed label patch: {err}") from None
     if len(start) != 3 or len(size) != 3:
         raise ValueError(f"malformed label patch: start {start} and size {size} need three values each")
-    return LabelPatch(start, labels)  # type: ignore[arg-type]
+    return LabelPatch(start, labels, changed)  # type: ignore[arg-type]
 
 
 def worker_request(op: str, request_id: int, **fields: Any) -> str:

@@ -207,26 +207,28 @@ class RefineSession:
     # --- the segments --------------------------------------------------------------------------
 
     def _write(self, patch: LabelPatch) -> dict[str, np.ndarray]:
-        """Each label segment takes the patch's box; returns what each held there before."""
+        """Each label segment takes the voxels of the patch's box that the click changed (the whole box when the patch
+        does not say), so an edit the user made in the box stays where the click changed nothing; returns what each
+        segment held in the box before."""
         dims = self.reference.GetImageData().GetDimensions()[::-1]
         if any(r.stop > n for r, n in zip(patch.region, dims)):
             raise ConfigError(f"the worker's box {patch.start} + {patch.labels.shape[::-1]} lies outside '{self.reference.GetName()}'")
-        return self._setBox(patch.region, {segmentID: patch.labels == value for segmentID, value in self.segments})
+        return self._setBox(patch.region, {segmentID: patch.labels == value for segmentID, value in self.segments}, patch.changed)
 
     def _restore(self, click: _Click) -> None:
         assert click.patch is not None and click.saved is not None
         self._setBox(click.patch.region, click.saved)
 
-    def _setBox(self, region, contents: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Each segment of ``contents`` takes its mask in ``region`` ((z, y, x) slices of the reference), the rest of it
-        as it is; returns what each held there before."""
+    def _setBox(self, region, contents: Mapping[str, np.ndarray], where: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each segment of ``contents`` takes its mask in ``region`` ((z, y, x) slices of the reference), only ``where``
+        when given, the rest of it as it is; returns what each held in ``region`` before."""
         before = {}
         wasModifying = self.segmentationNode.StartModify()
         try:
             for segmentID, inside in contents.items():
                 mask = labelArray(self.segmentationNode, self.reference, [(segmentID, 1)]) > 0
                 before[segmentID] = mask[region].copy()
-                mask[region] = inside
+                mask[region] = inside if where is None else np.where(where, inside, before[segmentID])
                 setSegmentMask(self.segmentationNode, segmentID, mask, self.reference)
         finally:
             self.segmentationNode.EndModify(wasModifying)

@@ -6,12 +6,12 @@ point in physical space, a sign and a region of the label scheme (WT, TC or ET f
 click-guided network (:class:`~magms.networks.guidance.ClickGuidance`) on the window of the bundle's patch size
 centred on the click, encoding it once and decoding it with and without the new click (the earlier ones near
 the window in both). The difference, the click's own effect, is added to the case's probabilities, in full in
-the window's centre and fading towards its border, so the window's edge leaves no seam; nothing outside the
-window changes, and a click that changes nothing in the network changes nothing in the result. Only the part of
-the reference grid the window covers is resampled, and that part comes back as a
-:class:`~magms.protocol.LabelPatch` to paste into the segmentation.
-
-The size rules of the automatic result are not applied to a refined window: the user's click decides there.
+the window's centre and fading towards the window's sides that lie inside the segmented box, so they leave no
+seam; then the clicked spot itself (:func:`settle_clicked_spot`) is made what the click says. Nothing outside the
+window changes. Only the part of the reference grid the window covers is resampled, and there only the voxels
+whose class the click changed are relabelled: what the automatic result's size rules removed stays removed unless
+the click brings it back. That part comes back as a :class:`~magms.protocol.LabelPatch` to paste into the
+segmentation.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from magms.bundle import OpenedModel, load_network, open_model
-from magms.clicks import ClickPoint, click_maps
+from magms.clicks import CLICK_SIGMA, ClickPoint, click_maps, neighbourhood
 from magms.data.grid import reference_region, to_reference
 from magms.errors import ConfigError
 from magms.inference.predictors import EagerPredictor
@@ -34,7 +34,7 @@ from magms.inference.segmenter import Segmentation, Segmenter, WorkingCase, soft
 from magms.protocol import LabelPatch
 from magms.windows import window_padding
 
-__all__ = ["FRAMES", "ClickRequest", "Refiner", "read_clicks", "to_lps"]
+__all__ = ["FRAMES", "ClickRequest", "Refiner", "blend_weight", "read_clicks", "settle_clicked_spot", "to_lps"]
 
 #: Frames a click's coordinates may be given in: RAS (Slicer's world) or LPS (DICOM's, ITK's).
 FRAMES = ("RAS", "LPS")
@@ -101,13 +101,48 @@ class _Step:
     update: LabelPatch  # the labels before the click
 
 
-def _fade(shape: Sequence[int], fade: int) -> np.ndarray:
-    """(x, y, z) weight of a refined window: 1 inside, falling linearly to near 0 over ``fade`` voxels at its border."""
+def blend_weight(window: Sequence[slice], shape: Sequence[int], fade: int = FADE_VOXELS) -> np.ndarray:
+    """(x, y, z) weight of a refined window in the case: 1 inside, falling linearly to near 0 over ``fade`` voxels
+    towards each side of the window that lies inside the case's box (of ``shape``). A side on the box's own border
+    does not fade: beyond it there is nothing to blend with, and a click there must have its full effect.
+    """
     weight = np.ones((), np.float32)
-    for n in shape:
-        edge = np.minimum(np.arange(n), np.arange(n)[::-1]) + 0.5
-        weight = weight[..., None] * np.minimum(1.0, edge / fade).astype(np.float32)
+    for part, n in zip(window, shape):
+        i = np.arange(part.stop - part.start, dtype=np.float32)
+        edge = np.full(i.shape, np.inf, np.float32)
+        if part.start > 0:
+            edge = np.minimum(edge, i + 0.5)
+        if part.stop < n:
+            edge = np.minimum(edge, i[::-1] + 0.5)
+        weight = weight[..., None] * np.minimum(1.0, edge / fade)
     return weight
+
+
+def settle_clicked_spot(probabilities: np.ndarray, centre: Sequence[float], classes: Sequence[int], positive: bool,
+                        radius: float = CLICK_SIGMA) -> None:
+    """Make the clicked spot what the click says, in place: within ``radius`` voxels of ``centre``, the classes the
+    click rules out (outside the region ``classes`` for a positive click, inside it for a negative one) get
+    probability 0. The network's guidance usually does this itself; on a scan unlike its training it may fall short,
+    and a click that leaves its own spot unchanged only makes the user click there again.
+
+    Args:
+        probabilities: (C, x, y, z) probabilities (or their unnormalised update) of a window, changed in place.
+        centre: the click as a voxel index into the window; outside it, only the part of the spot inside changes.
+        classes: the class indices of the clicked region.
+        positive: the click's sign.
+        radius: in voxels.
+    """
+    near = neighbourhood(centre, radius, probabilities.shape[1:])
+    if near is None:
+        return
+    box, d2 = near
+    spot = d2 <= radius**2
+    allowed = np.isin(np.arange(probabilities.shape[0]), classes) == positive
+    part = probabilities[(slice(None), *box)]
+    values = part[:, spot]
+    values[~allowed] = 0.0
+    values[allowed] += 1e-6  # never all zero: the allowed classes keep their order
+    part[:, spot] = values
 
 
 class Refiner:
@@ -188,7 +223,7 @@ class Refiner:
             positive: the sign of the click.
             frame: ``RAS`` or ``LPS``.
         Returns:
-            The labels of the part of the reference grid that may have changed.
+            The labels of the part of the reference grid that may have changed, and which of them did.
         Raises:
             ConfigError: no case open, an unknown region or frame, or a point outside the segmented part of the image.
         """
@@ -204,11 +239,12 @@ class Refiner:
         window = self._window(index, shape)
         old = case.probabilities[(slice(None), *window)].copy()
         change = self._correction(window, [*self.clicks, new])
-        updated = np.maximum(old + _fade(change.shape[1:], FADE_VOXELS) * change, 0.0)
+        updated = np.maximum(old + blend_weight(window, shape) * change, 0.0)
+        settle_clicked_spot(updated, index - [w.start for w in window], self.info.scheme.region_indices(region), positive)
         case.probabilities[(slice(None), *window)] = updated / updated.sum(axis=0, keepdims=True)
-        before = self._paste(window)
+        before = self._paste(window, old)
         self._steps.append(_Step(new, window, old, before))
-        return LabelPatch.of(result.labels, before.region)
+        return LabelPatch.of(result.labels, before.region, before.labels)
 
     def undo(self) -> LabelPatch | None:
         """Take the last click back; the labels it changed return as they were. None when there is no click."""
@@ -272,8 +308,13 @@ class Refiner:
         probabilities = softmax(logits)
         return (probabilities[0] - probabilities[1])[(slice(None), *inner)]
 
-    def _paste(self, window: tuple[slice, slice, slice]) -> LabelPatch:
-        """Bring the window's probabilities to the reference grid and write its labels; returns the labels it replaced."""
+    def _paste(self, window: tuple[slice, slice, slice], previous: np.ndarray) -> LabelPatch:
+        """Bring the window's probabilities to the reference grid and relabel the voxels whose class they changed
+        (``previous``: the window's probabilities before); returns the labels of the region as they were.
+
+        Only a changed class is written: a voxel the click did not change keeps its label, so what the automatic
+        result's size rules removed stays removed, and an earlier click's decision stays as it was.
+        """
         result, case = self._opened()
         grid_window = tuple(slice(b.start + w.start, b.start + w.stop) for b, w in zip(case.box, window))
         region = reference_region(grid_window, case.grid, result.reference)
@@ -284,7 +325,12 @@ class Refiner:
         shape = case.probabilities.shape[1:]
         source = tuple(slice(max(w.start - 3, 0), min(w.stop + 3, n)) for w, n in zip(window, shape))
         grid_source = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(case.box, source))
-        indices, _ = to_reference(case.probabilities[(slice(None), *source)], grid_source, case.grid, result.reference)
+        now = case.probabilities[(slice(None), *source)]
+        then = now.copy()
+        then[(slice(None), *(slice(w.start - s.start, w.stop - s.start) for w, s in zip(window, source)))] = previous
+        indices, _ = to_reference(now, grid_source, case.grid, result.reference)
+        earlier, _ = to_reference(then, grid_source, case.grid, result.reference)
         before = LabelPatch.of(result.labels, region)
-        result.labels[region] = self.info.labels.decode(indices[region])
+        changed = indices[region] != earlier[region]
+        result.labels[region] = np.where(changed, self.info.scheme.decode(indices[region]), before.labels)
         return before

@@ -115,8 +115,6 @@ def test_the_clicked_spot_is_what_the_click_says():
 
 
 def test_a_click_keeps_its_spot_and_relabels_only_the_voxels_whose_class_it_changed(refiner, tumour_centre):
-    from magms.inference.refine import settle_clicked_spot  # noqa: F401  (the rule under test)
-
     from scipy import ndimage
 
     # a point off the tumour and 6 mm or more inside the brain: a click at the brain's edge lies half outside
